@@ -1,0 +1,24 @@
+"""Tenant pages, mounted under /w/<workspace_slug>/ (every view is workspace_view)."""
+
+from django.urls import path
+
+from campaigns import views
+
+app_name = "campaigns"
+
+urlpatterns = [
+    path("", views.workspace_home, name="workspace"),
+    path("campaigns/", views.campaign_list, name="list"),
+    path("campaigns/new/", views.campaign_create, name="create"),
+    path("campaigns/<int:campaign_id>/", views.campaign_detail, name="detail"),
+    path("campaigns/<int:campaign_id>/edit/", views.campaign_edit, name="edit"),
+    path("members/", views.member_list, name="members"),
+    path("members/<int:membership_id>/role/", views.member_role, name="member-role"),
+    path("members/<int:membership_id>/remove/", views.member_remove, name="member-remove"),
+    path(
+        "invitations/<int:invitation_id>/revoke/",
+        views.invitation_revoke,
+        name="invitation-revoke",
+    ),
+    path("settings/", views.workspace_settings, name="settings"),
+]

@@ -1,0 +1,210 @@
+"""Workspace, member and campaign pages. Thin: parsing and shaping only."""
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model, login
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from campaigns import selectors, services
+from campaigns.forms import (
+    CampaignFilterForm,
+    CampaignForm,
+    InviteForm,
+    RoleForm,
+    SignupForm,
+    WorkspaceCreateForm,
+    WorkspaceSettingsForm,
+)
+from campaigns.models import Campaign, Invitation, Membership, Role
+from campaigns.tenancy import memberships_of, workspace_view
+
+CAMPAIGNS_PER_PAGE = 20
+
+
+@login_required
+def home(request):
+    """Land in the user's first workspace, or offer to create one."""
+    memberships = memberships_of(request.user)
+    if memberships:
+        return redirect(memberships[0].workspace)
+    form = WorkspaceCreateForm()
+    return render(request, "campaigns/home.html", {"form": form})
+
+
+@login_required
+@require_POST
+def workspace_create(request):
+    form = WorkspaceCreateForm(request.POST)
+    if not form.is_valid():
+        return render(request, "campaigns/home.html", {"form": form}, status=400)
+    workspace = services.workspace_create(name=form.cleaned_data["name"], owner=request.user)
+    messages.success(request, f"Workspace “{workspace.name}” created. You are its owner.")
+    return redirect(workspace)
+
+
+@workspace_view
+def workspace_home(request):
+    return redirect(request.workspace)
+
+
+@workspace_view
+def campaign_list(request):
+    form = CampaignFilterForm(request.GET or None)
+    filters = form.cleaned_data if form.is_valid() else {}
+    campaigns = selectors.campaign_list(
+        q=filters.get("q", ""),
+        status=filters.get("status", ""),
+        kind=filters.get("kind", ""),
+        sort=filters.get("sort") or "newest",
+    )
+    page = Paginator(campaigns, CAMPAIGNS_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "form": form,
+        "page": page,
+        "filtered": any(filters.get(k) for k in ("q", "status", "kind")),
+        "query": query.urlencode(),
+    }
+    template = (
+        "campaigns/partials/_campaign_table.html"
+        if request.htmx and not request.htmx.boosted
+        else "campaigns/campaign_list.html"
+    )
+    return render(request, template, context)
+
+
+@workspace_view(role=Role.ANALYST)
+def campaign_create(request):
+    form = CampaignForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        form.instance.workspace = request.workspace
+        form.instance.created_by = request.user
+        campaign = form.save()
+        messages.success(request, f"Campaign “{campaign.name}” created.")
+        return redirect(campaign)
+    return render(request, "campaigns/campaign_form.html", {"form": form, "campaign": None})
+
+
+@workspace_view
+def campaign_detail(request, campaign_id):
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    return render(request, "campaigns/campaign_detail.html", {"campaign": campaign})
+
+
+@workspace_view(role=Role.ANALYST)
+def campaign_edit(request, campaign_id):
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    form = CampaignForm(request.POST or None, instance=campaign)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Campaign saved.")
+        return redirect(campaign)
+    return render(request, "campaigns/campaign_form.html", {"form": form, "campaign": campaign})
+
+
+@workspace_view(write_role=Role.OWNER)
+def member_list(request):
+    form = InviteForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            invitation = services.member_invite(
+                workspace=request.workspace,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                invited_by=request.user,
+            )
+        except services.MembershipError as error:
+            form.add_error("email", str(error))
+        else:
+            if invitation is None:
+                messages.success(request, f"{form.cleaned_data['email']} is now a member.")
+            else:
+                messages.success(request, f"Invitation sent to {invitation.email}.")
+            return redirect("campaigns:members", workspace_slug=request.workspace.slug)
+    context = {
+        "form": form,
+        "members": Membership.objects.select_related("user"),
+        "invitations": Invitation.objects.filter(accepted_at__isnull=True),
+        "roles": Role.choices,
+    }
+    return render(request, "campaigns/members.html", context, status=400 if form.errors else 200)
+
+
+@workspace_view(role=Role.OWNER)
+@require_POST
+def member_role(request, membership_id):
+    membership = get_object_or_404(Membership, pk=membership_id)
+    form = RoleForm(request.POST)
+    if form.is_valid():
+        try:
+            services.member_change_role(membership=membership, role=form.cleaned_data["role"])
+            messages.success(request, f"{membership.user} is now {membership.get_role_display()}.")
+        except services.MembershipError as error:
+            messages.error(request, str(error))
+    return redirect("campaigns:members", workspace_slug=request.workspace.slug)
+
+
+@workspace_view(role=Role.OWNER)
+@require_POST
+def member_remove(request, membership_id):
+    membership = get_object_or_404(Membership, pk=membership_id)
+    try:
+        services.member_remove(membership=membership)
+        messages.success(request, f"{membership.user} was removed.")
+    except services.MembershipError as error:
+        messages.error(request, str(error))
+    if membership.user_id == request.user.pk and membership.pk is None:
+        return redirect("home")
+    return redirect("campaigns:members", workspace_slug=request.workspace.slug)
+
+
+@workspace_view(role=Role.OWNER)
+@require_POST
+def invitation_revoke(request, invitation_id):
+    invitation = get_object_or_404(Invitation, pk=invitation_id, accepted_at__isnull=True)
+    invitation.delete()
+    messages.success(request, f"Invitation for {invitation.email} revoked.")
+    return redirect("campaigns:members", workspace_slug=request.workspace.slug)
+
+
+@workspace_view(write_role=Role.OWNER)
+def workspace_settings(request):
+    form = WorkspaceSettingsForm(request.POST or None, instance=request.workspace)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Settings saved.")
+        return redirect("campaigns:settings", workspace_slug=request.workspace.slug)
+    return render(request, "campaigns/settings.html", {"form": form})
+
+
+def invitation(request, token):
+    """Accept an invitation: join with the current account, or create one."""
+    invitation = services.invitation_find(token)
+    if invitation is None:
+        raise Http404("This invitation is not valid any more.")
+    form = SignupForm(request.POST or None) if not request.user.is_authenticated else None
+    if request.method == "POST":
+        if request.user.is_authenticated:
+            user = request.user
+        elif form.is_valid():
+            user = get_user_model().objects.create_user(
+                username=form.cleaned_data["username"],
+                email=invitation.email,
+                password=form.cleaned_data["password"],
+            )
+            login(request, user)
+        else:
+            return render(
+                request,
+                "campaigns/invitation.html",
+                {"invitation": invitation, "form": form},
+                status=400,
+            )
+        services.invitation_accept(invitation=invitation, user=user)
+        messages.success(request, f"Welcome to {invitation.workspace.name}.")
+        return redirect(invitation.workspace)
+    return render(request, "campaigns/invitation.html", {"invitation": invitation, "form": form})

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ClickmapConfig(AppConfig):
+    name = "clickmap"
+    verbose_name = "Click map"

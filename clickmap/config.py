@@ -1,0 +1,72 @@
+"""Service configuration derived from environment variables.
+
+Kept apart from settings.py as plain functions so tests can check the parsing
+without reloading Django.
+"""
+
+from __future__ import annotations
+
+import environ
+
+
+def database_config(url: str) -> dict:
+    """Django DATABASES['default'] for a DATABASE_URL (sqlite:///…, postgres://…)."""
+    config = environ.Env.db_url_config(url)
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        # Persistent connections: the web process serves many short requests.
+        config.setdefault("CONN_MAX_AGE", 60)
+        config["CONN_HEALTH_CHECKS"] = True
+    elif config["ENGINE"] == "django.db.backends.sqlite3":
+        # Embedded default: WAL lets the inline task runner and the web share the file.
+        config.setdefault("OPTIONS", {}).update(
+            {"init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"}
+        )
+    return config
+
+
+def task_and_cache_config(redis_url: str | None) -> dict:
+    """Celery and cache settings for REDIS_URL.
+
+    Unset: tasks run inline (eager) and the cache is process-local memory, so the
+    embedded default needs no service. Set: Redis is broker, result backend and cache.
+    """
+    if not redis_url:
+        return {
+            "CELERY_TASK_ALWAYS_EAGER": True,
+            "CELERY_TASK_EAGER_PROPAGATES": True,
+            "CELERY_BROKER_URL": "memory://",
+            "CELERY_RESULT_BACKEND": "cache+memory://",
+            "CACHES": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+        }
+    return {
+        "CELERY_TASK_ALWAYS_EAGER": False,
+        "CELERY_TASK_EAGER_PROPAGATES": False,
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "CACHES": {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": redis_url,
+            }
+        },
+    }
+
+
+def email_config(env: environ.Env) -> dict:
+    """Email settings from EMAIL_URL (smtp://user:pass@host:port, +tls/+ssl) or EMAIL_HOST…."""
+    url = env.str("EMAIL_URL", default="")
+    if url:
+        parsed = environ.Env.email_url_config(url)
+        return {key: value for key, value in parsed.items() if value not in ("", None)}
+    if env.str("EMAIL_HOST", default=""):
+        return {
+            "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "EMAIL_HOST": env.str("EMAIL_HOST"),
+            "EMAIL_PORT": env.int("EMAIL_PORT", default=25),
+            "EMAIL_HOST_USER": env.str("EMAIL_HOST_USER", default=""),
+            "EMAIL_HOST_PASSWORD": env.str("EMAIL_HOST_PASSWORD", default=""),
+            "EMAIL_USE_TLS": env.bool("EMAIL_USE_TLS", default=False),
+            "EMAIL_USE_SSL": env.bool("EMAIL_USE_SSL", default=False),
+        }
+    # Nothing configured: print messages instead of losing them silently.
+    return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}

@@ -1,0 +1,60 @@
+"""docker-compose.yml: no engine runs here, so the file itself is checked."""
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def test_it_has_the_five_services_each_with_a_healthcheck_where_it_serves():
+    assert {"web", "worker", "beat", "postgres", "redis"} <= set(SERVICES)
+    for name in ("web", "worker", "postgres", "redis"):
+        assert "test" in SERVICES[name]["healthcheck"], name
+
+
+def test_app_services_build_the_dockerfile_and_wait_for_healthy_stores():
+    assert (ROOT / "Dockerfile").is_file()
+    for name in ("web", "worker", "beat"):
+        service = SERVICES[name]
+        assert service["build"] == "."
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_commands_run_gunicorn_celery_worker_and_beat():
+    assert "gunicorn clickmap.wsgi:application" in SERVICES["web"]["command"]
+    assert "migrate" in SERVICES["web"]["command"]
+    assert SERVICES["worker"]["command"].startswith("celery -A clickmap worker")
+    assert SERVICES["beat"]["command"].startswith("celery -A clickmap beat")
+    assert "8000:8000" in SERVICES["web"]["ports"]
+
+
+def test_app_environment_points_at_the_compose_postgres_and_redis():
+    db = SERVICES["postgres"]["environment"]
+    for name in ("web", "worker", "beat"):
+        env = SERVICES[name]["environment"]
+        assert env["DATABASE_URL"] == (
+            f"postgres://{db['POSTGRES_USER']}:{db['POSTGRES_PASSWORD']}@postgres:5432/"
+            f"{db['POSTGRES_DB']}"
+        )
+        assert env["REDIS_URL"].startswith("redis://redis:6379/")
+        assert "SECRET_KEY" in env and "TRACKING_BASE_URL" in env
+
+
+def test_data_lives_in_named_volumes():
+    volumes = set(COMPOSE["volumes"])
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in SERVICES["postgres"]["volumes"])
+    assert any(v.endswith(":/data") for v in SERVICES["redis"]["volumes"])
+    for service in SERVICES.values():
+        for volume in service.get("volumes", []):
+            assert volume.split(":")[0] in volumes
+
+
+def test_dockerfile_uses_debian_chromium_and_never_downloads_a_browser():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "apt-get install" in dockerfile and "chromium" in dockerfile
+    assert "playwright install" not in dockerfile
+    assert "FROM python:3.11" in dockerfile

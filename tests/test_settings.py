@@ -1,0 +1,119 @@
+"""Settings from the environment: database and Redis URLs, eager tasks, deploy checks."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import environ
+
+from clickmap.config import database_config, email_config, task_and_cache_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_postgres_url_becomes_a_persistent_postgresql_connection():
+    config = database_config("postgres://app:s3cret@db.internal:6543/clickmap")
+    assert config["ENGINE"] == "django.db.backends.postgresql"
+    assert (config["NAME"], config["USER"], config["PASSWORD"]) == ("clickmap", "app", "s3cret")
+    assert (config["HOST"], config["PORT"]) == ("db.internal", 6543)
+    assert config["CONN_MAX_AGE"] == 60 and config["CONN_HEALTH_CHECKS"] is True
+
+
+def test_sqlite_url_becomes_a_wal_sqlite_file():
+    config = database_config("sqlite:////srv/clickmap/var/db.sqlite3")
+    assert config["ENGINE"] == "django.db.backends.sqlite3"
+    assert config["NAME"] == "/srv/clickmap/var/db.sqlite3"
+    assert "journal_mode=WAL" in config["OPTIONS"]["init_command"]
+
+
+def test_without_redis_tasks_run_inline_and_cache_is_local():
+    config = task_and_cache_config("")
+    assert config["CELERY_TASK_ALWAYS_EAGER"] is True
+    assert config["CACHES"]["default"]["BACKEND"].endswith("LocMemCache")
+
+
+def test_with_redis_it_is_broker_backend_and_cache():
+    config = task_and_cache_config("redis://cache:6379/2")
+    assert config["CELERY_TASK_ALWAYS_EAGER"] is False
+    assert config["CELERY_BROKER_URL"] == config["CELERY_RESULT_BACKEND"] == "redis://cache:6379/2"
+    assert config["CACHES"]["default"]["BACKEND"].endswith("RedisCache")
+    assert config["CACHES"]["default"]["LOCATION"] == "redis://cache:6379/2"
+
+
+def test_email_url_and_host_settings(monkeypatch):
+    env = environ.Env()
+    monkeypatch.setenv("EMAIL_URL", "smtp+tls://mailer:pw@smtp.example.com:587")
+    config = email_config(env)
+    assert config["EMAIL_HOST"] == "smtp.example.com" and config["EMAIL_PORT"] == 587
+    assert config["EMAIL_USE_TLS"] is True and config["EMAIL_HOST_USER"] == "mailer"
+    monkeypatch.delenv("EMAIL_URL")
+    monkeypatch.setenv("EMAIL_HOST", "127.0.0.1")
+    monkeypatch.setenv("EMAIL_PORT", "2525")
+    config = email_config(env)
+    assert (config["EMAIL_HOST"], config["EMAIL_PORT"]) == ("127.0.0.1", 2525)
+    monkeypatch.delenv("EMAIL_HOST")
+    assert email_config(env)["EMAIL_BACKEND"].endswith("console.EmailBackend")
+
+
+def run_manage(*args, **env):
+    base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    base.pop("SECRET_KEY", None)
+    base.pop("DEBUG", None)
+    base.pop("HTTPS_ONLY", None)
+    base.update(env)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_embedded_default_is_sqlite_with_inline_tasks():
+    result = run_manage(
+        "shell",
+        "-c",
+        "from django.conf import settings as s; from clickmap import celery_app as a;"
+        "print(s.DATABASES['default']['ENGINE'], s.DATABASES['default']['NAME'],"
+        " a.conf.task_always_eager, s.CACHES['default']['BACKEND'])",
+        DEBUG="1",
+    )
+    assert result.returncode == 0, result.stderr
+    engine, name, eager, cache = result.stdout.splitlines()[-1].split()
+    assert engine == "django.db.backends.sqlite3"
+    assert name == str(ROOT / "var" / "clickmap.sqlite3")
+    assert eager == "True" and cache.endswith("LocMemCache")
+
+
+def test_redis_url_makes_celery_use_the_real_broker():
+    result = run_manage(
+        "shell",
+        "-c",
+        "from clickmap import celery_app as a; print(a.conf.task_always_eager, a.conf.broker_url)",
+        DEBUG="1",
+        REDIS_URL="redis://127.0.0.1:6379/15",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == ["False", "redis://127.0.0.1:6379/15"]
+
+
+def test_missing_secret_key_outside_debug_is_refused():
+    result = run_manage("check")
+    assert result.returncode != 0
+    assert "Set SECRET_KEY" in result.stderr
+
+
+def test_deploy_check_is_clean_with_debug_off():
+    result = run_manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        SECRET_KEY="k" + os.urandom(40).hex(),
+        ALLOWED_HOSTS="clickmap.example.com",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
