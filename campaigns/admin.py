@@ -1,6 +1,13 @@
 from django.contrib import admin
 
-from campaigns.models import Campaign, Invitation, Membership, Workspace
+from campaigns.models import (
+    Campaign,
+    Invitation,
+    Membership,
+    Template,
+    TemplateVersion,
+    Workspace,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -35,3 +42,34 @@ class CampaignAdmin(admin.ModelAdmin):
     list_display = ["name", "workspace", "kind", "status", "created_at"]
     list_filter = ["kind", "status", "workspace"]
     search_fields = ["name"]
+
+
+class TemplateVersionInline(admin.TabularInline):
+    model = TemplateVersion
+    extra = 0
+    fields = ["number", "note", "author", "created_at"]
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+
+
+@admin.register(Template)
+class TemplateAdmin(admin.ModelAdmin):
+    list_display = ["name", "workspace", "updated_at"]
+    list_filter = ["workspace"]
+    search_fields = ["name"]
+    inlines = [TemplateVersionInline]
+
+
+@admin.register(TemplateVersion)
+class TemplateVersionAdmin(admin.ModelAdmin):
+    """Read-only: versions are immutable; edit the template in the dashboard instead."""
+
+    list_display = ["template", "number", "author", "created_at"]
+    readonly_fields = [f.name for f in TemplateVersion._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

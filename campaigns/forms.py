@@ -2,7 +2,8 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 
-from campaigns.models import Campaign, Role, Workspace
+from campaigns.inventory import TemplateInputError, decode_template
+from campaigns.models import Campaign, Role, Template, Variant, Workspace
 
 
 class WorkspaceCreateForm(forms.Form):
@@ -78,3 +79,68 @@ class SignupForm(forms.Form):
         password = self.cleaned_data["password"]
         validate_password(password)
         return password
+
+
+class TemplateContentForm(forms.Form):
+    """Template HTML pasted into the editor or uploaded as a file (any common encoding)."""
+
+    html = forms.CharField(
+        required=False,
+        label="HTML",
+        widget=forms.Textarea(attrs={"rows": 22, "spellcheck": "false", "class": "code"}),
+        strip=False,
+    )
+    html_file = forms.FileField(required=False, label="…or upload an .html file")
+    amp_html = forms.CharField(
+        required=False,
+        label="AMP part (optional)",
+        widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false", "class": "code"}),
+        strip=False,
+    )
+    note = forms.CharField(required=False, max_length=200, label="What changed")
+
+    def _decoded(self, raw: bytes, what: str) -> str:
+        try:
+            return decode_template(raw)
+        except TemplateInputError as error:
+            raise forms.ValidationError(f"{what}: {error}") from error
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("html_file")
+        if upload:
+            data["html"] = self._decoded(upload.read(), upload.name)
+        elif data.get("html", "").strip():
+            data["html"] = self._decoded(data["html"].encode("utf-8"), "HTML")
+        else:
+            raise forms.ValidationError("Paste the template's HTML or upload an .html file.")
+        if data.get("amp_html", "").strip():
+            data["amp_html"] = self._decoded(data["amp_html"].encode("utf-8"), "AMP part")
+        else:
+            data["amp_html"] = ""
+        return data
+
+
+class TemplateCreateForm(TemplateContentForm):
+    name = forms.CharField(max_length=200)
+    field_order = ["name", "html", "html_file", "amp_html"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        del self.fields["note"]
+
+
+class VariantForm(forms.Form):
+    """Add an email (node) variant to a campaign: which template, subject, weight."""
+
+    node_name = forms.CharField(max_length=200, initial="Email", label="Email")
+    position = forms.IntegerField(min_value=1, initial=1, required=False, label="Step")
+    name = forms.CharField(max_length=60, initial="A", label="Variant")
+    subject = forms.CharField(max_length=400, help_text="Jinja allowed: {{ customer.first_name }}")
+    template = forms.ModelChoiceField(queryset=None, empty_label=None)
+    weight = forms.IntegerField(min_value=1, max_value=1000, initial=1)
+    format = forms.ChoiceField(choices=Variant.Format.choices, initial=Variant.Format.HTML)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["template"].queryset = Template.objects.order_by("name")

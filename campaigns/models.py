@@ -128,6 +128,14 @@ class Campaign(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CAMPAIGN)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     description = models.TextField(blank=True)
+    segment = models.ForeignKey(
+        "Segment",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="campaigns",
+        help_text="Who receives it; empty means every subscribed customer.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -148,3 +156,246 @@ class Campaign(models.Model):
             "campaigns:detail",
             kwargs={"workspace_slug": self.workspace.slug, "campaign_id": self.pk},
         )
+
+
+class Template(models.Model):
+    """An email template; its content lives in immutable TemplateVersions."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="templates")
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse(
+            "campaigns:template",
+            kwargs={"workspace_slug": self.workspace.slug, "template_id": self.pk},
+        )
+
+
+class ImmutableError(Exception):
+    """A saved template version was about to change."""
+
+
+class TemplateVersion(models.Model):
+    """One saved state of a template. Never changes once saved: deliveries pin it, so old
+    sends keep the link positions they were sent with (PRODUCT.md "Beyond")."""
+
+    template = models.ForeignKey(Template, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    html = models.TextField()
+    amp_html = models.TextField(blank=True)
+    content_hash = models.CharField(max_length=64)
+    note = models.CharField(max_length=200, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedManager(workspace="template__workspace")
+
+    class Meta:
+        ordering = ["template", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["template", "number"], name="one_number_per_version")
+        ]
+
+    def __str__(self):
+        return f"{self.template} v{self.number}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ImmutableError("A saved template version cannot change; save a new version.")
+        super().save(*args, **kwargs)
+
+    def get_absolute_url(self):
+        return reverse(
+            "campaigns:version",
+            kwargs={
+                "workspace_slug": self.template.workspace.slug,
+                "template_id": self.template_id,
+                "number": self.number,
+            },
+        )
+
+
+class TemplateLink(models.Model):
+    """One link of a template version's inventory (campaigns/inventory.py makes them)."""
+
+    class Format(models.TextChoices):
+        HTML = "html", "HTML"
+        AMP = "amp", "AMP"
+
+    class Kind(models.TextChoices):
+        A = "a", "Link"
+        AREA = "area", "Image map area"
+        VML = "vml", "Outlook VML"
+
+    version = models.ForeignKey(TemplateVersion, on_delete=models.CASCADE, related_name="links")
+    format = models.CharField(max_length=4, choices=Format.choices, default=Format.HTML)
+    ordinal = models.PositiveIntegerField()
+    source_index = models.PositiveIntegerField()
+    xpath = models.TextField()
+    href = models.TextField()
+    text = models.TextField(blank=True)
+    kind = models.CharField(max_length=4, choices=Kind.choices, default=Kind.A)
+    mso = models.BooleanField(default=False)
+    twin = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="mso_copies"
+    )
+    unsubscribe = models.BooleanField(default=False)
+    trackable = models.BooleanField(default=True)
+    placeholder = models.BooleanField(default=False)
+
+    objects = ScopedManager(workspace="version__template__workspace")
+
+    class Meta:
+        ordering = ["version", "format", "ordinal"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "format", "ordinal"], name="one_ordinal_per_format"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.xpath} → {self.href}"
+
+
+class Customer(models.Model):
+    """A recipient. `external_id` is the workspace's own id (or cookie id) for them."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="customers")
+    external_id = models.CharField(max_length=200)
+    email = models.EmailField(max_length=254, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        ordering = ["external_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "external_id"], name="one_external_id_per_workspace"
+            ),
+        ]
+        indexes = [models.Index(fields=["workspace", "email"])]
+
+    def __str__(self):
+        return self.email or self.external_id
+
+
+class Segment(models.Model):
+    """A group of customers: a rule on attributes, or an explicit member list (or both,
+    which is their union)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="segments")
+    name = models.CharField(max_length=200)
+    # [{"attribute": "country", "op": "eq", "value": "DE"}, …], all must hold.
+    rule = models.JSONField(default=list, blank=True)
+    members = models.ManyToManyField(Customer, blank=True, related_name="segments")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class EmailNode(models.Model):
+    """One email of a campaign (a campaign has one, a scenario several, by position)."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="nodes")
+    name = models.CharField(max_length=200)
+    position = models.PositiveIntegerField(default=1)
+    from_email = models.CharField(max_length=254, blank=True)
+
+    objects = ScopedManager(workspace="campaign__workspace")
+
+    class Meta:
+        ordering = ["campaign", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "position"], name="one_node_per_position")
+        ]
+
+    def __str__(self):
+        return f"{self.campaign}: {self.name}"
+
+
+class Variant(models.Model):
+    """An A/B variant of a node: its subject and the template version it sends."""
+
+    class Format(models.TextChoices):
+        HTML = "html", "HTML"
+        AMP = "amp", "AMP"
+
+    node = models.ForeignKey(EmailNode, on_delete=models.CASCADE, related_name="variants")
+    name = models.CharField(max_length=60, default="A")
+    weight = models.PositiveIntegerField(default=1)
+    subject = models.CharField(max_length=400)
+    template_version = models.ForeignKey(
+        TemplateVersion, on_delete=models.PROTECT, related_name="variants"
+    )
+    format = models.CharField(max_length=4, choices=Format.choices, default=Format.HTML)
+
+    objects = ScopedManager(workspace="node__campaign__workspace")
+
+    class Meta:
+        ordering = ["node", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["node", "name"], name="one_variant_name_per_node")
+        ]
+
+    def __str__(self):
+        return f"{self.node} / {self.name}"
+
+
+class Delivery(models.Model):
+    """One email to one customer from one node. Unique per (node, customer), which is what
+    makes sending idempotent. Pins the template version it was sent with."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        DELIVERED = "delivered", "Delivered"
+        BOUNCED = "bounced", "Bounced"
+        FAILED = "failed", "Failed"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    node = models.ForeignKey(EmailNode, on_delete=models.CASCADE, related_name="deliveries")
+    variant = models.ForeignKey(Variant, on_delete=models.PROTECT, related_name="deliveries")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="deliveries")
+    template_version = models.ForeignKey(
+        TemplateVersion, on_delete=models.PROTECT, related_name="deliveries"
+    )
+    format = models.CharField(max_length=4, choices=Variant.Format.choices, default="html")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    message_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["node", "customer"], name="one_delivery_per_node")
+        ]
+        indexes = [models.Index(fields=["node", "status"])]
+
+    def __str__(self):
+        return f"{self.node} → {self.customer}"

@@ -1,4 +1,7 @@
-"""Services that change workspace, membership and campaign state."""
+"""Services that change workspace, membership, template and campaign state."""
+
+import hashlib
+from dataclasses import asdict
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -9,7 +12,18 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django_scopes import scope, scopes_disabled
 
-from campaigns.models import Invitation, Membership, Role, Workspace
+from campaigns.inventory import inventory_links, template_warnings
+from campaigns.models import (
+    EmailNode,
+    Invitation,
+    Membership,
+    Role,
+    Template,
+    TemplateLink,
+    TemplateVersion,
+    Variant,
+    Workspace,
+)
 
 
 class MembershipError(ValueError):
@@ -102,3 +116,110 @@ def member_remove(*, membership: Membership) -> None:
     if membership.role == Role.OWNER and not _other_owners(membership):
         raise MembershipError("A workspace needs at least one owner.")
     membership.delete()
+
+
+def content_hash(html: str, amp_html: str) -> str:
+    return hashlib.sha256(f"{html}\0{amp_html}".encode()).hexdigest()
+
+
+@transaction.atomic
+def template_create(
+    *, workspace: Workspace, name: str, html: str, amp_html: str = "", author=None
+) -> TemplateVersion:
+    """A new template with its first version (inventoried)."""
+    template = Template.objects.create(workspace=workspace, name=name)
+    version, _ = template_version_save(
+        template=template, html=html, amp_html=amp_html, author=author, note="First version"
+    )
+    return version
+
+
+@transaction.atomic
+def template_version_save(
+    *, template: Template, html: str, amp_html: str = "", author=None, note: str = ""
+) -> tuple[TemplateVersion, bool]:
+    """Save content as the template's next immutable version with its link inventory.
+
+    Returns (version, created). Content equal to the latest version's creates nothing.
+    The template row is locked so two saves at once get consecutive numbers.
+    """
+    Template.objects.select_for_update().filter(pk=template.pk).first()
+    latest = template.versions.order_by("-number").first()
+    digest = content_hash(html, amp_html)
+    if latest is not None and latest.content_hash == digest:
+        return latest, False
+    found = inventory_links(html, "html")
+    warnings = [asdict(w) for w in template_warnings(html)]
+    if amp_html:
+        found += inventory_links(amp_html, "amp")
+        warnings += [{**asdict(w), "format": "amp"} for w in template_warnings(amp_html)]
+    version = TemplateVersion.objects.create(
+        template=template,
+        number=(latest.number + 1) if latest else 1,
+        html=html,
+        amp_html=amp_html,
+        content_hash=digest,
+        note=note,
+        warnings=warnings,
+        author=author,
+    )
+    rows = TemplateLink.objects.bulk_create(
+        TemplateLink(
+            version=version,
+            format=link.format,
+            ordinal=link.ordinal,
+            source_index=link.source_index,
+            xpath=link.xpath,
+            href=link.href,
+            text=link.text,
+            kind=link.kind,
+            mso=link.mso,
+            unsubscribe=link.unsubscribe,
+            trackable=link.trackable,
+            placeholder=link.placeholder,
+        )
+        for link in found
+    )
+    by_xpath = {(row.format, row.xpath): row for row in rows if not row.mso}
+    twins = []
+    for row, link in zip(rows, found, strict=True):
+        if link.twin_xpath and (twin := by_xpath.get((row.format, link.twin_xpath))):
+            row.twin = twin
+            twins.append(row)
+    TemplateLink.objects.bulk_update(twins, ["twin"])
+    Template.objects.filter(pk=template.pk).update(updated_at=version.created_at)
+    return version, True
+
+
+@transaction.atomic
+def variant_add(
+    *,
+    campaign,
+    node_name: str,
+    position: int,
+    name: str,
+    subject: str,
+    template: Template,
+    weight: int = 1,
+    format: str = "html",
+) -> Variant:
+    """Add a variant (pinned to the template's latest version) to the campaign's node at
+    `position`, creating the node. A campaign has one node; a scenario several."""
+    if campaign.kind == campaign.Kind.CAMPAIGN:
+        position = 1
+    node, _ = EmailNode.objects.get_or_create(
+        campaign=campaign, position=position, defaults={"name": node_name}
+    )
+    if node.variants.filter(name=name).exists():
+        raise ValueError(f"“{node.name}” already has a variant {name}.")
+    version = template.versions.order_by("-number").first()
+    if format == "amp" and not version.amp_html:
+        raise ValueError(f"“{template.name}” has no AMP part to send.")
+    return Variant.objects.create(
+        node=node,
+        name=name,
+        subject=subject,
+        template_version=version,
+        weight=weight,
+        format=format,
+    )

@@ -12,6 +12,9 @@ urlpatterns = [
     path("campaigns/new/", views.campaign_create, name="create"),
     path("campaigns/<int:campaign_id>/", views.campaign_detail, name="detail"),
     path("campaigns/<int:campaign_id>/edit/", views.campaign_edit, name="edit"),
+    path("campaigns/<int:campaign_id>/variants/", views.campaign_variant_add, name="variant-add"),
+    path("campaigns/<int:campaign_id>/send/", views.campaign_send, name="send"),
+    path("campaigns/<int:campaign_id>/progress/", views.campaign_progress, name="progress"),
     path("members/", views.member_list, name="members"),
     path("members/<int:membership_id>/role/", views.member_role, name="member-role"),
     path("members/<int:membership_id>/remove/", views.member_remove, name="member-remove"),
@@ -21,4 +24,13 @@ urlpatterns = [
         name="invitation-revoke",
     ),
     path("settings/", views.workspace_settings, name="settings"),
+    path("templates/", views.template_list, name="templates"),
+    path("templates/new/", views.template_create, name="template-create"),
+    path("templates/<int:template_id>/", views.template_detail, name="template"),
+    path("templates/<int:template_id>/edit/", views.template_edit, name="template-edit"),
+    path(
+        "templates/<int:template_id>/versions/<int:number>/",
+        views.version_detail,
+        name="version",
+    ),
 ]

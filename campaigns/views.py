@@ -15,10 +15,23 @@ from campaigns.forms import (
     InviteForm,
     RoleForm,
     SignupForm,
+    TemplateContentForm,
+    TemplateCreateForm,
+    VariantForm,
     WorkspaceCreateForm,
     WorkspaceSettingsForm,
 )
-from campaigns.models import Campaign, Invitation, Membership, Role
+from campaigns.inventory import TemplateInputError
+from campaigns.models import (
+    Campaign,
+    Invitation,
+    Membership,
+    Role,
+    Template,
+    TemplateVersion,
+)
+from campaigns.sending import SendInProgress, SmtpUnavailable, send_progress
+from campaigns.tasks import send_campaign_task
 from campaigns.tenancy import memberships_of, workspace_view
 
 CAMPAIGNS_PER_PAGE = 20
@@ -89,10 +102,72 @@ def campaign_create(request):
     return render(request, "campaigns/campaign_form.html", {"form": form, "campaign": None})
 
 
+def _campaign_context(campaign):
+    return {
+        "campaign": campaign,
+        "nodes": campaign.nodes.prefetch_related("variants__template_version__template"),
+        "progress": send_progress(campaign),
+    }
+
+
 @workspace_view
 def campaign_detail(request, campaign_id):
     campaign = get_object_or_404(Campaign, pk=campaign_id)
-    return render(request, "campaigns/campaign_detail.html", {"campaign": campaign})
+    context = _campaign_context(campaign)
+    context["variant_form"] = VariantForm(initial={"subject": campaign.name})
+    return render(request, "campaigns/campaign_detail.html", context)
+
+
+@workspace_view
+def campaign_progress(request, campaign_id):
+    """The send-progress fragment (htmx polls it while the campaign is sending)."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    return render(request, "campaigns/partials/_send_progress.html", _campaign_context(campaign))
+
+
+@workspace_view(role=Role.ANALYST)
+@require_POST
+def campaign_variant_add(request, campaign_id):
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    form = VariantForm(request.POST)
+    if form.is_valid():
+        try:
+            data = form.cleaned_data
+            services.variant_add(
+                campaign=campaign,
+                node_name=data["node_name"],
+                position=data["position"] or 1,
+                name=data["name"],
+                subject=data["subject"],
+                template=data["template"],
+                weight=data["weight"],
+                format=data["format"],
+            )
+        except ValueError as error:
+            messages.error(request, str(error))
+        else:
+            messages.success(request, "Variant added.")
+        return redirect(campaign)
+    context = _campaign_context(campaign)
+    context["variant_form"] = form
+    return render(request, "campaigns/campaign_detail.html", context, status=400)
+
+
+@workspace_view(role=Role.ANALYST)
+@require_POST
+def campaign_send(request, campaign_id):
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    if not campaign.nodes.filter(variants__isnull=False).exists():
+        messages.error(request, "Add an email variant before sending.")
+        return redirect(campaign)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    try:
+        send_campaign_task.delay(campaign.pk)
+    except (SendInProgress, SmtpUnavailable) as error:  # raised here when tasks run inline
+        messages.error(request, str(error))
+    else:
+        messages.success(request, "Sending started. Progress updates below.")
+    return redirect(campaign)
 
 
 @workspace_view(role=Role.ANALYST)
@@ -208,3 +283,96 @@ def invitation(request, token):
         messages.success(request, f"Welcome to {invitation.workspace.name}.")
         return redirect(invitation.workspace)
     return render(request, "campaigns/invitation.html", {"invitation": invitation, "form": form})
+
+
+@workspace_view
+def template_list(request):
+    return render(request, "campaigns/template_list.html", {"templates": selectors.template_list()})
+
+
+@workspace_view(role=Role.ANALYST)
+def template_create(request):
+    form = TemplateCreateForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            version = services.template_create(
+                workspace=request.workspace,
+                name=form.cleaned_data["name"],
+                html=form.cleaned_data["html"],
+                amp_html=form.cleaned_data["amp_html"],
+                author=request.user,
+            )
+        except TemplateInputError as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, f"Template saved with {version.links.count()} links.")
+            return redirect(version)
+    return render(
+        request,
+        "campaigns/template_form.html",
+        {"form": form, "template": None},
+        status=400 if form.errors else 200,
+    )
+
+
+@workspace_view
+def template_detail(request, template_id):
+    template = get_object_or_404(Template, pk=template_id)
+    return redirect(template.versions.order_by("-number").first())
+
+
+@workspace_view(role=Role.ANALYST)
+def template_edit(request, template_id):
+    template = get_object_or_404(Template, pk=template_id)
+    latest = template.versions.order_by("-number").first()
+    form = TemplateContentForm(
+        request.POST or None,
+        request.FILES or None,
+        initial={"html": latest.html, "amp_html": latest.amp_html},
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            version, created = services.template_version_save(
+                template=template,
+                html=form.cleaned_data["html"],
+                amp_html=form.cleaned_data["amp_html"],
+                author=request.user,
+                note=form.cleaned_data["note"],
+            )
+        except TemplateInputError as error:
+            form.add_error(None, str(error))
+        else:
+            if created:
+                messages.success(request, f"Saved as version {version.number}.")
+            else:
+                messages.info(request, "Nothing changed; no new version was saved.")
+            return redirect(version)
+    return render(
+        request,
+        "campaigns/template_form.html",
+        {"form": form, "template": template},
+        status=400 if form.errors else 200,
+    )
+
+
+@workspace_view
+def version_detail(request, template_id, number):
+    template = get_object_or_404(Template, pk=template_id)
+    version = get_object_or_404(TemplateVersion, template=template, number=number)
+    versions = list(template.versions.select_related("author").order_by("-number"))
+    compare_to = request.GET.get("compare")
+    base = next(
+        (v for v in versions if str(v.number) == compare_to),
+        next((v for v in versions if v.number < version.number), None),
+    )
+    links = version.links.select_related("twin").order_by("format", "ordinal")
+    context = {
+        "template": template,
+        "version": version,
+        "versions": versions,
+        "links": links,
+        "base": base,
+        "diff": selectors.version_diff(base, version) if base and base != version else None,
+        "latest": versions[0],
+    }
+    return render(request, "campaigns/version_detail.html", context)

@@ -6,7 +6,29 @@ without reloading Django.
 
 from __future__ import annotations
 
+import os
+import secrets
+from pathlib import Path
+
 import environ
+
+
+def persistent_secret_key(directory: Path) -> str:
+    """The key in `directory`/secret_key, created (mode 600) on first use."""
+    path = Path(directory) / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: use its key
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as file:
+        file.write(key)
+    return key
 
 
 def database_config(url: str) -> dict:

@@ -7,26 +7,41 @@ tasks inline, local-memory cache. See README.md for the variables.
 from pathlib import Path
 
 import environ
-from django.core.exceptions import ImproperlyConfigured
 
-from clickmap.config import database_config, email_config, task_and_cache_config
+from clickmap.config import (
+    database_config,
+    email_config,
+    persistent_secret_key,
+    task_and_cache_config,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
 
-SECRET_KEY = env.str("SECRET_KEY", default="")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("Set SECRET_KEY (or DEBUG=1 for local development).")
-    SECRET_KEY = "dev-only-secret-key-not-for-production-use-0123456789abcdef"  # noqa: S105
+# Unset: a random key generated once and kept in var/secret_key, so a fresh clone runs
+# (and `manage.py inventory` works) with nothing configured. Set it in production.
+SECRET_KEY = env.str("SECRET_KEY", default="") or persistent_secret_key(BASE_DIR / "var")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # Public origin that tracking links in sent emails point to.
 TRACKING_BASE_URL = env.str("TRACKING_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Secrets that sign tracking tokens: the first signs, all verify (rotate by prepending).
+# Empty: one key derived from SECRET_KEY.
+TRACKING_KEYS = env.list("TRACKING_KEYS", default=[])
+# Where the click/open endpoints append events before they reach the database.
+TRACKING_SPOOL_DIR = env.path("TRACKING_SPOOL_DIR", default=BASE_DIR / "var" / "spool")
+# Store events as they arrive instead of by the worker: the embedded default has none.
+TRACKING_INGEST_INLINE = env.bool("TRACKING_INGEST_INLINE", default=not env.str("REDIS_URL", ""))
+TRACKING_SPOOL_FSYNC = env.bool("TRACKING_SPOOL_FSYNC", default=False)
+# Behind a proxy the client's address is in X-Forwarded-For (its first entry).
+TRACKING_TRUST_X_FORWARDED_FOR = env.bool("TRACKING_TRUST_X_FORWARDED_FOR", default=False)
+# Turns links into tracking URLs at send time (campaigns does not import tracking).
+LINK_TRACKER = "tracking.links.SignedTracker"
+EMAIL_MESSAGE_ID_DOMAIN = env.str("EMAIL_MESSAGE_ID_DOMAIN", default="clickmap.local")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -82,6 +97,9 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Templates up to several MB are pasted or uploaded; the inventory module enforces its own cap.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 12 * 1024 * 1024
+
 REDIS_URL = env.str("REDIS_URL", default="")
 _services = task_and_cache_config(REDIS_URL)
 CACHES = _services.pop("CACHES")
@@ -92,6 +110,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "ingest-tracking-events": {"task": "tracking.ingest_events", "schedule": 2.0},
+}
 
 globals().update(email_config(env))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Clickmap <clickmap@localhost>")

@@ -19,4 +19,5 @@ urlpatterns = [
     path("w/<slug:workspace_slug>/", include("campaigns.urls")),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("", include("tracking.urls")),
 ]

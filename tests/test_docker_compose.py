@@ -9,15 +9,24 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 
 
-def test_it_has_the_five_services_each_with_a_healthcheck_where_it_serves():
-    assert {"web", "worker", "beat", "postgres", "redis"} <= set(SERVICES)
-    for name in ("web", "worker", "postgres", "redis"):
+def test_it_has_the_services_each_with_a_healthcheck_where_it_serves():
+    assert {"web", "tracker", "worker", "beat", "postgres", "redis"} <= set(SERVICES)
+    for name in ("web", "tracker", "worker", "postgres", "redis"):
         assert "test" in SERVICES[name]["healthcheck"], name
+
+
+def test_tracker_serves_the_same_app_and_shares_the_spool_with_the_ingesting_worker():
+    tracker = SERVICES["tracker"]
+    assert "gunicorn clickmap.wsgi:application" in tracker["command"]
+    assert "8001:8001" in tracker["ports"]
+    spool = tracker["environment"]["TRACKING_SPOOL_DIR"]
+    for name in ("tracker", "web", "worker"):
+        assert f"spool-data:{spool}" in SERVICES[name]["volumes"], name
 
 
 def test_app_services_build_the_dockerfile_and_wait_for_healthy_stores():
     assert (ROOT / "Dockerfile").is_file()
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "tracker", "worker", "beat"):
         service = SERVICES[name]
         assert service["build"] == "."
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy"

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import environ
 
-from clickmap.config import database_config, email_config, task_and_cache_config
+from clickmap.config import (
+    database_config,
+    email_config,
+    persistent_secret_key,
+    task_and_cache_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,6 +66,7 @@ def run_manage(*args, **env):
     base.pop("SECRET_KEY", None)
     base.pop("DEBUG", None)
     base.pop("HTTPS_ONLY", None)
+    base.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     base.update(env)
     return subprocess.run(
         [sys.executable, "manage.py", *args],
@@ -100,10 +106,19 @@ def test_redis_url_makes_celery_use_the_real_broker():
     assert result.stdout.splitlines()[-1].split() == ["False", "redis://127.0.0.1:6379/15"]
 
 
-def test_missing_secret_key_outside_debug_is_refused():
-    result = run_manage("check")
-    assert result.returncode != 0
-    assert "Set SECRET_KEY" in result.stderr
+def test_without_secret_key_one_is_generated_once_and_kept(tmp_path):
+    key = persistent_secret_key(tmp_path)
+    assert len(key) >= 50
+    assert persistent_secret_key(tmp_path) == key
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_inventory_command_runs_with_nothing_configured(tmp_path):
+    page = tmp_path / "email.html"
+    page.write_text('<table><tr><td><a href="https://x.example/">Go</a></td></tr></table>')
+    result = run_manage("inventory", str(page), "--json")
+    assert result.returncode == 0, result.stderr
+    assert '"/html/body/table[1]/tbody[1]/tr[1]/td[1]/a[1]"' in result.stdout
 
 
 def test_deploy_check_is_clean_with_debug_off():

@@ -9,11 +9,22 @@ from django.urls import URLPattern, URLResolver, get_resolver, include, path
 from django_scopes import scopes_disabled
 from django_scopes.exceptions import ScopeError
 
-from campaigns.models import Campaign, Invitation, Membership, Role
+from campaigns.models import Campaign, Invitation, Membership, Role, Template
+from campaigns.services import template_create
 
 # Views that are deliberately outside a workspace: auth, the landing page, invitation
-# acceptance by secret token, health, and the superuser-only admin.
-PUBLIC_URL_NAMES = {"home", "login", "logout", "workspace-create", "invitation", "healthz"}
+# acceptance by secret token, health, tracking endpoints, and the superuser-only admin.
+PUBLIC_URL_NAMES = {
+    "home",
+    "login",
+    "logout",
+    "workspace-create",
+    "invitation",
+    "healthz",
+    "click",
+    "open",
+    "unsubscribe",  # signed tracking tokens, for recipients
+}
 PUBLIC_NAMESPACES = {"admin"}
 TENANT_PREFIX = "w/<slug:workspace_slug>/"
 
@@ -76,10 +87,17 @@ def _objects_of(workspace, make_campaign, make_user):
     with scopes_disabled():
         member = Membership.objects.create(workspace=workspace, user=make_user(), role=Role.VIEWER)
         invitation = Invitation.objects.create(workspace=workspace, email="x@example.test")
+        version = template_create(
+            workspace=workspace,
+            name=f"Secret template of {workspace.name}",
+            html='<p><a href="https://example.com/">Shop</a></p>',
+        )
     return {
         "campaign_id": make_campaign(workspace).pk,
         "membership_id": member.pk,
         "invitation_id": invitation.pk,
+        "template_id": version.template_id,
+        "number": version.number,
     }
 
 
@@ -123,6 +141,7 @@ def test_member_of_a_gets_404_for_every_url_of_workspace_b(two_workspaces, clien
             response = method(url)
             assert response.status_code == 404, f"{method.__name__.upper()} {url}"
             assert b"Workspace B" not in response.content
+            assert b"Secret template" not in response.content
 
 
 def test_b_object_ids_under_workspace_a_answer_like_missing_ones(two_workspaces, client_for):
@@ -145,6 +164,7 @@ def test_b_object_ids_under_workspace_a_answer_like_missing_ones(two_workspaces,
         assert Campaign.objects.filter(workspace=b).count() == 1
         assert Membership.objects.filter(workspace=b).count() == 2
         assert Invitation.objects.filter(workspace=b).count() == 1
+        assert Template.objects.filter(workspace=b).get().versions.count() == 1
 
 
 def test_admin_is_for_superusers_and_sees_every_workspace(make_user, make_campaign, make_workspace):

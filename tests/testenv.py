@@ -21,6 +21,9 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 48)
 os.environ["HTTPS_ONLY"] = "0"  # the test server and client speak plain HTTP
 os.environ.setdefault("DEBUG", "0")
 os.environ["STATIC_MANIFEST"] = "0"  # no collectstatic before tests
+# Playwright's sync API keeps an event loop in the test thread; the ORM calls the tests
+# make beside it are still plain synchronous calls.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 
 def _postgres_problem() -> str | None:

@@ -1,0 +1,290 @@
+"""Sending: plan deliveries, personalise, track links, send through SMTP.
+
+Idempotent by construction: a Delivery is unique per (node, customer) and moves
+queued → sending → sent | failed. A run only sends rows it moved from queued to
+sending itself, so running a send twice (or two at once) never mails a customer
+twice; a row left in "sending" by a crash is marked failed, not resent, because the
+message may have left.
+
+The tracker that turns links into tracking URLs is configured by the LINK_TRACKER
+setting (default ``tracking.links.SignedTracker``), as EMAIL_BACKEND is for mail,
+so this module does not depend on the tracking app.
+"""
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from email.utils import make_msgid
+from functools import lru_cache
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from campaigns.models import Campaign, Customer, Delivery, EmailNode, TemplateLink, TemplateVersion
+from campaigns.personalise import (
+    PersonaliseError,
+    customer_context,
+    render,
+    render_subject,
+    tracked_source,
+)
+from campaigns.plaintext import html_to_text
+from campaigns.segments import segment_customers
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 200
+# A send holds this lock while it runs (refreshed every batch); it expires after a crash.
+LOCK_SECONDS = 600
+_BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+
+
+@dataclass
+class SendReport:
+    planned: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0  # already sent or interrupted earlier
+    errors: list[str] = field(default_factory=list)
+
+
+def get_tracker():
+    return import_string(settings.LINK_TRACKER)()
+
+
+def audience(campaign: Campaign):
+    """Customers the campaign goes to: its segment (or everyone), with an email address,
+    not unsubscribed."""
+    customers = (
+        segment_customers(campaign.segment) if campaign.segment_id else Customer.objects.all()
+    )
+    return customers.filter(unsubscribed_at__isnull=True).exclude(email="")
+
+
+def _bucket(node_id: int, customer_id: int) -> bytes:
+    return hashlib.blake2b(f"{node_id}:{customer_id}".encode(), digest_size=8).digest()
+
+
+def plan_deliveries(node: EmailNode) -> int:
+    """Create the queued deliveries of `node` that do not exist yet; returns how many.
+
+    Variants are split by weight: customers ordered by a stable hash take the
+    variants' weighted pattern in turn, so the split is exact to within one pattern.
+    """
+    variants = list(node.variants.order_by("name"))
+    if not variants:
+        raise ValueError(f"Email “{node.name}” has no variant to send.")
+    pattern = [v for v in variants for _ in range(v.weight)]
+    if not pattern:
+        raise ValueError(f"Every variant of “{node.name}” has weight 0.")
+    done = Delivery.objects.filter(node=node).values_list("customer_id", flat=True)
+    todo = audience(node.campaign).exclude(pk__in=done).values_list("pk", flat=True)
+    offset = Delivery.objects.filter(node=node).count()
+    ids = sorted(todo, key=lambda pk: _bucket(node.pk, pk))
+    rows = [
+        Delivery(
+            workspace_id=node.campaign.workspace_id,
+            node=node,
+            variant=(variant := pattern[(offset + i) % len(pattern)]),
+            customer_id=pk,
+            template_version_id=variant.template_version_id,
+            format=variant.format,
+        )
+        for i, pk in enumerate(ids)
+    ]
+    Delivery.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
+    return len(rows)
+
+
+@lru_cache(maxsize=32)
+def _prepared(version_id: int, fmt: str, content_hash: str) -> str:
+    """The version's source for `fmt` with trackable links wrapped (cached per version)."""
+    version = TemplateVersion.objects.with_scopes_disabled().get(pk=version_id)
+    source = version.amp_html if fmt == "amp" else version.html
+    link_ids: dict[int, int] = {}
+    links = TemplateLink.objects.with_scopes_disabled().filter(
+        version_id=version_id, format=fmt, trackable=True, source_index__gte=0
+    )
+    for source_index, link_id in links.order_by("ordinal").values_list("source_index", "pk"):
+        link_ids.setdefault(source_index, link_id)  # browser clones share one source tag
+    return tracked_source(source, link_ids)
+
+
+def build_message(delivery: Delivery, tracker) -> EmailMultiAlternatives:
+    """The personalised, tracked message for one delivery. Raises PersonaliseError."""
+    version = delivery.template_version
+    customer = delivery.customer
+    context = customer_context(customer)
+    unsubscribe_url = tracker.unsubscribe_url(delivery.pk)
+    context["unsubscribe_url"] = unsubscribe_url
+
+    def click_url(link_id: int, url: str) -> str | None:
+        return tracker.click_url(delivery.pk, link_id, url)
+
+    body = render(_prepared(version.pk, "html", version.content_hash), context, click_url)
+    body = _with_tracking_markup(body, tracker, delivery.pk)
+    subject = render_subject(delivery.variant.subject, context)
+    node = delivery.node
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=html_to_text(body),
+        from_email=node.from_email or settings.DEFAULT_FROM_EMAIL,
+        to=[customer.email],
+        headers={
+            "List-Unsubscribe": f"<{unsubscribe_url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "Message-ID": make_msgid(domain=settings.EMAIL_MESSAGE_ID_DOMAIN),
+            "X-Clickmap-Delivery": str(delivery.pk),
+        },
+    )
+    if delivery.format == "amp" and version.amp_html:
+        amp = render(_prepared(version.pk, "amp", version.content_hash), context, click_url)
+        message.attach_alternative(amp, "text/x-amp-html")  # AMP before HTML, as required
+    message.attach_alternative(body, "text/html")
+    return message
+
+
+def _with_tracking_markup(body: str, tracker, delivery_id: int) -> str:
+    """Add the invisible honeypot link after <body> and the open pixel before </body>."""
+    honeypot = (
+        f'<a href="{tracker.honeypot_url(delivery_id)}" aria-hidden="true" tabindex="-1" '
+        'style="display:none !important;font-size:0;line-height:0;max-height:0;'
+        'overflow:hidden;mso-hide:all">&#8203;</a>'
+    )
+    pixel = (
+        f'<img src="{tracker.open_url(delivery_id)}" width="1" height="1" alt="" '
+        'style="display:block;border:0;width:1px;height:1px">'
+    )
+    opened = _BODY_OPEN.search(body)
+    body = body[: opened.end()] + honeypot + body[opened.end() :] if opened else honeypot + body
+    closing = body.lower().rfind("</body")
+    return body[:closing] + pixel + body[closing:] if closing >= 0 else body + pixel
+
+
+def _claim(node: EmailNode, limit: int) -> list[int]:
+    """Move up to `limit` queued deliveries to sending; only this run sends them."""
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.filter(node=node, status=Delivery.Status.QUEUED)
+            .order_by("pk")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:limit]
+        )
+        Delivery.objects.filter(pk__in=ids, status=Delivery.Status.QUEUED).update(
+            status=Delivery.Status.SENDING
+        )
+    return ids
+
+
+def send_node(
+    node: EmailNode, *, batch_size: int = BATCH_SIZE, progress=None, lock_key=None
+) -> SendReport:
+    """Send every queued delivery of `node` (planning them first). Idempotent."""
+    report = SendReport(planned=plan_deliveries(node))
+    tracker = get_tracker()
+    while ids := _claim(node, batch_size):
+        if lock_key:
+            cache.touch(lock_key, LOCK_SECONDS)
+        deliveries = Delivery.objects.filter(pk__in=ids).select_related(
+            "customer", "variant", "template_version", "node"
+        )
+        connection = get_connection()
+        try:
+            connection.open()
+        except OSError as error:
+            # Nothing left: put the batch back so the next run sends it.
+            Delivery.objects.filter(pk__in=ids).update(status=Delivery.Status.QUEUED)
+            raise SmtpUnavailable(f"The SMTP server cannot be reached: {error}") from error
+        try:
+            for delivery in deliveries:
+                _send_one(delivery, tracker, connection, report)
+        finally:
+            connection.close()
+        if progress:
+            progress(report)
+    return report
+
+
+class SmtpUnavailable(RuntimeError):
+    """The SMTP server refused the connection; the deliveries stay queued."""
+
+
+def _send_one(delivery: Delivery, tracker, connection, report: SendReport) -> None:
+    try:
+        message = build_message(delivery, tracker)
+        message.connection = connection
+        message.send()
+    except (PersonaliseError, ValueError, OSError) as error:
+        # OSError covers SMTP refusals and connection failures (smtplib errors are OSErrors).
+        delivery.status = Delivery.Status.FAILED
+        delivery.error = f"{type(error).__name__}: {error}"[:2000]
+        report.failed += 1
+        if len(report.errors) < 20:
+            report.errors.append(f"{delivery.customer}: {delivery.error}")
+        log.warning("delivery %s failed: %s", delivery.pk, delivery.error)
+    else:
+        delivery.status = Delivery.Status.SENT
+        delivery.sent_at = timezone.now()
+        delivery.message_id = message.extra_headers["Message-ID"]
+        report.sent += 1
+    delivery.save(update_fields=["status", "error", "sent_at", "message_id"])
+
+
+def fail_interrupted(campaign: Campaign) -> int:
+    """Deliveries left in 'sending' by a crashed run: mark failed, never resend (the
+    message may have left before the crash)."""
+    return Delivery.objects.filter(node__campaign=campaign, status=Delivery.Status.SENDING).update(
+        status=Delivery.Status.FAILED,
+        error="Interrupted while sending; not resent to avoid a duplicate.",
+    )
+
+
+class SendInProgress(RuntimeError):
+    """Another run is sending this campaign right now."""
+
+
+def send_campaign(campaign: Campaign, *, progress=None) -> SendReport:
+    """Send every email node of a campaign; the campaign ends 'sent'. Idempotent.
+
+    One run at a time per campaign (a cache lock); deliveries a crashed run left in
+    'sending' are marked failed, never resent.
+    """
+    if not campaign.nodes.exists():
+        raise ValueError(f"“{campaign.name}” has no email to send.")
+    lock_key = f"clickmap:send-campaign:{campaign.pk}"
+    if not cache.add(lock_key, 1, LOCK_SECONDS):
+        raise SendInProgress(f"“{campaign.name}” is being sent by another run.")
+    try:
+        total = SendReport(skipped=fail_interrupted(campaign))
+        Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+        for node in campaign.nodes.order_by("position"):
+            report = send_node(node, progress=progress, lock_key=lock_key)
+            total.planned += report.planned
+            total.sent += report.sent
+            total.failed += report.failed
+            total.errors += report.errors
+        Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENT)
+        return total
+    finally:
+        cache.delete(lock_key)
+
+
+def send_progress(campaign: Campaign) -> dict[str, int]:
+    """Delivery counts by status, for the campaign page."""
+    counts = {status: 0 for status in Delivery.Status.values}
+    rows = (
+        Delivery.objects.filter(node__campaign=campaign)
+        .values_list("status")
+        .order_by()
+        .annotate(n=Count("pk"))
+    )
+    for status, n in rows:
+        counts[status] = n
+    counts["total"] = sum(counts.values())
+    return counts

@@ -1,0 +1,211 @@
+"""Move spooled events into the database, classified. Exactly once.
+
+Each claimed spool file is stored in one transaction with INSERT … ON CONFLICT
+(event_id) DO NOTHING, and deleted only after the commit; a crash in between makes
+the next run read the file again and insert nothing twice. Several ingesters may
+run at once: each file is locked by the one that claimed it.
+"""
+
+import logging
+import os
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django_scopes import scopes_disabled
+
+from campaigns.models import Delivery, TemplateLink, Workspace
+from tracking.classify import (
+    ClickFacts,
+    Reason,
+    Thresholds,
+    classify_clicks,
+    classify_open,
+    device_class,
+)
+from tracking.models import ClickEvent, OpenEvent
+from tracking.spool import claim_files, read_records, release
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestReport:
+    files: int = 0
+    clicks: int = 0
+    opens: int = 0
+    dropped: int = 0  # events naming a delivery or link that no longer exists
+    bad_lines: int = 0
+    reclassified: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def ingest_spool(directory=None) -> IngestReport:
+    """Store every complete spool file's events; returns what was done."""
+    report = IngestReport()
+    for path, fd in claim_files(directory or settings.TRACKING_SPOOL_DIR):
+        try:
+            records, bad = read_records(fd)
+            store_records(records, report)
+        except BaseException:
+            os.close(fd)  # the file stays; the next run reads it again
+            raise
+        release(path, fd, bad)
+        report.files += 1
+        report.bad_lines += len(bad)
+    return report
+
+
+def _at(record) -> datetime:
+    return datetime.fromtimestamp(float(record["t"]), tz=UTC)
+
+
+def _thresholds(workspace: Workspace) -> Thresholds:
+    return Thresholds(
+        min_seconds_after_delivery=workspace.bot_min_seconds_after_delivery,
+        burst_links=workspace.bot_burst_links,
+        burst_seconds=workspace.bot_burst_seconds,
+    )
+
+
+@transaction.atomic
+def store_records(records: list[dict], report: IngestReport) -> None:
+    """Classify and insert one batch of spool records (idempotent by event id)."""
+    with scopes_disabled():
+        delivery_ids = {int(r["d"]) for r in records}
+        deliveries = {
+            d.pk: d
+            for d in Delivery.objects.filter(pk__in=delivery_ids).select_related("workspace")
+        }
+        link_ids = {int(r["l"]) for r in records if r.get("k") == "c" and r.get("l")}
+        links = set(TemplateLink.objects.filter(pk__in=link_ids).values_list("pk", flat=True))
+        clicks = [r for r in records if r.get("k") == "c"]
+        opens = [r for r in records if r.get("k") == "o"]
+        _store_clicks(clicks, deliveries, links, report)
+        _store_opens(opens, deliveries, report)
+
+
+def _facts(record, delivery) -> ClickFacts:
+    return ClickFacts(
+        event_id=uuid.UUID(record["id"]).hex,
+        delivery_id=delivery.pk,
+        link_id=int(record.get("l") or 0),
+        at=_at(record),
+        delivered_at=delivery.sent_at,
+        user_agent=record.get("ua", ""),
+        method=record.get("m", "GET"),
+        headers=record.get("hd") or {},
+        honeypot=bool(record.get("h")),
+    )
+
+
+def _history_facts(event: ClickEvent, delivery) -> ClickFacts:
+    # Request headers are not stored; a stored prefetch verdict stands for them.
+    headers = {"Purpose": "prefetch"} if event.reason == Reason.PREFETCH else {}
+    return ClickFacts(
+        event_id=event.event_id.hex,
+        delivery_id=event.delivery_id,
+        link_id=event.link_id or 0,
+        at=event.at,
+        delivered_at=delivery.sent_at,
+        user_agent=event.user_agent,
+        method=event.method,
+        headers=headers,
+        honeypot=event.honeypot,
+    )
+
+
+def _store_clicks(records, deliveries, links, report: IngestReport) -> None:
+    by_workspace = defaultdict(list)
+    for record in records:
+        delivery = deliveries.get(int(record["d"]))
+        link_id = int(record.get("l") or 0)
+        if delivery is None or (link_id and link_id not in links):
+            report.dropped += 1
+            continue
+        by_workspace[delivery.workspace].append((record, delivery))
+    for workspace, items in by_workspace.items():
+        thresholds = _thresholds(workspace)
+        facts_of = [_facts(record, delivery) for record, delivery in items]
+        new = facts_of
+        # Earlier clicks of the same deliveries near these ones: a burst or honeypot
+        # can span two batches, and then the earlier clicks are flagged too.
+        window = timedelta(seconds=thresholds.burst_seconds)
+        earliest = min(f.at for f in new) - window
+        latest = max(f.at for f in new) + window
+        stored = list(
+            ClickEvent.objects.filter(
+                delivery_id__in={f.delivery_id for f in new}, at__gte=earliest, at__lte=latest
+            )
+        )
+        known = {e.event_id.hex for e in stored}
+        # A re-read file's events are stored already; each event counts once.
+        new = list({f.event_id: f for f in new if f.event_id not in known}.values())
+        history = [_history_facts(e, deliveries.get(e.delivery_id)) for e in stored]
+        reasons = classify_clicks(history + new, thresholds)
+        _reclassify(stored, reasons, report)
+        rows = []
+        for (record, delivery), facts in zip(items, facts_of, strict=True):
+            if facts.event_id in known:
+                continue
+            reason = reasons[facts.event_id]
+            rows.append(
+                ClickEvent(
+                    event_id=uuid.UUID(facts.event_id),
+                    workspace_id=workspace.pk,
+                    delivery_id=delivery.pk,
+                    link_id=facts.link_id or None,
+                    url=record.get("u", ""),
+                    honeypot=facts.honeypot,
+                    method=facts.method[:8],
+                    at=facts.at,
+                    user_agent=facts.user_agent,
+                    ip=record.get("ip", ""),
+                    device=device_class(facts.user_agent),
+                    reliable=reason == Reason.NONE,
+                    reason=str(reason),
+                )
+            )
+        ClickEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+        report.clicks += len(rows)
+
+
+def _reclassify(stored, reasons, report: IngestReport) -> None:
+    changed = []
+    for event in stored:
+        reason = reasons.get(event.event_id.hex)
+        if reason is not None and str(reason) != event.reason:
+            event.reason = str(reason)
+            event.reliable = reason == Reason.NONE
+            changed.append(event)
+    ClickEvent.objects.bulk_update(changed, ["reason", "reliable"])
+    report.reclassified += len(changed)
+
+
+def _store_opens(records, deliveries, report: IngestReport) -> None:
+    rows = []
+    for record in records:
+        delivery = deliveries.get(int(record["d"]))
+        if delivery is None:
+            report.dropped += 1
+            continue
+        user_agent = record.get("ua", "")
+        reason = classify_open(user_agent, record.get("ip") or None)
+        rows.append(
+            OpenEvent(
+                event_id=uuid.UUID(record["id"]),
+                workspace_id=delivery.workspace_id,
+                delivery_id=delivery.pk,
+                at=_at(record),
+                user_agent=user_agent,
+                ip=record.get("ip", ""),
+                device=device_class(user_agent),
+                reliable=reason == Reason.NONE,
+                reason=str(reason),
+            )
+        )
+    OpenEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+    report.opens += len(rows)

@@ -1,0 +1,89 @@
+"""Events recorded by the tracking endpoints: clicks, opens, unsubscribes.
+
+The click and open endpoints never touch the database: they append to a local spool
+(tracking/spool.py) and tracking/ingest.py moves the spool here, classifying each
+event. `event_id` is the spool's id for the event; it is unique, which is what makes
+ingestion exactly-once however often a spool file is read.
+"""
+
+from django.db import models
+from django_scopes import ScopedManager
+
+from campaigns.models import Customer, Delivery, TemplateLink, Workspace
+
+
+class DeviceClass(models.TextChoices):
+    DESKTOP = "desktop", "Desktop"
+    MOBILE = "mobile", "Mobile"
+    TABLET = "tablet", "Tablet"
+    BOT = "bot", "Bot"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class EventBase(models.Model):
+    event_id = models.UUIDField(unique=True, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="+")
+    at = models.DateTimeField()
+    user_agent = models.TextField(blank=True)
+    # Keyed hash of the IP, or its truncated network: never the raw address.
+    ip = models.CharField(max_length=64, blank=True)
+    device = models.CharField(
+        max_length=8, choices=DeviceClass.choices, default=DeviceClass.UNKNOWN
+    )
+    reliable = models.BooleanField(default=True)
+    reason = models.CharField(max_length=16, blank=True)
+    ingested_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        abstract = True
+
+
+class ClickEvent(EventBase):
+    link = models.ForeignKey(
+        TemplateLink, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    url = models.TextField()
+    honeypot = models.BooleanField(default=False)
+    method = models.CharField(max_length=8, default="GET")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["delivery", "at"]),
+            models.Index(fields=["workspace", "at"]),
+        ]
+
+    def __str__(self):
+        return f"click {self.event_id} on {self.link_id}"
+
+
+class OpenEvent(EventBase):
+    class Meta:
+        indexes = [
+            models.Index(fields=["delivery", "at"]),
+            models.Index(fields=["workspace", "at"]),
+        ]
+
+    def __str__(self):
+        return f"open {self.event_id}"
+
+
+class Unsubscribe(models.Model):
+    """A customer's unsubscribe through one delivery's link or List-Unsubscribe header."""
+
+    class Method(models.TextChoices):
+        ONE_CLICK = "one_click", "One-click (RFC 8058)"
+        PAGE = "page", "Confirmation page"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    delivery = models.OneToOneField(Delivery, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    method = models.CharField(max_length=10, choices=Method.choices)
+    at = models.DateTimeField()
+
+    objects = ScopedManager(workspace="workspace")
+
+    def __str__(self):
+        return f"{self.customer} unsubscribed"
