@@ -112,6 +112,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "ingest-tracking-events": {"task": "tracking.ingest_events", "schedule": 2.0},
+    "aggregate-rollups": {"task": "clickmap.aggregate", "schedule": 3.0},
 }
 
 globals().update(email_config(env))

@@ -26,7 +26,8 @@ from tracking.classify import (
     classify_open,
     device_class,
 )
-from tracking.models import ClickEvent, OpenEvent
+from tracking.models import ClickEvent, EventChange, OpenEvent
+from tracking.signals import events_stored
 from tracking.spool import claim_files, read_records, release
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ def ingest_spool(directory=None) -> IngestReport:
         release(path, fd, bad)
         report.files += 1
         report.bad_lines += len(bad)
+    if report.files:
+        events_stored.send(sender=ingest_spool, report=report)
     return report
 
 
@@ -169,7 +172,10 @@ def _store_clicks(records, deliveries, links, report: IngestReport) -> None:
                     reason=str(reason),
                 )
             )
-        ClickEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+        created = ClickEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+        _log_changes(
+            EventChange.Kind.CLICK, [(e.delivery_id, e.link_id) for e in created if e.link_id]
+        )
         report.clicks += len(rows)
 
 
@@ -182,7 +188,17 @@ def _reclassify(stored, reasons, report: IngestReport) -> None:
             event.reliable = reason == Reason.NONE
             changed.append(event)
     ClickEvent.objects.bulk_update(changed, ["reason", "reliable"])
+    _log_changes(EventChange.Kind.CLICK, [(e.delivery_id, e.link_id) for e in changed if e.link_id])
     report.reclassified += len(changed)
+
+
+def _log_changes(kind: str, keys) -> None:
+    """Tell the rollups which (delivery, link) pairs changed. Honeypot clicks are left
+    out: they only serve the classifier and count in no metric."""
+    EventChange.objects.bulk_create(
+        [EventChange(kind=kind, delivery_id=d, link_id=link) for d, link in set(keys)],
+        batch_size=1000,
+    )
 
 
 def _store_opens(records, deliveries, report: IngestReport) -> None:
@@ -208,4 +224,5 @@ def _store_opens(records, deliveries, report: IngestReport) -> None:
             )
         )
     OpenEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+    _log_changes(EventChange.Kind.OPEN, [(e.delivery_id, None) for e in rows])
     report.opens += len(rows)

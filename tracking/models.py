@@ -87,3 +87,25 @@ class Unsubscribe(models.Model):
 
     def __str__(self):
         return f"{self.customer} unsubscribed"
+
+
+class EventChange(models.Model):
+    """A click or open stored or reclassified by ingestion, waiting for the rollups.
+
+    Written in the same transaction as the event, so the aggregator (clickmap.rollups)
+    sees every change exactly once; it deletes the rows it has applied, in the same
+    transaction as the rollup update.
+    """
+
+    class Kind(models.TextChoices):
+        CLICK = "c", "Click"
+        OPEN = "o", "Open"
+
+    kind = models.CharField(max_length=1, choices=Kind.choices)
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="+")
+    link = models.ForeignKey(
+        TemplateLink, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+
+    def __str__(self):
+        return f"{self.kind} {self.delivery_id}/{self.link_id}"

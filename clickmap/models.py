@@ -1,0 +1,124 @@
+"""Rollups of click and open events, kept exact and incrementally by clickmap.rollups.
+
+The unit of work is a *pair*: one customer and one link within one variant of an email
+node. Every metric of PRODUCT.md is a sum or a count over pairs, so the aggregator
+recomputes each touched pair from its raw events and applies the difference:
+exact, idempotent, and unaffected by late or reclassified events.
+
+- PairRollup: a pair's whole contribution (also the row locked while it is updated).
+- PairDayRollup: the same split by day and device class, for periods and device filters.
+- LinkRollup: per link and variant, all time: the dashboard's default answer.
+- RecipientRollup / EmailRollup: whether a customer clicked or opened a variant's email,
+  and the per-variant counts of clickers and openers.
+
+`*_rel` counts only reliable events; `window_*` counts clicks counted in window mode
+(a repeat within the workspace's unique-click window after a counted click is not).
+"""
+
+from django.db import models
+from django_scopes import ScopedManager
+
+from campaigns.models import Customer, TemplateLink, Variant, Workspace
+
+
+class PairRollup(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="+")
+    link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    total_all = models.PositiveIntegerField(default=0)
+    total_rel = models.PositiveIntegerField(default=0)
+    window_all = models.PositiveIntegerField(default=0)
+    window_rel = models.PositiveIntegerField(default=0)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["variant", "link", "customer"], name="one_pair")
+        ]
+        indexes = [models.Index(fields=["link", "customer"])]
+
+    def __str__(self):
+        return f"pair v{self.variant_id} l{self.link_id} c{self.customer_id}"
+
+
+class PairDayRollup(models.Model):
+    pair = models.ForeignKey(PairRollup, on_delete=models.CASCADE, related_name="days")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="+")
+    link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    device = models.CharField(max_length=8)
+    total_all = models.PositiveIntegerField(default=0)
+    total_rel = models.PositiveIntegerField(default=0)
+    window_all = models.PositiveIntegerField(default=0)
+    window_rel = models.PositiveIntegerField(default=0)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["variant", "link", "customer", "day", "device"], name="one_pair_day"
+            )
+        ]
+        indexes = [models.Index(fields=["variant", "day"])]
+
+    def __str__(self):
+        return f"pair {self.pair_id} on {self.day} ({self.device})"
+
+
+class LinkRollup(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="+")
+    link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
+    total_all = models.BigIntegerField(default=0)
+    total_rel = models.BigIntegerField(default=0)
+    unique_all = models.BigIntegerField(default=0)
+    unique_rel = models.BigIntegerField(default=0)
+    window_all = models.BigIntegerField(default=0)
+    window_rel = models.BigIntegerField(default=0)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["variant", "link"], name="one_link_rollup")]
+
+    def __str__(self):
+        return f"link {self.link_id} of variant {self.variant_id}"
+
+
+class RecipientRollup(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    clicked_all = models.BooleanField(default=False)
+    clicked_rel = models.BooleanField(default=False)
+    opened_all = models.BooleanField(default=False)
+    opened_rel = models.BooleanField(default=False)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["variant", "customer"], name="one_recipient")
+        ]
+
+    def __str__(self):
+        return f"customer {self.customer_id} of variant {self.variant_id}"
+
+
+class EmailRollup(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    variant = models.OneToOneField(Variant, on_delete=models.CASCADE, related_name="+")
+    clickers_all = models.BigIntegerField(default=0)
+    clickers_rel = models.BigIntegerField(default=0)
+    openers_all = models.BigIntegerField(default=0)
+    openers_rel = models.BigIntegerField(default=0)
+
+    objects = ScopedManager(workspace="workspace")
+
+    def __str__(self):
+        return f"email totals of variant {self.variant_id}"
