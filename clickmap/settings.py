@@ -113,6 +113,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "ingest-tracking-events": {"task": "tracking.ingest_events", "schedule": 2.0},
     "aggregate-rollups": {"task": "clickmap.aggregate", "schedule": 3.0},
+    "ensure-event-partitions": {"task": "tracking.ensure_partitions", "schedule": 86400.0},
 }
 
 globals().update(email_config(env))

@@ -46,6 +46,7 @@ def _new_spool(setting, **kwargs):
         spool.cache_clear()
 
 
+@lru_cache(maxsize=4096)  # recipients click several links from one address
 def truncate_ip(address: str) -> str:
     """The client's network, not its address: IPv4 /24, IPv6 /48."""
     try:

@@ -18,10 +18,10 @@ import os
 import socket
 import threading
 import time
-import uuid
 from pathlib import Path
 
 ROTATE_SECONDS = 1.0
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class Spool:
@@ -40,9 +40,9 @@ class Spool:
 
     def append(self, record: dict) -> str:
         """Write one event; returns its id. Raises OSError if the disk refuses it."""
-        event_id = uuid.uuid4().hex
+        event_id = os.urandom(16).hex()  # a random 128-bit id, as uuid4 but cheaper
         record["id"] = event_id
-        line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        line = (_encode(record) + "\n").encode()
         with self._lock:
             fd = self._current_fd()
             os.write(fd, line)

@@ -37,6 +37,8 @@ from functools import lru_cache
 from urllib.parse import quote
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 MAC_BYTES = 16
 MAX_ID = 2**63 - 1  # PostgreSQL bigint
@@ -107,20 +109,31 @@ Token = ClickToken | OpenToken | UnsubscribeToken
 def signing_keys() -> list[bytes]:
     """The keys tokens are checked against; the first one signs.
 
-    Reads settings on every call (cheap) so a changed setting applies at once:
     TRACKING_KEYS, a list of secrets, oldest last; when empty, one key derived from
     SECRET_KEY under a label of its own (plus SECRET_KEY_FALLBACKS, verify-only, so
-    rotating SECRET_KEY the Django way keeps sent links working).
+    rotating SECRET_KEY the Django way keeps sent links working). Cached: the click hot
+    path asks on every request; a changed setting (tests) clears the cache.
     """
+    return list(_signing_keys())
+
+
+@receiver(setting_changed)
+def _keys_changed(setting, **kwargs):
+    if setting in ("TRACKING_KEYS", "SECRET_KEY", "SECRET_KEY_FALLBACKS"):
+        _signing_keys.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def _signing_keys() -> tuple[bytes, ...]:
     configured = [
         secret.encode() if isinstance(secret, str) else bytes(secret)
         for secret in getattr(settings, "TRACKING_KEYS", None) or []
         if secret
     ]
     if configured:
-        return configured
+        return tuple(configured)
     secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
-    return [_derived_key(secret) for secret in secrets if secret]
+    return tuple(_derived_key(secret) for secret in secrets if secret)
 
 
 @lru_cache(maxsize=16)

@@ -1,0 +1,140 @@
+"""Aggregation with real workers against PostgreSQL: two at once give exact numbers, and
+one killed with SIGKILL in the middle of a batch leaves nothing half-applied."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.db import connection, connections
+from django_scopes import scopes_disabled
+
+from clickmap.models import LinkRollup
+from clickmap.rollups import aggregate
+from tests.rollup_world import DEVICES, T0, links_of
+from tests.test_rollups import check_exact
+from tracking.models import ClickEvent, EventChange, OpenEvent
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def backlog(world, clicks: int) -> None:
+    """`clicks` click events (and some opens) with their change rows, as ingestion leaves."""
+    events, changes = [], []
+    for i in range(clicks):
+        delivery = world.deliveries[(i * 7) % len(world.deliveries)]
+        candidates = links_of(delivery)
+        link = candidates[(i * 3) % len(candidates)]
+        events.append(
+            ClickEvent(
+                event_id=uuid.uuid4(),
+                workspace=world.workspace,
+                delivery=delivery,
+                link=link,
+                url=link.href,
+                at=T0 + timedelta(minutes=(i * 37) % 5000),
+                reliable=i % 4 != 0,
+                device=DEVICES[i % len(DEVICES)],
+            )
+        )
+        changes.append(EventChange(kind="c", delivery=delivery, link=link))
+        if i % 5 == 0:
+            OpenEvent.objects.create(
+                event_id=uuid.uuid4(),
+                workspace=world.workspace,
+                delivery=delivery,
+                at=T0 + timedelta(minutes=i),
+                reliable=i % 10 != 0,
+            )
+            changes.append(EventChange(kind="o", delivery=delivery))
+    ClickEvent.objects.bulk_create(events, batch_size=2000)
+    EventChange.objects.bulk_create(changes, batch_size=2000)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_on_the_same_backlog_give_exact_numbers(world):
+    with scopes_disabled():
+        world.workspace.unique_window_hours = 2
+        world.workspace.save()
+        backlog(world, 3000)
+    errors, reports = [], []
+
+    def worker():
+        try:
+            reports.append(aggregate(batch_size=40))
+        except Exception as error:  # surfaced by the assertion below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert all(report.batches > 0 for report in reports), "both workers took part"
+    with scopes_disabled():
+        assert not EventChange.objects.exists()
+        assert sum(LinkRollup.objects.values_list("total_all", flat=True)) == 3000
+        check_exact(world)
+
+
+def _database_url() -> str:
+    s = connection.settings_dict
+    return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}?application_name=crashme"
+
+
+def _aggregator_state():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT state, xact_start IS NOT NULL FROM pg_stat_activity "
+            "WHERE application_name = 'crashme'"
+        )
+        return cursor.fetchone()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_batch_leaves_nothing_half_applied(world, spool_dir):
+    with scopes_disabled():
+        backlog(world, 20000)
+        before = EventChange.objects.count()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
+    env.update(DATABASE_URL=_database_url(), TRACKING_SPOOL_DIR=str(spool_dir))
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "aggregate", "--batch-size", "500"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    killed_in_transaction = False
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            state = _aggregator_state()
+            with scopes_disabled():
+                progressed = EventChange.objects.count() < before
+            if state and state[1] and progressed:
+                process.send_signal(signal.SIGKILL)
+                killed_in_transaction = True
+                break
+            time.sleep(0.01)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+    assert killed_in_transaction, "the aggregator finished before it could be killed"
+    with scopes_disabled():
+        left = EventChange.objects.count()
+        assert 0 < left < before  # some batches committed, the killed one did not
+        aggregate()  # the restarted worker
+        assert not EventChange.objects.exists()
+        assert sum(LinkRollup.objects.values_list("total_all", flat=True)) == 20000
+        check_exact(world)
