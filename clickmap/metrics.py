@@ -17,15 +17,17 @@ Definitions (PRODUCT.md "Metric definitions"), with X = all events or reliable o
   open was a machine's (Apple Mail Privacy Protection, proxies, scanners).
 """
 
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
+from urllib.parse import urlsplit
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 
 from campaigns.models import Delivery, TemplateLink, Variant
 from campaigns.segments import segment_customers
 from clickmap.models import EmailRollup, LinkRollup, PairDayRollup, PairRollup
-from tracking.models import OpenEvent, Unsubscribe
+from tracking.models import ClickEvent, OpenEvent, Unsubscribe
 
 SENT = (Delivery.Status.SENT, Delivery.Status.DELIVERED, Delivery.Status.BOUNCED)
 DELIVERED = (Delivery.Status.SENT, Delivery.Status.DELIVERED)
@@ -112,12 +114,12 @@ def links(scope: Scope) -> QuerySet:
     return qs.order_by("version_id", "format", "ordinal")
 
 
-def _customers(scope: Scope):
-    """A customer filter for rows with a customer_id, or None for everyone."""
+def _customers(scope: Scope, field: str = "customer_id"):
+    """A filter on `field` (a customer id) for the scope's customers, or None for all."""
     if scope.customer_id:
-        return Q(customer_id=scope.customer_id)
+        return Q(**{field: scope.customer_id})
     if scope.segment is not None:
-        return Q(customer_id__in=segment_customers(scope.segment).values("pk"))
+        return Q(**{f"{field}__in": segment_customers(scope.segment).values("pk")})
     return None
 
 
@@ -135,7 +137,8 @@ def _suffix(scope: Scope) -> str:
     return "rel" if scope.reliable_only else "all"
 
 
-def _pair_days(scope: Scope) -> QuerySet:
+def pair_days(scope: Scope) -> QuerySet:
+    """Per-pair, per-day rows of the scope (period, device and customers applied)."""
     qs = PairDayRollup.objects.filter(variant__in=variants(scope))
     if scope.date_from:
         qs = qs.filter(day__gte=scope.date_from)
@@ -174,7 +177,7 @@ def link_counts(scope: Scope) -> dict[int, tuple[int, int]]:
             for r in distinct:
                 counts[r["link_id"]] = (counts[r["link_id"]][0], r["unique"])
         return counts
-    rows = _pair_days(scope).values("link_id")
+    rows = pair_days(scope).values("link_id")
     if scope.window_mode:
         rows = rows.annotate(total=Sum(f"total_{x}"), unique=Sum(f"window_{x}"))
     else:
@@ -224,7 +227,7 @@ def email_totals(scope: Scope) -> EmailTotals:
         clickers, openers, human = (sums[k] or 0 for k in ("clickers", "openers", "human"))
     else:
         clickers = (
-            _pair_days(scope)
+            pair_days(scope)
             .filter(**{f"total_{x}__gt": 0})
             .values("customer_id")
             .distinct()
@@ -253,3 +256,61 @@ def _utc_midnight(day: date) -> datetime:
 
 def _pct(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 4) if whole else 0.0
+
+
+def clicks_per_day(scope: Scope) -> list[tuple[date, int]]:
+    """Clicks per UTC day in the scope, oldest first."""
+    x = _suffix(scope)
+    rows = pair_days(scope).values("day").annotate(n=Sum(f"total_{x}")).order_by("day")
+    return [(r["day"], r["n"] or 0) for r in rows]
+
+
+def _clicks(scope: Scope) -> QuerySet:
+    """Raw click events of the scope (for breakdowns the rollups do not keep)."""
+    clicks = ClickEvent.objects.filter(delivery__variant__in=variants(scope), link__isnull=False)
+    if scope.reliable_only:
+        clicks = clicks.filter(reliable=True)
+    if scope.device:
+        clicks = clicks.filter(device=scope.device)
+    if scope.date_from:
+        clicks = clicks.filter(at__gte=_utc_midnight(scope.date_from))
+    if scope.date_to:
+        clicks = clicks.filter(at__lt=_utc_midnight(scope.date_to + timedelta(days=1)))
+    who = _customers(scope, "delivery__customer_id")
+    return clicks.filter(who) if who is not None else clicks
+
+
+def destination_domains(scope: Scope, link_ids) -> list[dict]:
+    """Clicks on the given (personalised) links grouped by the destination's domain:
+    [{"domain", "total", "unique"}], most clicked first."""
+    groups = defaultdict(lambda: [0, set()])
+    for url, customer_id in (
+        _clicks(scope).filter(link_id__in=link_ids).values_list("url", "delivery__customer_id")
+    ).iterator():
+        group = groups[urlsplit(url).hostname or "(none)"]
+        group[0] += 1
+        group[1].add(customer_id)
+    return sorted(
+        ({"domain": d, "total": n, "unique": len(who)} for d, (n, who) in groups.items()),
+        key=lambda g: (-g["total"], g["domain"]),
+    )
+
+
+def link_clickers(scope: Scope, link_ids) -> QuerySet:
+    """Who clicked the links: one row per customer with first and last click, clicks and
+    reliable clicks, most recent first."""
+    return (
+        _clicks(replace(scope, reliable_only=False))
+        .filter(link_id__in=link_ids)
+        .values(
+            "delivery__customer_id", "delivery__customer__email", "delivery__customer__external_id"
+        )
+        .annotate(
+            first=Min("at"),
+            last=Max("at"),
+            clicks=Count("pk"),
+            reliable_clicks=Count("pk", filter=Q(reliable=True)),
+        )
+        .filter(**({"reliable_clicks__gt": 0} if scope.reliable_only else {}))
+        .order_by("-last", "delivery__customer_id")
+    )

@@ -122,3 +122,70 @@ class EmailRollup(models.Model):
 
     def __str__(self):
         return f"email totals of variant {self.variant_id}"
+
+
+class Preview(models.Model):
+    """A rendered picture of a template version (clickmap/render.py) with its link boxes.
+
+    One per version × format × device, and per customer for "Preview for" renders
+    (``customer`` None: the template itself, placeholders visible). ``boxes`` maps each
+    TemplateLink id (a string, as JSON keys are) to its boxes ``[x, y, width, height]`` in
+    CSS pixels of the picture, which is ``width`` × ``height`` CSS pixels at ``scale``.
+    ``input_hash`` names what was rendered, so a changed customer renders again.
+    """
+
+    class Format(models.TextChoices):
+        HTML = "html", "HTML"
+        AMP = "amp", "AMP"
+
+    class Device(models.TextChoices):
+        DESKTOP = "desktop", "Desktop"
+        MOBILE = "mobile", "Mobile"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Rendering"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(
+        "campaigns.TemplateVersion", on_delete=models.CASCADE, related_name="previews"
+    )
+    format = models.CharField(max_length=4, choices=Format.choices, default=Format.HTML)
+    device = models.CharField(max_length=8, choices=Device.choices, default=Device.DESKTOP)
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    input_hash = models.CharField(max_length=64, blank=True)
+    image = models.BinaryField(blank=True, default=b"")
+    mime = models.CharField(max_length=32, blank=True)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    scale = models.FloatField(default=1.0)
+    boxes = models.JSONField(default=dict, blank=True)
+    render_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "format", "device"],
+                condition=models.Q(customer__isnull=True),
+                name="one_template_preview",
+            ),
+            models.UniqueConstraint(
+                fields=["version", "format", "device", "customer"],
+                condition=models.Q(customer__isnull=False),
+                name="one_customer_preview",
+            ),
+        ]
+
+    def __str__(self):
+        whose = f" for customer {self.customer_id}" if self.customer_id else ""
+        return f"{self.device} {self.format} preview of version {self.version_id}{whose}"

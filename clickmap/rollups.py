@@ -7,15 +7,21 @@ differences to the per-link and per-email counters, delete the change rows. So:
 - exact: a pair's contribution is recomputed from all its raw events, never patched;
 - idempotent: a change applied twice recomputes the same values, adds nothing;
 - safe with several workers: rows are locked in one global order (pairs, recipients,
-  link counters, email counters), and a killed worker's transaction rolls back whole;
+  link counters, email counters; each by key), and a killed worker's transaction rolls
+  back whole;
 - incremental: the cost follows the changed pairs, not the history.
+
+On PostgreSQL a batch is a handful of set-based statements (the pairs' clicks are read
+through the index clickmap_click_pair_idx, in window order, and the counted-click flags
+come from window functions), and `recompute` rebuilds every table with INSERT … SELECT.
+Elsewhere (SQLite, the embedded default) the same steps run in Python.
 """
 
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django_scopes import scopes_disabled
 
@@ -29,8 +35,13 @@ from clickmap.models import (
 )
 from tracking.models import ClickEvent, EventChange, OpenEvent
 
-BATCH_SIZE = 2000
+BATCH_SIZE = 10_000
+PYTHON_BATCH_SIZE = 2000  # SQLite: keeps IN lists under its bound-parameter limit
+BATCH_WORK_MEM = "64MB"
+RECOMPUTE_WORK_MEM = "256MB"
+RECOMPUTE_MAINTENANCE_WORK_MEM = "1GB"
 COUNTERS = ("total_all", "total_rel", "window_all", "window_rel")
+LINK_COUNTERS = (*COUNTERS, "unique_all", "unique_rel")
 
 
 @dataclass
@@ -54,7 +65,553 @@ def aggregate(batch_size: int = BATCH_SIZE, max_batches: int | None = None) -> A
 
 @transaction.atomic
 def apply_batch(batch_size: int, report: AggregateReport) -> int:
-    """Apply up to `batch_size` change rows in one transaction; returns how many."""
+    """Apply up to `batch_size` change rows in one transaction; returns how many.
+
+    Every pair and recipient the rows name is recomputed from its raw events under a row
+    lock and the difference to its stored contribution is added to the link and email
+    counters, so the result is exact and applying a row again changes nothing.
+    """
+    if connection.vendor == "postgresql":
+        return _apply_batch_sql(batch_size, report)
+    return _apply_batch_python(min(batch_size, PYTHON_BATCH_SIZE), report)
+
+
+def pair_contribution(events, window_hours: int):
+    """A pair's counters from its click events, in time order: (totals, by (day, device)).
+
+    events: (at, reliable, device) sorted by time. A click is *counted* in window mode
+    when no counted click of the pair lies within `window_hours` before it (0: only the
+    first click counts); reliable-only counts chain over reliable clicks alone.
+    """
+    window = timedelta(hours=window_hours) if window_hours else None
+    totals = dict.fromkeys(COUNTERS, 0)
+    by_day = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
+    last_all = last_rel = None
+    for at, reliable, device in events:
+        cell = by_day[(at.date(), device)]
+        counted_all = last_all is None or (window is not None and at >= last_all + window)
+        if counted_all:
+            last_all = at
+        counted_rel = False
+        if reliable:
+            counted_rel = last_rel is None or (window is not None and at >= last_rel + window)
+            if counted_rel:
+                last_rel = at
+        for name, add in (
+            ("total_all", 1),
+            ("total_rel", reliable),
+            ("window_all", counted_all),
+            ("window_rel", counted_rel),
+        ):
+            totals[name] += add
+            cell[name] += add
+    return totals, by_day
+
+
+@transaction.atomic
+def recompute() -> AggregateReport:
+    """Rebuild every rollup from the raw events (for a changed window setting, or a check).
+
+    Pending change rows are consumed: the rebuild covers their events. On PostgreSQL the
+    rebuild holds the change log exclusively (aggregators and ingestion wait for it; the
+    click redirect does not) and the rollup tables too, so dashboards wait as well.
+    """
+    with scopes_disabled():
+        if connection.vendor == "postgresql":
+            return _recompute_sql()
+        return _recompute_python()
+
+
+# --- PostgreSQL: set-based ---------------------------------------------------------------
+
+
+def _cells_sql(events: str, window_mode: bool, key: tuple = ("delivery_id", "link_id")) -> str:
+    """A SELECT of (*key, day, device, *COUNTERS) over `events`: each pair's clicks
+    counted per UTC day and device.
+
+    `events` is a SELECT of clicks with the `key` columns (naming the pair), at, id,
+    reliable, device and hours (the workspace's window). A click is counted as in
+    `pair_contribution`: in "ever" mode the pair's first click (and first reliable
+    click); in window mode when the running clickmap_window_last changes at its row.
+    """
+    keys = _listed(key, "e.")
+    day = "(e.at AT TIME ZONE 'UTC')::date"
+    pair = f"PARTITION BY {keys} ORDER BY e.at, e.id"
+    if window_mode:
+        flags = f"""
+            SELECT {keys}, e.day, e.device, e.reliable,
+                   e.last_all IS DISTINCT FROM lag(e.last_all) OVER w AS counted_all,
+                   e.reliable AND e.last_rel IS DISTINCT FROM lag(e.last_rel) OVER w
+                       AS counted_rel
+            FROM (SELECT {keys}, e.at, e.id, {day} AS day, e.device, e.reliable,
+                         clickmap_window_last(e.at, e.hours) OVER w AS last_all,
+                         clickmap_window_last(e.at, e.hours) FILTER (WHERE e.reliable) OVER w
+                             AS last_rel
+                  FROM ({events}) e WINDOW w AS ({pair})) e
+            WINDOW w AS ({pair})"""
+    else:
+        flags = f"""
+            SELECT {keys}, {day} AS day, e.device, e.reliable,
+                   row_number() OVER w = 1 AS counted_all,
+                   e.reliable AND count(*) FILTER (WHERE e.reliable) OVER w = 1 AS counted_rel
+            FROM ({events}) e WINDOW w AS ({pair})"""
+    return f"""
+        SELECT {_listed(key)}, day, device,
+               count(*) AS total_all,
+               count(*) FILTER (WHERE reliable) AS total_rel,
+               count(*) FILTER (WHERE counted_all) AS window_all,
+               count(*) FILTER (WHERE counted_rel) AS window_rel
+        FROM ({flags}) f
+        GROUP BY {_listed(key)}, day, device"""
+
+
+def _fetch(cursor, sql: str, params=None) -> list:
+    cursor.execute(sql, params)
+    return cursor.fetchall() if cursor.description else []
+
+
+def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
+    with connection.cursor() as cursor:
+        # The batch's sets are CTEs whose sizes the planner cannot know: lookups into the
+        # tables are written as LATERAL index walks, and joins between the sets are
+        # hashed (no nested loops over CTE scans). Plans are cheap to run, too cheap to
+        # compile (JIT); a big batch's clicks should sort in memory.
+        cursor.execute(
+            "SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true), "
+            "set_config('enable_nestloop', 'off', true)",
+            [BATCH_WORK_MEM],
+        )
+        # Claim and delete the rows in one statement; the deletion commits with the batch.
+        changes = _fetch(
+            cursor,
+            """
+            WITH claimed AS (
+                DELETE FROM tracking_eventchange
+                WHERE id = ANY(ARRAY(SELECT id FROM tracking_eventchange ORDER BY id
+                                     LIMIT %s FOR UPDATE SKIP LOCKED))
+                RETURNING kind, delivery_id, link_id)
+            SELECT c.kind, c.delivery_id, c.link_id, d.workspace_id, d.variant_id,
+                   d.customer_id, w.unique_window_hours
+            FROM claimed c
+            LEFT JOIN LATERAL (
+                SELECT d.workspace_id, d.variant_id, d.customer_id FROM campaigns_delivery d
+                WHERE d.id = c.delivery_id OFFSET 0) d ON true
+            LEFT JOIN campaigns_workspace w ON w.id = d.workspace_id""",
+            [batch_size],
+        )
+        if not changes:
+            return 0
+        pairs = {}  # (variant, link, customer) -> (workspace, delivery, window hours)
+        recipients = {}  # (variant, customer) -> [workspace, delivery, clicks?, opens?]
+        for kind, delivery_id, link_id, workspace_id, variant_id, customer_id, hours in changes:
+            if workspace_id is None:
+                continue  # the delivery was deleted with its events
+            recipient = recipients.setdefault(
+                (variant_id, customer_id), [workspace_id, delivery_id, False, False]
+            )
+            if kind == EventChange.Kind.CLICK:
+                recipient[2] = True
+                if link_id:
+                    pairs[(variant_id, link_id, customer_id)] = (workspace_id, delivery_id, hours)
+            else:
+                recipient[3] = True
+        link_deltas = _recompute_pairs_sql(cursor, pairs)
+        email_deltas = _recompute_recipients_sql(cursor, recipients)
+        _add_deltas_sql(cursor, "clickmap_linkrollup", ("variant_id", "link_id"), link_deltas)
+        _add_deltas_sql(cursor, "clickmap_emailrollup", ("variant_id",), email_deltas)
+    report.changes += len(changes)
+    report.pairs += len(pairs)
+    report.recipients += len(recipients)
+    return len(changes)
+
+
+def _lock_rows_sql(cursor, table: str, key: tuple, rows: list, zeros: dict) -> None:
+    """Create missing rows (with `zeros`) and lock every row of `rows` ((workspace, *key)
+    tuples) in key order, in one statement, so inserting and locking follow one order."""
+    columns = ("workspace_id", *key)
+    cursor.execute(
+        f"""
+        INSERT INTO {table} AS r ({", ".join((*columns, *zeros))})
+        SELECT *, {", ".join(zeros.values())}
+        FROM unnest({", ".join("%s::bigint[]" for _ in columns)}) AS t({", ".join(columns)})
+        ORDER BY {", ".join(key)}
+        ON CONFLICT ({", ".join(key)}) DO UPDATE SET workspace_id = r.workspace_id
+        WHERE false""",  # noqa: S608 (names are ours)
+        [list(column) for column in zip(*rows, strict=True)],
+    )
+
+
+def _listed(names, prefix: str = "", suffix: str = "") -> str:
+    return ", ".join(f"{prefix}{name}{suffix}" for name in names)
+
+
+def _recompute_pairs_sql(cursor, pairs: dict) -> list:
+    """Recompute the pairs' rows and day rows from their clicks; returns the link deltas
+    as (workspace, variant, link, *LINK_COUNTERS) rows."""
+    if not pairs:
+        return []
+    keys = sorted(pairs)
+    _lock_rows_sql(
+        cursor,
+        "clickmap_pairrollup",
+        ("variant_id", "link_id", "customer_id"),
+        [(pairs[k][0], *k) for k in keys],
+        dict.fromkeys(COUNTERS, "0"),
+    )
+    # Each pair's clicks: one range of clickmap_click_pair_idx.
+    events = """
+        SELECT p.id AS pair_id, e.at, e.id, e.reliable, e.device, p.hours
+        FROM p CROSS JOIN LATERAL (
+            SELECT e.at, e.id, e.reliable, e.device FROM tracking_clickevent e
+            WHERE e.delivery_id = p.delivery_id AND e.link_id = p.link_id OFFSET 0) e
+        WHERE (p.hours > 0) = {mode}"""
+    modes = sorted({pairs[k][2] > 0 for k in keys})
+    cells = " UNION ALL ".join(
+        _cells_sql(events.format(mode=mode), window_mode=mode, key=("pair_id",))
+        for mode in modes
+    )
+    changed = " OR ".join(f"o_{c} IS DISTINCT FROM {c}" for c in COUNTERS)
+    sums = ", ".join(f"sum({c}) AS {c}" for c in COUNTERS)
+    return _fetch(
+        cursor,
+        f"""
+        WITH p AS MATERIALIZED (
+            SELECT r.id, r.workspace_id, t.variant_id, t.link_id, t.customer_id,
+                   t.delivery_id, t.hours, {_listed(COUNTERS, "r.")}
+            FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::int[])
+                 AS t(variant_id, link_id, customer_id, delivery_id, hours)
+            CROSS JOIN LATERAL (
+                SELECT r.id, r.workspace_id, {_listed(COUNTERS, "r.")}
+                FROM clickmap_pairrollup r WHERE r.variant_id = t.variant_id
+                AND r.link_id = t.link_id AND r.customer_id = t.customer_id OFFSET 0) r),
+        cell AS MATERIALIZED ({cells}),
+        n AS MATERIALIZED (
+            SELECT p.id, p.workspace_id, p.variant_id, p.link_id,
+                   {", ".join(f"p.{c} AS o_{c}" for c in COUNTERS)},
+                   {", ".join(f"coalesce(s.{c}, 0)::int AS {c}" for c in COUNTERS)}
+            FROM p LEFT JOIN (SELECT pair_id, {sums} FROM cell GROUP BY pair_id) s
+              ON s.pair_id = p.id),
+        old AS MATERIALIZED (
+            SELECT x.* FROM p CROSS JOIN LATERAL (
+                SELECT x.id, x.pair_id, x.day, x.device, {_listed(COUNTERS, "x.")}
+                FROM clickmap_pairdayrollup x WHERE x.pair_id = p.id OFFSET 0) x),
+        day AS MATERIALIZED (
+            SELECT o.id AS old_id, c.pair_id, c.day, c.device, {_listed(COUNTERS, "c.")},
+                   {", ".join(f"o.{c} AS o_{c}" for c in COUNTERS)}
+            FROM cell c FULL JOIN old o
+              ON o.pair_id = c.pair_id AND o.day = c.day AND o.device = c.device),
+        pair_update AS (
+            UPDATE clickmap_pairrollup r SET {", ".join(f"{c} = n.{c}" for c in COUNTERS)}
+            FROM n WHERE r.id = n.id
+            AND r.id = ANY(ARRAY(SELECT id FROM n WHERE {changed}))),
+        day_delete AS (
+            DELETE FROM clickmap_pairdayrollup
+            WHERE id = ANY(ARRAY(SELECT old_id FROM day WHERE pair_id IS NULL))),
+        day_update AS (
+            UPDATE clickmap_pairdayrollup x SET {", ".join(f"{c} = d.{c}" for c in COUNTERS)}
+            FROM day d WHERE x.id = d.old_id
+            AND x.id = ANY(ARRAY(SELECT old_id FROM day
+                                 WHERE pair_id IS NOT NULL AND ({changed})))),
+        day_insert AS (
+            INSERT INTO clickmap_pairdayrollup (pair_id, workspace_id, variant_id, link_id,
+                customer_id, day, device, {_listed(COUNTERS)})
+            SELECT d.pair_id, p.workspace_id, p.variant_id, p.link_id, p.customer_id, d.day,
+                   d.device, {_listed(COUNTERS, "d.")}
+            FROM day d JOIN p ON p.id = d.pair_id WHERE d.old_id IS NULL
+            ORDER BY p.variant_id, p.link_id, p.customer_id, d.day, d.device)
+        SELECT workspace_id, variant_id, link_id,
+               {", ".join(f"sum({c} - o_{c})::bigint" for c in COUNTERS)},
+               sum((total_all > 0)::int - (o_total_all > 0)::int)::bigint,
+               sum((total_rel > 0)::int - (o_total_rel > 0)::int)::bigint
+        FROM n GROUP BY workspace_id, variant_id, link_id""",  # noqa: S608 (names are ours)
+        [
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [pairs[k][1] for k in keys],
+            [pairs[k][2] for k in keys],
+        ],
+    )
+
+
+RECIPIENT_TO_EMAIL = {
+    "clicked_all": "clickers_all",
+    "clicked_rel": "clickers_rel",
+    "opened_all": "openers_all",
+    "opened_rel": "openers_rel",
+}
+EMAIL_COUNTERS = tuple(RECIPIENT_TO_EMAIL.values())
+
+
+def _recompute_recipients_sql(cursor, recipients: dict) -> list:
+    """Recompute the recipients' clicked/opened flags; returns the email deltas as
+    (workspace, variant, *EMAIL_COUNTERS) rows.
+
+    Clicked flags follow the pairs and opened flags the open events, and each changes
+    only with a change row of its kind: a recipient named by click rows alone keeps its
+    opened flags (and the other way round), which spares the lookups.
+    """
+    if not recipients:
+        return []
+    keys = sorted(recipients)
+    _lock_rows_sql(
+        cursor,
+        "clickmap_recipientrollup",
+        ("variant_id", "customer_id"),
+        [(recipients[k][0], *k) for k in keys],
+        dict.fromkeys(RECIPIENT_TO_EMAIL, "false"),
+    )
+    flags = tuple(RECIPIENT_TO_EMAIL)
+    changed = " OR ".join(f"o_{f} IS DISTINCT FROM {f}" for f in flags)
+    return _fetch(
+        cursor,
+        f"""
+        WITH r AS MATERIALIZED (
+            SELECT x.id, x.workspace_id, t.variant_id, t.customer_id, t.delivery_id,
+                   t.clicks, t.opens, {_listed(flags, "x.")}
+            FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bool[], %s::bool[])
+                 AS t(variant_id, customer_id, delivery_id, clicks, opens)
+            CROSS JOIN LATERAL (
+                SELECT x.id, x.workspace_id, {_listed(flags, "x.")}
+                FROM clickmap_recipientrollup x
+                WHERE x.variant_id = t.variant_id AND x.customer_id = t.customer_id
+                OFFSET 0) x),
+        n AS MATERIALIZED (
+            SELECT r.id, r.workspace_id, r.variant_id,
+                   {", ".join(f"r.{f} AS o_{f}" for f in flags)},
+                   CASE WHEN r.clicks THEN c.clicked_all ELSE r.clicked_all END AS clicked_all,
+                   CASE WHEN r.clicks THEN c.clicked_rel ELSE r.clicked_rel END AS clicked_rel,
+                   CASE WHEN r.opens THEN o.opened_all ELSE r.opened_all END AS opened_all,
+                   CASE WHEN r.opens THEN o.opened_rel ELSE r.opened_rel END AS opened_rel
+            FROM r
+            CROSS JOIN LATERAL (
+                SELECT coalesce(bool_or(p.total_all > 0), false) AS clicked_all,
+                       coalesce(bool_or(p.total_rel > 0), false) AS clicked_rel
+                FROM clickmap_pairrollup p
+                WHERE r.clicks AND p.customer_id = r.customer_id
+                AND p.variant_id = r.variant_id) c
+            CROSS JOIN LATERAL (
+                SELECT count(*) > 0 AS opened_all,
+                       coalesce(bool_or(o.reliable), false) AS opened_rel
+                FROM tracking_openevent o WHERE r.opens AND o.delivery_id = r.delivery_id) o),
+        recipient_update AS (
+            UPDATE clickmap_recipientrollup x SET {", ".join(f"{f} = n.{f}" for f in flags)}
+            FROM n WHERE x.id = n.id
+            AND x.id = ANY(ARRAY(SELECT id FROM n WHERE {changed})))
+        SELECT workspace_id, variant_id,
+               {", ".join(f"sum({f}::int - o_{f}::int)::bigint" for f in flags)}
+        FROM n GROUP BY workspace_id, variant_id""",  # noqa: S608 (names are ours)
+        [
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [recipients[k][1] for k in keys],
+            [recipients[k][2] for k in keys],
+            [recipients[k][3] for k in keys],
+        ],
+    )
+
+
+def _add_deltas_sql(cursor, table: str, key: tuple, deltas: list) -> None:
+    """Add (workspace, *key, *counters) deltas to the counter rows, creating missing ones,
+    in key order."""
+    deltas = sorted((d for d in deltas if any(d[1 + len(key) :])), key=lambda d: d[1:])
+    if not deltas:
+        return
+    counters = LINK_COUNTERS if table == "clickmap_linkrollup" else EMAIL_COUNTERS
+    columns = ("workspace_id", *key, *counters)
+    cursor.execute(
+        f"""
+        INSERT INTO {table} AS x ({", ".join(columns)})
+        SELECT * FROM unnest({", ".join("%s::bigint[]" for _ in columns)})
+            AS t({", ".join(columns)})
+        ORDER BY {", ".join(key)}
+        ON CONFLICT ({", ".join(key)}) DO UPDATE
+        SET {", ".join(f"{c} = x.{c} + EXCLUDED.{c}" for c in counters)}""",  # noqa: S608
+        [list(column) for column in zip(*deltas, strict=True)],
+    )
+
+
+ROLLUP_TABLES = (
+    "clickmap_pairdayrollup",
+    "clickmap_pairrollup",
+    "clickmap_linkrollup",
+    "clickmap_recipientrollup",
+    "clickmap_emailrollup",
+)
+# From this many clicks the rebuild loads tables stripped of their secondary indexes and
+# foreign keys and restores them after: one sort per index and one join per key instead
+# of millions of single-row updates and checks.
+BULK_REBUILD_CLICKS = 200_000
+
+
+def _recompute_sql(bulk: bool | None = None) -> AggregateReport:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('work_mem', %s, true), "
+            "set_config('maintenance_work_mem', %s, true), set_config('jit', 'off', true)",
+            [RECOMPUTE_WORK_MEM, RECOMPUTE_MAINTENANCE_WORK_MEM],
+        )
+        # Aggregators and ingestion write the change log: holding it makes the rebuild
+        # see a fixed set of events, and what arrives later waits in the log for it.
+        cursor.execute("LOCK TABLE tracking_eventchange IN EXCLUSIVE MODE")
+        # TRUNCATE refuses tables with foreign-key checks still pending in this transaction.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute(f"TRUNCATE {', '.join(ROLLUP_TABLES)} RESTART IDENTITY")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        if bulk is None:
+            bulk = _estimated_clicks(cursor) >= BULK_REBUILD_CLICKS
+        restore = _drop_secondary_sql(cursor) if bulk else []
+        pairs = _recompute_cells_sql(cursor)
+        _insert_rollups_sql(cursor)
+        cursor.execute("DELETE FROM tracking_eventchange")
+        for statement in restore:
+            cursor.execute(statement)
+        (recipients, opened) = _fetch(
+            cursor, "SELECT count(*), count(*) FILTER (WHERE opened_all) FROM clickmap_recipientrollup"
+        )[0]
+        cursor.execute("DROP TABLE recompute_cell")
+        if bulk:
+            for table in ROLLUP_TABLES:
+                cursor.execute(f"ANALYZE {table}")
+    return AggregateReport(
+        changes=pairs + opened, pairs=pairs, recipients=recipients, batches=1
+    )
+
+
+def _estimated_clicks(cursor) -> int:
+    # The planner's row estimate: free, and close enough to pick a strategy.
+    return _fetch(
+        cursor,
+        """SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_class c
+           WHERE c.oid = 'tracking_clickevent'::regclass
+              OR c.oid IN (SELECT inhrelid FROM pg_inherits
+                           WHERE inhparent = 'tracking_clickevent'::regclass)""",
+    )[0][0]
+
+
+def _drop_secondary_sql(cursor) -> list[str]:
+    """Drop the rollup tables' foreign keys, unique constraints and secondary indexes
+    (primary keys stay); returns the statements that restore them, as they were."""
+    tables = [f"'{t}'::regclass" for t in ROLLUP_TABLES]
+    constraints = _fetch(
+        cursor,
+        f"""SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid)
+            FROM pg_constraint WHERE conrelid IN ({", ".join(tables)}) AND contype IN ('f', 'u')
+            ORDER BY contype = 'u', conname""",  # noqa: S608 (names are ours)
+    )
+    indexes = _fetch(
+        cursor,
+        f"""SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x
+            JOIN pg_class i ON i.oid = x.indexrelid
+            WHERE x.indrelid IN ({", ".join(tables)}) AND NOT x.indisprimary
+              AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.oid)
+            ORDER BY i.relname""",  # noqa: S608
+    )
+    for table, name, _, _ in constraints:  # foreign keys first: nothing depends on them
+        cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+    for name, _ in indexes:
+        cursor.execute(f'DROP INDEX "{name}"')
+    restore = [definition for _, definition in indexes]
+    # Unique constraints (and their indexes) before the foreign keys that are checked
+    # with them; each recreated under its own name.
+    for table, name, kind, definition in sorted(constraints, key=lambda c: c[2] == "f"):
+        restore.append(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+    return restore
+
+
+def _recompute_cells_sql(cursor) -> int:
+    """Fill recompute_cell with every pair's (day, device) cells, numbering the pairs
+    from 1 (their PairRollup ids; the table was truncated with RESTART IDENTITY)."""
+    cursor.execute("DROP TABLE IF EXISTS recompute_cell")  # an outer transaction's leftover
+    cursor.execute(
+        """
+        CREATE TEMP TABLE recompute_cell (pair_id bigint, delivery_id bigint, link_id bigint,
+            day date, device varchar(8), total_all int, total_rel int, window_all int,
+            window_rel int)"""
+    )
+    groups = defaultdict(list)  # window hours -> workspaces
+    for pk, window in _fetch(cursor, "SELECT id, unique_window_hours FROM campaigns_workspace"):
+        groups[window].append(pk)
+    pairs = 0
+    for window, workspace_ids in sorted(groups.items()):
+        only = "" if len(groups) == 1 else "AND e.workspace_id = ANY(%(ids)s)"
+        events = f"""
+            SELECT e.delivery_id, e.link_id, e.at, e.id, e.reliable, e.device,
+                   {int(window)} AS hours
+            FROM tracking_clickevent e WHERE e.link_id IS NOT NULL {only}"""
+        cursor.execute(
+            f"""
+            INSERT INTO recompute_cell
+            SELECT %(offset)s + dense_rank() OVER (ORDER BY c.delivery_id, c.link_id), c.*
+            FROM ({_cells_sql(events, window_mode=window > 0)}) c""",  # noqa: S608
+            {"ids": workspace_ids, "offset": pairs},
+        )
+        pairs = _fetch(cursor, "SELECT coalesce(max(pair_id), 0) FROM recompute_cell")[0][0]
+    return pairs
+
+
+def _insert_rollups_sql(cursor) -> None:
+    """Every rollup table from recompute_cell and the open events."""
+    counters = _listed(COUNTERS)
+    cursor.execute(
+        f"""
+        INSERT INTO clickmap_pairrollup (id, workspace_id, variant_id, link_id, customer_id,
+            {counters})
+        SELECT s.pair_id, d.workspace_id, d.variant_id, s.link_id, d.customer_id,
+               {_listed(COUNTERS, "s.")}
+        FROM (SELECT pair_id, min(delivery_id) AS delivery_id, min(link_id) AS link_id,
+                     {", ".join(f"sum({c}) AS {c}" for c in COUNTERS)}
+              FROM recompute_cell GROUP BY pair_id) s
+        JOIN campaigns_delivery d ON d.id = s.delivery_id"""
+    )
+    cursor.execute(
+        """SELECT setval(pg_get_serial_sequence('clickmap_pairrollup', 'id'),
+                         greatest((SELECT max(id) FROM clickmap_pairrollup), 1))"""
+    )
+    cursor.execute(
+        f"""
+        INSERT INTO clickmap_pairdayrollup (pair_id, workspace_id, variant_id, link_id,
+            customer_id, day, device, {counters})
+        SELECT c.pair_id, d.workspace_id, d.variant_id, c.link_id, d.customer_id, c.day,
+               c.device, {_listed(COUNTERS, "c.")}
+        FROM recompute_cell c JOIN campaigns_delivery d ON d.id = c.delivery_id"""
+    )
+    cursor.execute(
+        f"""
+        INSERT INTO clickmap_linkrollup (workspace_id, variant_id, link_id,
+            {_listed(LINK_COUNTERS)})
+        SELECT workspace_id, variant_id, link_id, {", ".join(f"sum({c})" for c in COUNTERS)},
+               count(*) FILTER (WHERE total_all > 0), count(*) FILTER (WHERE total_rel > 0)
+        FROM clickmap_pairrollup GROUP BY workspace_id, variant_id, link_id"""
+    )
+    cursor.execute(
+        """
+        INSERT INTO clickmap_recipientrollup (workspace_id, variant_id, customer_id,
+            clicked_all, clicked_rel, opened_all, opened_rel)
+        SELECT d.workspace_id, d.variant_id, d.customer_id,
+               coalesce(c.clicked_all, false), coalesce(c.clicked_rel, false),
+               o.delivery_id IS NOT NULL, coalesce(o.opened_rel, false)
+        FROM (SELECT delivery_id, bool_or(total_all > 0) AS clicked_all,
+                     bool_or(total_rel > 0) AS clicked_rel
+              FROM recompute_cell GROUP BY delivery_id) c
+        FULL JOIN (SELECT delivery_id, bool_or(reliable) AS opened_rel
+                   FROM tracking_openevent GROUP BY delivery_id) o
+          ON o.delivery_id = c.delivery_id
+        JOIN campaigns_delivery d ON d.id = coalesce(c.delivery_id, o.delivery_id)"""
+    )
+    cursor.execute(
+        f"""
+        INSERT INTO clickmap_emailrollup (workspace_id, variant_id, {_listed(EMAIL_COUNTERS)})
+        SELECT workspace_id, variant_id,
+               {", ".join(f"count(*) FILTER (WHERE {f})" for f in RECIPIENT_TO_EMAIL)}
+        FROM clickmap_recipientrollup GROUP BY workspace_id, variant_id"""
+    )
+
+
+# --- Elsewhere (SQLite): the same steps in Python ---------------------------------------
+
+
+def _apply_batch_python(batch_size: int, report: AggregateReport) -> int:
     changes = list(
         EventChange.objects.select_for_update(skip_locked=True)
         .order_by("id")
@@ -90,38 +647,6 @@ def _window_hours() -> dict[int, int]:
     return dict(Workspace.objects.values_list("pk", "unique_window_hours"))
 
 
-def pair_contribution(events, window_hours: int):
-    """A pair's counters from its click events, in time order: (totals, by (day, device)).
-
-    events: (at, reliable, device) sorted by time. A click is *counted* in window mode
-    when no counted click of the pair lies within `window_hours` before it (0: only the
-    first click counts); reliable-only counts chain over reliable clicks alone.
-    """
-    window = timedelta(hours=window_hours) if window_hours else None
-    totals = dict.fromkeys(COUNTERS, 0)
-    by_day = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
-    last_all = last_rel = None
-    for at, reliable, device in events:
-        cell = by_day[(at.date(), device)]
-        counted_all = last_all is None or (window is not None and at >= last_all + window)
-        if counted_all:
-            last_all = at
-        counted_rel = False
-        if reliable:
-            counted_rel = last_rel is None or (window is not None and at >= last_rel + window)
-            if counted_rel:
-                last_rel = at
-        for name, add in (
-            ("total_all", 1),
-            ("total_rel", reliable),
-            ("window_all", counted_all),
-            ("window_rel", counted_rel),
-        ):
-            totals[name] += add
-            cell[name] += add
-    return totals, by_day
-
-
 def _recompute_pairs(pairs: dict) -> None:
     if not pairs:
         return
@@ -154,7 +679,7 @@ def _recompute_pairs(pairs: dict) -> None:
     ):
         events[(delivery_id, link_id)].append((at, reliable, device))
 
-    link_deltas = defaultdict(lambda: dict.fromkeys((*COUNTERS, "unique_all", "unique_rel"), 0))
+    link_deltas = defaultdict(lambda: dict.fromkeys(LINK_COUNTERS, 0))
     day_rows = []
     changed = []
     for key in keys:
@@ -263,33 +788,17 @@ def _recompute_recipients(recipients: dict) -> None:
         )
 
 
-RECIPIENT_TO_EMAIL = {
-    "clicked_all": "clickers_all",
-    "clicked_rel": "clickers_rel",
-    "opened_all": "openers_all",
-    "opened_rel": "openers_rel",
-}
-EMAIL_COUNTERS = tuple(RECIPIENT_TO_EMAIL.values())
-
-
-@transaction.atomic
-def recompute() -> AggregateReport:
-    """Rebuild every rollup from the raw events (for a changed window setting, or a check)."""
-    with scopes_disabled():
-        for model in (PairDayRollup, PairRollup, LinkRollup, RecipientRollup, EmailRollup):
-            model.objects.all().delete()
-        EventChange.objects.all().delete()
-        clicks = (
-            ClickEvent.objects.filter(link__isnull=False)
-            .values_list("delivery_id", "link_id")
-            .distinct()
-        )
-        EventChange.objects.bulk_create(
-            [EventChange(kind="c", delivery_id=d, link_id=link) for d, link in clicks],
-            batch_size=5000,
-        )
-        opens = OpenEvent.objects.values_list("delivery_id", flat=True).distinct()
-        EventChange.objects.bulk_create(
-            [EventChange(kind="o", delivery_id=d) for d in opens], batch_size=5000
-        )
+def _recompute_python() -> AggregateReport:
+    for model in (PairDayRollup, PairRollup, LinkRollup, RecipientRollup, EmailRollup):
+        model.objects.all().delete()
+    EventChange.objects.all().delete()
+    clicks = ClickEvent.objects.filter(link__isnull=False).values_list("delivery_id", "link_id")
+    EventChange.objects.bulk_create(
+        [EventChange(kind="c", delivery_id=d, link_id=link) for d, link in clicks.distinct()],
+        batch_size=5000,
+    )
+    opens = OpenEvent.objects.values_list("delivery_id", flat=True).distinct()
+    EventChange.objects.bulk_create(
+        [EventChange(kind="o", delivery_id=d) for d in opens], batch_size=5000
+    )
     return aggregate()

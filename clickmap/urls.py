@@ -17,6 +17,7 @@ urlpatterns = [
     path("workspaces/new/", campaign_views.workspace_create, name="workspace-create"),
     path("invitations/<str:token>/", campaign_views.invitation, name="invitation"),
     path("w/<slug:workspace_slug>/", include("campaigns.urls")),
+    path("w/<slug:workspace_slug>/", include("clickmap.map_urls")),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("", include("tracking.urls")),

@@ -7,23 +7,34 @@ from django.core.management import call_command
 from django.test import Client
 from django_scopes import scopes_disabled
 
-from campaigns.models import Campaign, Membership, Workspace
+from campaigns.models import Campaign, Customer, Delivery, Membership, Workspace
 from clickmap.demo import DEMO_CAMPAIGNS
+from clickmap.models import LinkRollup
+from tracking.models import ClickEvent, OpenEvent
 
 
 def seed(password=None):
     out = StringIO()
-    call_command("seed_demo", *(["--password", password] if password else []), stdout=out)
+    args = ["--customers", "120", "--no-previews"]
+    call_command("seed_demo", *args, *(["--password", password] if password else []), stdout=out)
     return out.getvalue()
 
 
 def counts():
     with scopes_disabled():
-        return (
-            Workspace.objects.count(),
-            get_user_model().objects.count(),
-            Membership.objects.count(),
-            Campaign.objects.count(),
+        return tuple(
+            model.objects.count()
+            for model in (
+                Workspace,
+                get_user_model(),
+                Membership,
+                Campaign,
+                Customer,
+                Delivery,
+                ClickEvent,
+                OpenEvent,
+                LinkRollup,
+            )
         )
 
 
@@ -44,7 +55,8 @@ def test_demo_user_logs_in_with_the_printed_password_and_sees_campaigns(db):
 def test_seed_demo_twice_adds_nothing(db):
     seed()
     first = counts()
-    assert first == (1, 1, 1, len(DEMO_CAMPAIGNS))
+    assert first[:5] == (1, 1, 1, len(DEMO_CAMPAIGNS), 120)
+    assert all(first), first  # deliveries, clicks, opens and rollups exist
     seed()
     assert counts() == first
 
@@ -55,3 +67,18 @@ def test_seed_demo_rerun_sets_the_new_password(db):
     client = Client()
     assert not client.login(username="demo", password="first-password-1")
     assert client.login(username="demo", password="second-password-2")
+
+
+def test_demo_clicks_are_classified_and_aggregated(db):
+    seed()
+    with scopes_disabled():
+        reasons = set(ClickEvent.objects.values_list("reason", flat=True))
+        assert "" in reasons and "scanner_ua" in reasons  # humans and scanners alike
+        assert sum(LinkRollup.objects.values_list("total_all", flat=True)) == (
+            ClickEvent.objects.exclude(link=None).count()
+        )
+        variants = Campaign.objects.get(name__startswith="Black Friday").nodes.get().variants
+        assert sorted(variants.values_list("name", flat=True)) == ["A", "B"]
+        scenario = Campaign.objects.get(name="Welcome series")
+        assert scenario.nodes.count() == 3
+        assert scenario.nodes.get(position=1).variants.filter(format="amp").exists()

@@ -9,8 +9,17 @@ from django.urls import URLPattern, URLResolver, get_resolver, include, path
 from django_scopes import scopes_disabled
 from django_scopes.exceptions import ScopeError
 
-from campaigns.models import Campaign, Invitation, Membership, Role, Template
+from campaigns.models import (
+    Campaign,
+    EmailNode,
+    Invitation,
+    Membership,
+    Role,
+    Template,
+    Variant,
+)
 from campaigns.services import template_create
+from clickmap.models import Preview
 
 # Views that are deliberately outside a workspace: auth, the landing page, invitation
 # acceptance by secret token, health, tracking endpoints, and the superuser-only admin.
@@ -92,12 +101,28 @@ def _objects_of(workspace, make_campaign, make_user):
             name=f"Secret template of {workspace.name}",
             html='<p><a href="https://example.com/">Shop</a></p>',
         )
+        link = version.links.get()
+        preview = Preview.objects.create(
+            workspace=workspace,
+            version=version,
+            status=Preview.Status.DONE,
+            image=b"secret pixels",
+            mime="image/png",
+            width=10,
+            height=10,
+        )
+    campaign = make_campaign(workspace)
+    with scopes_disabled():
+        node = EmailNode.objects.create(campaign=campaign, name="Email")
+        Variant.objects.create(node=node, name="A", subject="s", template_version=version)
     return {
-        "campaign_id": make_campaign(workspace).pk,
+        "campaign_id": campaign.pk,
         "membership_id": member.pk,
         "invitation_id": invitation.pk,
         "template_id": version.template_id,
         "number": version.number,
+        "link_id": link.pk,
+        "preview_id": preview.pk,
     }
 
 
@@ -142,6 +167,7 @@ def test_member_of_a_gets_404_for_every_url_of_workspace_b(two_workspaces, clien
             assert response.status_code == 404, f"{method.__name__.upper()} {url}"
             assert b"Workspace B" not in response.content
             assert b"Secret template" not in response.content
+            assert b"secret pixels" not in response.content
 
 
 def test_b_object_ids_under_workspace_a_answer_like_missing_ones(two_workspaces, client_for):

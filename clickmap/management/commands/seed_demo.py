@@ -2,11 +2,11 @@ import os
 
 from django.core.management.base import BaseCommand
 
-from clickmap.demo import seed_demo
+from clickmap.demo import CUSTOMERS, seed_demo
 
 
 class Command(BaseCommand):
-    help = "Create the demo workspace with campaigns and a demo owner (idempotent)."
+    help = "Create the demo workspace: campaigns, customers, clicks, previews (idempotent)."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -14,9 +14,13 @@ class Command(BaseCommand):
             default=os.environ.get("DEMO_PASSWORD", "clickmap-demo"),
             help="Password for the demo user (default: $DEMO_PASSWORD or clickmap-demo).",
         )
+        parser.add_argument("--customers", type=int, default=CUSTOMERS)
+        parser.add_argument(
+            "--no-previews", action="store_true", help="Do not render previews now."
+        )
 
-    def handle(self, *args, password, **options):
-        login = seed_demo(password)
+    def handle(self, *args, password, customers, no_previews, **options):
+        login = seed_demo(password, customers=customers, render_previews=not no_previews)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo workspace “{login.workspace.name}” is ready.\n"

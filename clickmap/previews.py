@@ -1,0 +1,188 @@
+"""Stored previews: render once per version × format × device (× customer), then serve.
+
+``preview_for`` is what views call: it returns the Preview row at once, done or not,
+and queues the render (Celery task ``clickmap.render_preview``) when one is needed.
+``render_stored_preview`` does the work for a row, idempotently.
+
+Template previews render the raw source (Jinja placeholders show as text) and take
+each link's box from its inventory xpath. "Preview for" renders personalise the
+template for the customer with every link's href replaced by a marker naming its
+TemplateLink (campaigns.personalise tracks links by their place in the source), so a
+loop that repeats a link gives that link one box per copy. Outlook-only links show
+on their visible twin's boxes.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from campaigns.models import Customer, TemplateLink, TemplateVersion
+from campaigns.personalise import PersonaliseError, customer_context, render, tracked_source
+from clickmap import render as renderer
+from clickmap.models import Preview
+
+log = logging.getLogger(__name__)
+
+# Bump when the renderer's output changes, so stored previews render again.
+RENDERER_VERSION = "1"
+# A pending or running row older than this lost its worker: it is queued again.
+STALE_AFTER = timedelta(minutes=5)
+
+
+def preview_for(
+    version: TemplateVersion, format: str, device: str, customer: Customer | None = None
+) -> Preview:
+    """The preview of ``version`` in ``format`` for ``device`` (and as ``customer`` saw
+    it, when given), without its image bytes. Created and queued when missing; a done
+    preview of the same input is returned as it is (the cached path: at most two
+    queries).
+    A failed one is returned with its error; it renders again once its input changed.
+    """
+    if format not in Preview.Format.values:
+        raise ValueError(f"format must be one of {Preview.Format.values}, not {format!r}")
+    if device not in Preview.Device.values:
+        raise ValueError(f"device must be one of {Preview.Device.values}, not {device!r}")
+    workspace_id = version.template.workspace_id
+    if customer is not None and customer.workspace_id != workspace_id:
+        raise ValueError("The customer belongs to another workspace than the template.")
+    digest = _input_hash(version, format, customer)
+    previews = Preview.objects.with_scopes_disabled().defer("image")
+    lookup = {"version": version, "format": format, "device": device, "customer": customer}
+    preview = previews.filter(**lookup).first()
+    if preview is None:
+        try:
+            with transaction.atomic():
+                created = Preview.objects.with_scopes_disabled().create(
+                    workspace_id=workspace_id, input_hash=digest, **lookup
+                )
+        except IntegrityError:
+            pass  # created meanwhile by another request, which queued it
+        else:
+            _enqueue(created.pk)
+        return previews.get(**lookup)  # rendered already when tasks run inline
+    if _needs_render(preview, digest):
+        # Only the request that moves the row back to pending queues it.
+        moved = (
+            Preview.objects.with_scopes_disabled()
+            .filter(pk=preview.pk, status=preview.status, updated_at=preview.updated_at)
+            .update(
+                status=Preview.Status.PENDING,
+                input_hash=digest,
+                error="",
+                updated_at=timezone.now(),
+            )
+        )
+        if moved:
+            _enqueue(preview.pk)
+        preview = previews.get(pk=preview.pk)
+    return preview
+
+
+def render_stored_preview(preview_id: int) -> Preview | None:
+    """Render one Preview row and store the picture, boxes and timing, or the reason it
+    failed. Idempotent: a row that is done, or running in a live worker, is left
+    alone; None when the row is gone."""
+    previews = Preview.objects.with_scopes_disabled()
+    claimable = previews.filter(pk=preview_id).exclude(status=Preview.Status.DONE)
+    claimable = claimable.exclude(
+        status=Preview.Status.RUNNING, updated_at__gt=timezone.now() - STALE_AFTER
+    )
+    if not claimable.update(status=Preview.Status.RUNNING, updated_at=timezone.now()):
+        return previews.filter(pk=preview_id).defer("image").first()
+    preview = previews.select_related("version", "customer").get(pk=preview_id)
+    try:
+        result = _render(preview)
+    except (renderer.RenderError, PersonaliseError) as error:
+        _failed(preview, str(error))
+    except Exception as error:
+        log.exception("Preview %s failed", preview_id)
+        _failed(preview, f"The preview could not be rendered ({type(error).__name__}: {error}).")
+    else:
+        preview.status = Preview.Status.DONE
+        preview.error = ""
+        preview.image = result.image
+        preview.mime = result.mime
+        preview.width = result.width
+        preview.height = result.height
+        preview.scale = result.scale
+        preview.boxes = {
+            str(link_id): [list(b) for b in found] for link_id, found in result.boxes.items()
+        }
+        preview.render_ms = result.render_ms
+    preview.save()
+    return preview
+
+
+def _failed(preview: Preview, reason: str) -> None:
+    preview.status = Preview.Status.FAILED
+    preview.error = reason
+    preview.image, preview.mime, preview.boxes = b"", "", {}
+    preview.width = preview.height = 0
+    preview.render_ms = None
+
+
+def _render(preview: Preview) -> renderer.RenderResult:
+    version = preview.version
+    source = version.amp_html if preview.format == Preview.Format.AMP else version.html
+    if not source:
+        raise renderer.RenderError(f"This version has no {preview.get_format_display()} part.")
+    links = list(
+        TemplateLink.objects.with_scopes_disabled()
+        .filter(version=version, format=preview.format)
+        .order_by("ordinal")
+        .values("pk", "xpath", "mso", "twin_id", "source_index")
+    )
+    if preview.customer is None:
+        xpaths = {link["pk"]: link["xpath"] for link in links if not link["mso"]}
+        result = renderer.render_preview(source, preview.device, xpaths)
+    else:
+        html = _personalised(source, links, preview.customer)
+        result = renderer.render_preview(html, preview.device, marker_links=True)
+    boxes = {link["pk"]: result.boxes.get(link["pk"], []) for link in links}
+    for link in links:
+        if link["mso"]:
+            boxes[link["pk"]] = list(boxes.get(link["twin_id"], [])) if link["twin_id"] else []
+    return dataclasses.replace(result, boxes=boxes)
+
+
+def _personalised(source: str, links: list[dict], customer: Customer) -> str:
+    """The source rendered for ``customer``, each link's href the marker of its row."""
+    link_ids: dict[int, int] = {}
+    for link in links:
+        if link["source_index"] >= 0:
+            link_ids.setdefault(link["source_index"], link["pk"])  # clones share a tag
+    context = customer_context(customer)
+    context["unsubscribe_url"] = f"{renderer.MARKER_PREFIX}unsubscribe"
+
+    def marker(link_id: int, url: str) -> str:
+        return f"{renderer.MARKER_PREFIX}{link_id}"
+
+    return render(tracked_source(source, link_ids), context, marker)
+
+
+def _needs_render(preview: Preview, digest: str) -> bool:
+    if preview.input_hash != digest:
+        return True
+    if preview.status in (Preview.Status.DONE, Preview.Status.FAILED):
+        return False
+    return preview.updated_at < timezone.now() - STALE_AFTER  # its task was lost
+
+
+def _input_hash(version: TemplateVersion, format: str, customer: Customer | None) -> str:
+    """What a render depends on: the version's content, the customer's data, the renderer."""
+    data = [RENDERER_VERSION, version.content_hash, format]
+    if customer is not None:
+        data.append(customer_context(customer))
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _enqueue(preview_id: int) -> None:
+    from clickmap.tasks import render_preview_task
+
+    transaction.on_commit(lambda: render_preview_task.delay(preview_id))

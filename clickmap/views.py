@@ -1,0 +1,115 @@
+"""The click-map pages. Thin: the selection is parsed and the numbers computed in
+clickmap.dashboard / clickmap.metrics; these views shape responses."""
+
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from campaigns.models import Campaign, TemplateLink
+from campaigns.tenancy import workspace_view
+from clickmap import exports, metrics
+from clickmap.dashboard import Selection, click_map, shown_version
+from clickmap.models import Preview
+from clickmap.previews import preview_for
+
+CLICKERS_PER_PAGE = 25
+
+
+def _preview(selection, version):
+    if version is None:
+        return None
+    fmt = selection.format if (selection.format != "amp" or version.amp_html) else "html"
+    return preview_for(version, fmt, selection.preview_device, selection.customer)
+
+
+def _overlay(preview, rows):
+    """Boxes to draw: each link's boxes in % of the image, with its row."""
+    if preview is None or preview.status != Preview.Status.DONE:
+        return []
+    boxes = preview.boxes or {}
+    drawn = []
+    for row in rows:  # Outlook-only copies are drawn on their twin, which is the row's link
+        for x, y, w, h in boxes.get(str(row.link.pk), []):
+            drawn.append(
+                {
+                    "row": row,
+                    "left": round(100 * x / preview.width, 4),
+                    "top": round(100 * y / preview.height, 4),
+                    "width": round(100 * w / preview.width, 4),
+                    "height": round(100 * h / preview.height, 4),
+                }
+            )
+    return drawn
+
+
+@workspace_view
+def clickmap_page(request, campaign_id):
+    campaign = get_object_or_404(Campaign.objects.select_related("workspace"), pk=campaign_id)
+    selection = Selection.from_query(campaign, request.GET)
+    context = click_map(selection)
+    context["campaign"] = campaign
+    context["preview"] = _preview(selection, context["version"])
+    context["overlay"] = _overlay(context["preview"], context["rows"])
+    template = (
+        "clickmap/partials/_clickmap.html"
+        if request.htmx and not request.htmx.boosted
+        else "clickmap/clickmap.html"
+    )
+    return render(request, template, context)
+
+
+@workspace_view
+def preview_panel(request, campaign_id):
+    """The preview with its overlay (htmx polls it while the render runs)."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    selection = Selection.from_query(campaign, request.GET)
+    context = click_map(selection)
+    context["campaign"] = campaign
+    context["preview"] = _preview(selection, context["version"])
+    context["overlay"] = _overlay(context["preview"], context["rows"])
+    return render(request, "clickmap/partials/_preview.html", context)
+
+
+@workspace_view
+def preview_image(request, preview_id):
+    preview = get_object_or_404(Preview, pk=preview_id, status=Preview.Status.DONE)
+    response = HttpResponse(bytes(preview.image), content_type=preview.mime)
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
+
+
+@workspace_view
+def link_clickers(request, campaign_id, link_id):
+    """Who clicked a link (its Outlook copies included): paginated, or as CSV."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    link = get_object_or_404(TemplateLink, pk=link_id)
+    selection = Selection.from_query(campaign, request.GET)
+    version = shown_version(selection)
+    if version is None or link.version_id != version.pk:
+        raise Http404("This link is not in the email shown.")
+    link_ids = [link.pk, *link.mso_copies.values_list("pk", flat=True)]
+    clickers = metrics.link_clickers(selection.scope(), link_ids)
+    if request.GET.get("export") == "csv":
+        return exports.clickers_csv_response(
+            clickers, f"clickers-{campaign.pk}-link-{link.ordinal + 1}.csv", campaign.workspace
+        )
+    page = Paginator(clickers, CLICKERS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {"campaign": campaign, "link": link, "page": page, "selection": selection}
+    template = "clickmap/partials/_clickers.html" if request.htmx else "clickmap/clickers.html"
+    return render(request, template, context)
+
+
+@workspace_view
+def export(request, campaign_id):
+    """The current selection as CSV or Excel (the same file export_clickmap writes)."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    selection = Selection.from_query(campaign, request.GET)
+    fmt = request.GET.get("export")
+    name = f"clickmap-{campaign.pk}-{selection.metric}"
+    if fmt == "xlsx":
+        return exports.xlsx_response(selection.scope(), f"{name}.xlsx", metric=selection.metric)
+    if fmt == "csv":
+        return exports.csv_streaming_response(
+            selection.scope(), f"{name}.csv", metric=selection.metric
+        )
+    raise Http404("Unknown export format.")
