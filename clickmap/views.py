@@ -42,14 +42,19 @@ def _overlay(preview, rows):
     return drawn
 
 
-@workspace_view
-def clickmap_page(request, campaign_id):
+def _map_context(request, campaign_id) -> dict:
     campaign = get_object_or_404(Campaign.objects.select_related("workspace"), pk=campaign_id)
     selection = Selection.from_query(campaign, request.GET)
     context = click_map(selection)
     context["campaign"] = campaign
     context["preview"] = _preview(selection, context["version"])
     context["overlay"] = _overlay(context["preview"], context["rows"])
+    return context
+
+
+@workspace_view
+def clickmap_page(request, campaign_id):
+    context = _map_context(request, campaign_id)
     template = (
         "clickmap/partials/_clickmap.html"
         if request.htmx and not request.htmx.boosted
@@ -61,13 +66,7 @@ def clickmap_page(request, campaign_id):
 @workspace_view
 def preview_panel(request, campaign_id):
     """The preview with its overlay (htmx polls it while the render runs)."""
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
-    selection = Selection.from_query(campaign, request.GET)
-    context = click_map(selection)
-    context["campaign"] = campaign
-    context["preview"] = _preview(selection, context["version"])
-    context["overlay"] = _overlay(context["preview"], context["rows"])
-    return render(request, "clickmap/partials/_preview.html", context)
+    return render(request, "clickmap/partials/_preview.html", _map_context(request, campaign_id))
 
 
 @workspace_view
