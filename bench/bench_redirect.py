@@ -58,9 +58,7 @@ PYTHON = sys.executable
 GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
 # The same server settings for all three apps, as the tracker service runs: sync workers
 # (gthread with 4 threads gave ~25% more req/s here but twice the p99, ~32 ms vs ~16 ms).
-GUNICORN_ARGS = os.environ.get(
-    "BENCH_GUNICORN_ARGS", "--workers 2 --worker-class sync"
-).split()
+GUNICORN_ARGS = os.environ.get("BENCH_GUNICORN_ARGS", "--workers 2 --worker-class sync").split()
 APPS = {
     "real": "clickmap.wsgi:application",
     "bare_django": "bench.redirect_baselines:bare_django_app()",

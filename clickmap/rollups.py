@@ -176,9 +176,12 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
         # tables are written as LATERAL index walks, and joins between the sets are
         # hashed (no nested loops over CTE scans). Plans are cheap to run, too cheap to
         # compile (JIT); a big batch's clicks should sort in memory.
+        # A batch lost in a crash is lost whole, change rows included, and applied again:
+        # its commit need not wait for the disk.
         cursor.execute(
             "SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true), "
-            "set_config('enable_nestloop', 'off', true)",
+            "set_config('enable_nestloop', 'off', true), "
+            "set_config('synchronous_commit', 'off', true)",
             [BATCH_WORK_MEM],
         )
         # Claim and delete the rows in one statement; the deletion commits with the batch.
@@ -202,12 +205,13 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
         if not changes:
             return 0
         pairs = {}  # (variant, link, customer) -> (workspace, delivery, window hours)
-        recipients = {}  # (variant, customer) -> [workspace, delivery, clicks?, opens?]
+        # (variant, customer) -> [workspace, delivery, clicks?, opens?, clicked proofs]
+        recipients = {}
         for kind, delivery_id, link_id, workspace_id, variant_id, customer_id, hours in changes:
             if workspace_id is None:
                 continue  # the delivery was deleted with its events
             recipient = recipients.setdefault(
-                (variant_id, customer_id), [workspace_id, delivery_id, False, False]
+                (variant_id, customer_id), [workspace_id, delivery_id, False, False, None]
             )
             if kind == EventChange.Kind.CLICK:
                 recipient[2] = True
@@ -215,7 +219,13 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
                     pairs[(variant_id, link_id, customer_id)] = (workspace_id, delivery_id, hours)
             else:
                 recipient[3] = True
-        link_deltas = _recompute_pairs_sql(cursor, pairs)
+        link_deltas, unproven = _recompute_pairs_sql(cursor, pairs)
+        pairs_of = {(variant_id, customer_id) for variant_id, _, customer_id in pairs}
+        for key, recipient in recipients.items():
+            if recipient[2]:
+                recipient[4] = unproven.get(
+                    key, (True, True) if key in pairs_of else (False, False)
+                )
         email_deltas = _recompute_recipients_sql(cursor, recipients)
         _add_deltas_sql(cursor, "clickmap_linkrollup", ("variant_id", "link_id"), link_deltas)
         _add_deltas_sql(cursor, "clickmap_emailrollup", ("variant_id",), email_deltas)
@@ -245,11 +255,15 @@ def _listed(names, prefix: str = "", suffix: str = "") -> str:
     return ", ".join(f"{prefix}{name}{suffix}" for name in names)
 
 
-def _recompute_pairs_sql(cursor, pairs: dict) -> list:
-    """Recompute the pairs' rows and day rows from their clicks; returns the link deltas
-    as (workspace, variant, link, *LINK_COUNTERS) rows."""
+def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict]:
+    """Recompute the pairs' rows and day rows from their clicks.
+
+    Returns the link deltas as (workspace, variant, link, *LINK_COUNTERS) rows, and for
+    each recipient whose pairs here do not show both a click and a reliable click, what
+    they do show: {(variant, customer): (clicked_all, clicked_rel)}.
+    """
     if not pairs:
-        return []
+        return [], {}
     keys = sorted(pairs)
     _lock_rows_sql(
         cursor,
@@ -267,12 +281,11 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> list:
         WHERE (p.hours > 0) = {mode}"""
     modes = sorted({pairs[k][2] > 0 for k in keys})
     cells = " UNION ALL ".join(
-        _cells_sql(events.format(mode=mode), window_mode=mode, key=("pair_id",))
-        for mode in modes
+        _cells_sql(events.format(mode=mode), window_mode=mode, key=("pair_id",)) for mode in modes
     )
     changed = " OR ".join(f"o_{c} IS DISTINCT FROM {c}" for c in COUNTERS)
     sums = ", ".join(f"sum({c}) AS {c}" for c in COUNTERS)
-    return _fetch(
+    rows = _fetch(
         cursor,
         f"""
         WITH p AS MATERIALIZED (
@@ -286,7 +299,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> list:
                 AND r.link_id = t.link_id AND r.customer_id = t.customer_id OFFSET 0) r),
         cell AS MATERIALIZED ({cells}),
         n AS MATERIALIZED (
-            SELECT p.id, p.workspace_id, p.variant_id, p.link_id,
+            SELECT p.id, p.workspace_id, p.variant_id, p.link_id, p.customer_id,
                    {", ".join(f"p.{c} AS o_{c}" for c in COUNTERS)},
                    {", ".join(f"coalesce(s.{c}, 0)::int AS {c}" for c in COUNTERS)}
             FROM p LEFT JOIN (SELECT pair_id, {sums} FROM cell GROUP BY pair_id) s
@@ -319,11 +332,16 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> list:
                    d.device, {_listed(COUNTERS, "d.")}
             FROM day d JOIN p ON p.id = d.pair_id WHERE d.old_id IS NULL
             ORDER BY p.variant_id, p.link_id, p.customer_id, d.day, d.device)
-        SELECT workspace_id, variant_id, link_id,
+        SELECT true, workspace_id, variant_id, link_id,
                {", ".join(f"sum({c} - o_{c})::bigint" for c in COUNTERS)},
                sum((total_all > 0)::int - (o_total_all > 0)::int)::bigint,
                sum((total_rel > 0)::int - (o_total_rel > 0)::int)::bigint
-        FROM n GROUP BY workspace_id, variant_id, link_id""",  # noqa: S608 (names are ours)
+        FROM n GROUP BY workspace_id, variant_id, link_id
+        UNION ALL
+        SELECT false, NULL, variant_id, customer_id, bool_or(total_all > 0)::int,
+               bool_or(total_rel > 0)::int, 0, 0, 0, 0
+        FROM n GROUP BY variant_id, customer_id
+        HAVING NOT (bool_or(total_all > 0) AND bool_or(total_rel > 0))""",  # noqa: S608
         [
             [k[0] for k in keys],
             [k[1] for k in keys],
@@ -332,6 +350,9 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> list:
             [pairs[k][2] for k in keys],
         ],
     )
+    links = [row[1:] for row in rows if row[0]]
+    unproven = {(row[2], row[3]): (bool(row[4]), bool(row[5])) for row in rows if not row[0]}
+    return links, unproven
 
 
 RECIPIENT_TO_EMAIL = {
@@ -349,7 +370,8 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> list:
 
     Clicked flags follow the pairs and opened flags the open events, and each changes
     only with a change row of its kind: a recipient named by click rows alone keeps its
-    opened flags (and the other way round), which spares the lookups.
+    opened flags (and the other way round). A clicked flag that one of the batch's own
+    pairs (locked, just recomputed) proves true needs no look at the other pairs.
     """
     if not recipients:
         return []
@@ -363,14 +385,17 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> list:
     )
     flags = tuple(RECIPIENT_TO_EMAIL)
     changed = " OR ".join(f"o_{f} IS DISTINCT FROM {f}" for f in flags)
+    proofs = [recipients[k][4] or (False, False) for k in keys]
     return _fetch(
         cursor,
         f"""
         WITH r AS MATERIALIZED (
             SELECT x.id, x.workspace_id, t.variant_id, t.customer_id, t.delivery_id,
-                   t.clicks, t.opens, {_listed(flags, "x.")}
-            FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bool[], %s::bool[])
-                 AS t(variant_id, customer_id, delivery_id, clicks, opens)
+                   t.clicks, t.opens, t.proof_all, t.proof_rel, {_listed(flags, "x.")}
+            FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bool[], %s::bool[],
+                        %s::bool[], %s::bool[])
+                 AS t(variant_id, customer_id, delivery_id, clicks, opens, proof_all,
+                      proof_rel)
             CROSS JOIN LATERAL (
                 SELECT x.id, x.workspace_id, {_listed(flags, "x.")}
                 FROM clickmap_recipientrollup x
@@ -379,8 +404,10 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> list:
         n AS MATERIALIZED (
             SELECT r.id, r.workspace_id, r.variant_id,
                    {", ".join(f"r.{f} AS o_{f}" for f in flags)},
-                   CASE WHEN r.clicks THEN c.clicked_all ELSE r.clicked_all END AS clicked_all,
-                   CASE WHEN r.clicks THEN c.clicked_rel ELSE r.clicked_rel END AS clicked_rel,
+                   CASE WHEN NOT r.clicks THEN r.clicked_all
+                        ELSE r.proof_all OR c.clicked_all END AS clicked_all,
+                   CASE WHEN NOT r.clicks THEN r.clicked_rel
+                        ELSE r.proof_rel OR c.clicked_rel END AS clicked_rel,
                    CASE WHEN r.opens THEN o.opened_all ELSE r.opened_all END AS opened_all,
                    CASE WHEN r.opens THEN o.opened_rel ELSE r.opened_rel END AS opened_rel
             FROM r
@@ -388,8 +415,8 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> list:
                 SELECT coalesce(bool_or(p.total_all > 0), false) AS clicked_all,
                        coalesce(bool_or(p.total_rel > 0), false) AS clicked_rel
                 FROM clickmap_pairrollup p
-                WHERE r.clicks AND p.customer_id = r.customer_id
-                AND p.variant_id = r.variant_id) c
+                WHERE r.clicks AND NOT (r.proof_all AND r.proof_rel)
+                AND p.customer_id = r.customer_id AND p.variant_id = r.variant_id) c
             CROSS JOIN LATERAL (
                 SELECT count(*) > 0 AS opened_all,
                        coalesce(bool_or(o.reliable), false) AS opened_rel
@@ -407,6 +434,8 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> list:
             [recipients[k][1] for k in keys],
             [recipients[k][2] for k in keys],
             [recipients[k][3] for k in keys],
+            [p[0] for p in proofs],
+            [p[1] for p in proofs],
         ],
     )
 
@@ -446,9 +475,12 @@ BULK_REBUILD_CLICKS = 200_000
 
 def _recompute_sql(bulk: bool | None = None) -> AggregateReport:
     with connection.cursor() as cursor:
+        # A failed commit loses the whole rebuild, consistently: no need to wait for
+        # the disk at commit.
         cursor.execute(
             "SELECT set_config('work_mem', %s, true), "
-            "set_config('maintenance_work_mem', %s, true), set_config('jit', 'off', true)",
+            "set_config('maintenance_work_mem', %s, true), set_config('jit', 'off', true), "
+            "set_config('synchronous_commit', 'off', true)",
             [RECOMPUTE_WORK_MEM, RECOMPUTE_MAINTENANCE_WORK_MEM],
         )
         # Aggregators and ingestion write the change log: holding it makes the rebuild
@@ -467,15 +499,14 @@ def _recompute_sql(bulk: bool | None = None) -> AggregateReport:
         for statement in restore:
             cursor.execute(statement)
         (recipients, opened) = _fetch(
-            cursor, "SELECT count(*), count(*) FILTER (WHERE opened_all) FROM clickmap_recipientrollup"
+            cursor,
+            "SELECT count(*), count(*) FILTER (WHERE opened_all) FROM clickmap_recipientrollup",
         )[0]
         cursor.execute("DROP TABLE recompute_cell")
         if bulk:
             for table in ROLLUP_TABLES:
                 cursor.execute(f"ANALYZE {table}")
-    return AggregateReport(
-        changes=pairs + opened, pairs=pairs, recipients=recipients, batches=1
-    )
+    return AggregateReport(changes=pairs + opened, pairs=pairs, recipients=recipients, batches=1)
 
 
 def _estimated_clicks(cursor) -> int:
@@ -514,20 +545,22 @@ def _drop_secondary_sql(cursor) -> list[str]:
     restore = [definition for _, definition in indexes]
     # Unique constraints (and their indexes) before the foreign keys that are checked
     # with them; each recreated under its own name.
-    for table, name, kind, definition in sorted(constraints, key=lambda c: c[2] == "f"):
+    for table, name, _kind, definition in sorted(constraints, key=lambda c: c[2] == "f"):
         restore.append(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
     return restore
 
 
 def _recompute_cells_sql(cursor) -> int:
-    """Fill recompute_cell with every pair's (day, device) cells, numbering the pairs
-    from 1 (their PairRollup ids; the table was truncated with RESTART IDENTITY)."""
+    """Fill recompute_cell with every pair's (day, device) cells and the pair's delivery
+    columns, numbering the pairs from 1 (their PairRollup ids: the table was truncated
+    with RESTART IDENTITY); each pair's first row also carries the pair's totals."""
     cursor.execute("DROP TABLE IF EXISTS recompute_cell")  # an outer transaction's leftover
     cursor.execute(
-        """
-        CREATE TEMP TABLE recompute_cell (pair_id bigint, delivery_id bigint, link_id bigint,
-            day date, device varchar(8), total_all int, total_rel int, window_all int,
-            window_rel int)"""
+        f"""
+        CREATE TEMP TABLE recompute_cell (pair_id bigint, delivery_id bigint,
+            workspace_id bigint, variant_id bigint, link_id bigint, customer_id bigint,
+            day date, device varchar(8), {_listed(COUNTERS, suffix=" int")},
+            {_listed(COUNTERS, "pair_", " int")})"""
     )
     groups = defaultdict(list)  # window hours -> workspaces
     for pk, window in _fetch(cursor, "SELECT id, unique_window_hours FROM campaigns_workspace"):
@@ -539,14 +572,28 @@ def _recompute_cells_sql(cursor) -> int:
             SELECT e.delivery_id, e.link_id, e.at, e.id, e.reliable, e.device,
                    {int(window)} AS hours
             FROM tracking_clickevent e WHERE e.link_id IS NOT NULL {only}"""
+        # The cells come out in (delivery, link) order, so numbering the pairs and summing
+        # them are window functions over the same order: no sort, no hash of 1.7M pairs.
+        first = "row_number() OVER pair = 1"
+        # Sorted grouping keeps that order (a hash aggregate would need a sort after).
+        cursor.execute("SELECT set_config('enable_hashagg', 'off', true)")
         cursor.execute(
             f"""
             INSERT INTO recompute_cell
-            SELECT %(offset)s + dense_rank() OVER (ORDER BY c.delivery_id, c.link_id), c.*
-            FROM ({_cells_sql(events, window_mode=window > 0)}) c""",  # noqa: S608
+            SELECT c.pair_id, c.delivery_id, d.workspace_id, d.variant_id, c.link_id,
+                   d.customer_id, c.day, c.device, {_listed(COUNTERS, "c.")},
+                   {_listed(COUNTERS, "c.pair_")}
+            FROM (SELECT %(offset)s + dense_rank() OVER (ORDER BY c.delivery_id, c.link_id)
+                             AS pair_id, c.*,
+                         {", ".join(f"CASE WHEN {first} THEN sum(c.{n}) OVER pair END AS pair_{n}" for n in COUNTERS)}
+                  FROM ({_cells_sql(events, window_mode=window > 0)}) c
+                  WINDOW pair AS (PARTITION BY c.delivery_id, c.link_id)) c
+            JOIN campaigns_delivery d ON d.id = c.delivery_id""",  # noqa: S608
             {"ids": workspace_ids, "offset": pairs},
         )
+        cursor.execute("SELECT set_config('enable_hashagg', 'on', true)")
         pairs = _fetch(cursor, "SELECT coalesce(max(pair_id), 0) FROM recompute_cell")[0][0]
+    cursor.execute("ANALYZE recompute_cell")  # joins of millions of rows need true sizes
     return pairs
 
 
@@ -557,12 +604,9 @@ def _insert_rollups_sql(cursor) -> None:
         f"""
         INSERT INTO clickmap_pairrollup (id, workspace_id, variant_id, link_id, customer_id,
             {counters})
-        SELECT s.pair_id, d.workspace_id, d.variant_id, s.link_id, d.customer_id,
-               {_listed(COUNTERS, "s.")}
-        FROM (SELECT pair_id, min(delivery_id) AS delivery_id, min(link_id) AS link_id,
-                     {", ".join(f"sum({c}) AS {c}" for c in COUNTERS)}
-              FROM recompute_cell GROUP BY pair_id) s
-        JOIN campaigns_delivery d ON d.id = s.delivery_id"""
+        SELECT pair_id, workspace_id, variant_id, link_id, customer_id,
+               {_listed(COUNTERS, "pair_")}
+        FROM recompute_cell WHERE pair_total_all IS NOT NULL"""
     )
     cursor.execute(
         """SELECT setval(pg_get_serial_sequence('clickmap_pairrollup', 'id'),
@@ -572,9 +616,9 @@ def _insert_rollups_sql(cursor) -> None:
         f"""
         INSERT INTO clickmap_pairdayrollup (pair_id, workspace_id, variant_id, link_id,
             customer_id, day, device, {counters})
-        SELECT c.pair_id, d.workspace_id, d.variant_id, c.link_id, d.customer_id, c.day,
-               c.device, {_listed(COUNTERS, "c.")}
-        FROM recompute_cell c JOIN campaigns_delivery d ON d.id = c.delivery_id"""
+        SELECT pair_id, workspace_id, variant_id, link_id, customer_id, day, device,
+               {counters}
+        FROM recompute_cell"""
     )
     cursor.execute(
         f"""
@@ -591,9 +635,9 @@ def _insert_rollups_sql(cursor) -> None:
         SELECT d.workspace_id, d.variant_id, d.customer_id,
                coalesce(c.clicked_all, false), coalesce(c.clicked_rel, false),
                o.delivery_id IS NOT NULL, coalesce(o.opened_rel, false)
-        FROM (SELECT delivery_id, bool_or(total_all > 0) AS clicked_all,
-                     bool_or(total_rel > 0) AS clicked_rel
-              FROM recompute_cell GROUP BY delivery_id) c
+        FROM (SELECT delivery_id, bool_or(pair_total_all > 0) AS clicked_all,
+                     bool_or(pair_total_rel > 0) AS clicked_rel
+              FROM recompute_cell WHERE pair_total_all IS NOT NULL GROUP BY delivery_id) c
         FULL JOIN (SELECT delivery_id, bool_or(reliable) AS opened_rel
                    FROM tracking_openevent GROUP BY delivery_id) o
           ON o.delivery_id = c.delivery_id
