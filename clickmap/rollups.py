@@ -18,7 +18,8 @@ Elsewhere (SQLite, the embedded default) the same steps run in Python.
 """
 
 from collections import defaultdict
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import connection, transaction
@@ -50,6 +51,10 @@ class AggregateReport:
     pairs: int = 0
     recipients: int = 0
     batches: int = 0
+    # The largest change id applied so far: the run's next batch starts after it, so it
+    # does not walk again over the rows it deleted (rows another worker held when they
+    # were passed are left to a later run).
+    applied_up_to: int = field(default=0, repr=False, compare=False)
 
 
 def aggregate(batch_size: int = BATCH_SIZE, max_batches: int | None = None) -> AggregateReport:
@@ -58,7 +63,11 @@ def aggregate(batch_size: int = BATCH_SIZE, max_batches: int | None = None) -> A
     with scopes_disabled():
         while max_batches is None or report.batches < max_batches:
             if not apply_batch(batch_size, report):
-                break
+                if not report.applied_up_to:
+                    break
+                # Once more from the start, for rows another worker held when passed.
+                report.applied_up_to = 0
+                continue
             report.batches += 1
     return report
 
@@ -114,7 +123,10 @@ def recompute() -> AggregateReport:
 
     Pending change rows are consumed: the rebuild covers their events. On PostgreSQL the
     rebuild holds the change log exclusively (aggregators and ingestion wait for it; the
-    click redirect does not) and the rollup tables too, so dashboards wait as well.
+    click redirect does not) and the rollup tables too, so dashboards wait as well; from
+    BULK_REBUILD_CLICKS clicks it also holds writes to the tables the rollups reference
+    (customers, variants, links, workspaces) while their foreign keys are re-checked.
+    Returns what the rebuild stands for: one batch of every pair and recipient.
     """
     with scopes_disabled():
         if connection.vendor == "postgresql":
@@ -170,44 +182,62 @@ def _fetch(cursor, sql: str, params=None) -> list:
     return cursor.fetchall() if cursor.description else []
 
 
+def _commit_without_waiting(cursor) -> None:
+    """Let this transaction's commit return before its WAL reaches the disk, when the
+    transaction is ours alone: a crash then loses it whole (rollups and consumed change
+    rows together), which leaves the rollups as they were and the change rows to apply."""
+    if not connection.savepoint_ids:  # not inside a caller's transaction
+        cursor.execute("SET LOCAL synchronous_commit = off")
+
+
+@contextmanager
+def _settings(cursor, **values):
+    """Run the block with these server settings (SET LOCAL), then put back what they
+    were, so an enclosing transaction (a test, a request) keeps its own."""
+    names = list(values)
+    before = _fetch(cursor, f"SELECT {_listed(['current_setting(%s)'] * len(names))}", names)[0]
+    change = _listed(["set_config(%s, %s, true)"] * len(names))
+    cursor.execute(f"SELECT {change}", [v for n in names for v in (n, str(values[n]))])
+    yield
+    cursor.execute(
+        f"SELECT {change}", [v for n, b in zip(names, before, strict=True) for v in (n, b)]
+    )
+
+
 def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
-    with connection.cursor() as cursor:
-        # The batch's sets are CTEs whose sizes the planner cannot know: lookups into the
-        # tables are written as LATERAL index walks, and joins between the sets are
-        # hashed (no nested loops over CTE scans). Plans are cheap to run, too cheap to
-        # compile (JIT); a big batch's clicks should sort in memory.
-        # A batch lost in a crash is lost whole, change rows included, and applied again:
-        # its commit need not wait for the disk.
-        cursor.execute(
-            "SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true), "
-            "set_config('enable_nestloop', 'off', true), "
-            "set_config('synchronous_commit', 'off', true)",
-            [BATCH_WORK_MEM],
-        )
+    # The batch's sets are CTEs whose sizes the planner cannot know: lookups into the
+    # tables are written as LATERAL index walks, and joins between the sets are hashed
+    # (no nested loops over CTE scans). Plans are cheap to run, too cheap to compile
+    # (JIT); a big batch's clicks should sort in memory.
+    with (
+        connection.cursor() as cursor,
+        _settings(cursor, jit="off", work_mem=BATCH_WORK_MEM, enable_nestloop="off"),
+    ):
+        _commit_without_waiting(cursor)
         # Claim and delete the rows in one statement; the deletion commits with the batch.
         changes = _fetch(
             cursor,
             """
             WITH claimed AS (
                 DELETE FROM tracking_eventchange
-                WHERE id = ANY(ARRAY(SELECT id FROM tracking_eventchange ORDER BY id
-                                     LIMIT %s FOR UPDATE SKIP LOCKED))
-                RETURNING kind, delivery_id, link_id)
-            SELECT c.kind, c.delivery_id, c.link_id, d.workspace_id, d.variant_id,
+                WHERE id = ANY(ARRAY(SELECT id FROM tracking_eventchange WHERE id > %s
+                                     ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED))
+                RETURNING id, kind, delivery_id, link_id)
+            SELECT c.id, c.kind, c.delivery_id, c.link_id, d.workspace_id, d.variant_id,
                    d.customer_id, w.unique_window_hours
             FROM claimed c
             LEFT JOIN LATERAL (
                 SELECT d.workspace_id, d.variant_id, d.customer_id FROM campaigns_delivery d
                 WHERE d.id = c.delivery_id OFFSET 0) d ON true
             LEFT JOIN campaigns_workspace w ON w.id = d.workspace_id""",
-            [batch_size],
+            [report.applied_up_to, batch_size],
         )
         if not changes:
             return 0
         pairs = {}  # (variant, link, customer) -> (workspace, delivery, window hours)
         # (variant, customer) -> [workspace, delivery, clicks?, opens?, clicked proofs]
         recipients = {}
-        for kind, delivery_id, link_id, workspace_id, variant_id, customer_id, hours in changes:
+        for _, kind, delivery_id, link_id, workspace_id, variant_id, customer_id, hours in changes:
             if workspace_id is None:
                 continue  # the delivery was deleted with its events
             recipient = recipients.setdefault(
@@ -229,6 +259,7 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
         email_deltas = _recompute_recipients_sql(cursor, recipients)
         _add_deltas_sql(cursor, "clickmap_linkrollup", ("variant_id", "link_id"), link_deltas)
         _add_deltas_sql(cursor, "clickmap_emailrollup", ("variant_id",), email_deltas)
+    report.applied_up_to = max(change[0] for change in changes)
     report.changes += len(changes)
     report.pairs += len(pairs)
     report.recipients += len(recipients)
@@ -474,15 +505,19 @@ BULK_REBUILD_CLICKS = 200_000
 
 
 def _recompute_sql(bulk: bool | None = None) -> AggregateReport:
-    with connection.cursor() as cursor:
-        # A failed commit loses the whole rebuild, consistently: no need to wait for
-        # the disk at commit.
-        cursor.execute(
-            "SELECT set_config('work_mem', %s, true), "
-            "set_config('maintenance_work_mem', %s, true), set_config('jit', 'off', true), "
-            "set_config('synchronous_commit', 'off', true)",
-            [RECOMPUTE_WORK_MEM, RECOMPUTE_MAINTENANCE_WORK_MEM],
-        )
+    """The PostgreSQL rebuild: cells from every click in one pass over the pair index,
+    then each table with one INSERT … SELECT (`bulk`: with its indexes and foreign keys
+    rebuilt after the load; None decides by the number of clicks)."""
+    with (
+        connection.cursor() as cursor,
+        _settings(
+            cursor,
+            work_mem=RECOMPUTE_WORK_MEM,
+            maintenance_work_mem=RECOMPUTE_MAINTENANCE_WORK_MEM,
+            jit="off",
+        ),
+    ):
+        _commit_without_waiting(cursor)
         # Aggregators and ingestion write the change log: holding it makes the rebuild
         # see a fixed set of events, and what arrives later waits in the log for it.
         cursor.execute("LOCK TABLE tracking_eventchange IN EXCLUSIVE MODE")
@@ -574,24 +609,26 @@ def _recompute_cells_sql(cursor) -> int:
             FROM tracking_clickevent e WHERE e.link_id IS NOT NULL {only}"""
         # The cells come out in (delivery, link) order, so numbering the pairs and summing
         # them are window functions over the same order: no sort, no hash of 1.7M pairs.
-        first = "row_number() OVER pair = 1"
-        # Sorted grouping keeps that order (a hash aggregate would need a sort after).
-        cursor.execute("SELECT set_config('enable_hashagg', 'off', true)")
-        cursor.execute(
-            f"""
-            INSERT INTO recompute_cell
-            SELECT c.pair_id, c.delivery_id, d.workspace_id, d.variant_id, c.link_id,
-                   d.customer_id, c.day, c.device, {_listed(COUNTERS, "c.")},
-                   {_listed(COUNTERS, "c.pair_")}
-            FROM (SELECT %(offset)s + dense_rank() OVER (ORDER BY c.delivery_id, c.link_id)
-                             AS pair_id, c.*,
-                         {", ".join(f"CASE WHEN {first} THEN sum(c.{n}) OVER pair END AS pair_{n}" for n in COUNTERS)}
-                  FROM ({_cells_sql(events, window_mode=window > 0)}) c
-                  WINDOW pair AS (PARTITION BY c.delivery_id, c.link_id)) c
-            JOIN campaigns_delivery d ON d.id = c.delivery_id""",  # noqa: S608
-            {"ids": workspace_ids, "offset": pairs},
+        pair_sums = ", ".join(
+            f"CASE WHEN row_number() OVER pair = 1 THEN sum(c.{c}) OVER pair END AS pair_{c}"
+            for c in COUNTERS
         )
-        cursor.execute("SELECT set_config('enable_hashagg', 'on', true)")
+        # Sorted grouping keeps that order (a hash aggregate would need a sort after).
+        with _settings(cursor, enable_hashagg="off"):
+            cursor.execute(
+                f"""
+                INSERT INTO recompute_cell
+                SELECT c.pair_id, c.delivery_id, d.workspace_id, d.variant_id, c.link_id,
+                       d.customer_id, c.day, c.device, {_listed(COUNTERS, "c.")},
+                       {_listed(COUNTERS, "c.pair_")}
+                FROM (SELECT %(offset)s + dense_rank() OVER (ORDER BY c.delivery_id, c.link_id)
+                                 AS pair_id, c.*,
+                             {pair_sums}
+                      FROM ({_cells_sql(events, window_mode=window > 0)}) c
+                      WINDOW pair AS (PARTITION BY c.delivery_id, c.link_id)) c
+                JOIN campaigns_delivery d ON d.id = c.delivery_id""",  # noqa: S608
+                {"ids": workspace_ids, "offset": pairs},
+            )
         pairs = _fetch(cursor, "SELECT coalesce(max(pair_id), 0) FROM recompute_cell")[0][0]
     cursor.execute("ANALYZE recompute_cell")  # joins of millions of rows need true sizes
     return pairs
