@@ -170,11 +170,14 @@ class LinkRow:
         return urlsplit(self.link.href).hostname or ""
 
 
-def link_rows(selection: Selection, version: TemplateVersion | None) -> list[LinkRow]:
+def link_rows(
+    selection: Selection, version: TemplateVersion | None, found: list | None = None
+) -> list[LinkRow]:
     """The version's links with their metrics; Outlook-only copies are added to their
     visible twin (the map shows them there), ranked by the selected metric."""
-    scope = selection.scope()
-    found = {m.link.pk: m for m in metrics.link_metrics(scope)}
+    if found is None:
+        found = metrics.link_metrics(selection.scope())
+    found = {m.link.pk: m for m in found}
     if version is None:
         return []
     links = list(version.links.filter(format=selection.format).order_by("ordinal"))
@@ -247,7 +250,11 @@ def click_map(selection: Selection) -> dict:
     """Everything the click-map page shows for a selection (one call per request)."""
     scope = selection.scope()
     version = shown_version(selection)
-    rows = link_rows(selection, version)
+    # Link counts and delivered customers serve both the list and the totals: ask once.
+    counts = metrics.link_counts(scope)
+    delivered = metrics.delivered_customers(scope)
+    found = metrics.link_metrics(scope, counts=counts, delivered=delivered)
+    rows = link_rows(selection, version, found)
     values = {row.link.pk: row.value for row in rows}
     _, legend = colour_bands(values)
     per_day = metrics.clicks_per_day(scope)
@@ -259,7 +266,7 @@ def click_map(selection: Selection) -> dict:
         "by_ordinal": sorted(rows, key=lambda r: r.link.ordinal),
         "legend": legend,
         "palette": PALETTES[selection.palette],
-        "totals": metrics.email_totals(scope),
+        "totals": metrics.email_totals(scope, counts=counts, delivered=delivered),
         "per_day": bars([(d.isoformat(), n) for d, n in per_day]),
         "per_link": bars([(f"#{r.link.ordinal + 1}", r.total) for r in rows[:30]]),
         "domains": metrics.destination_domains(scope, personalised) if personalised else [],

@@ -18,7 +18,7 @@ Definitions (PRODUCT.md "Metric definitions"), with X = all events or reliable o
 """
 
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlsplit
 
@@ -84,7 +84,6 @@ class EmailTotals:
     ctor: float = 0.0
     unsubscribes: int = 0
     total_clicks: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def variants(scope: Scope) -> QuerySet:
@@ -188,10 +187,11 @@ def link_counts(scope: Scope) -> dict[int, tuple[int, int]]:
     return {r["link_id"]: (r["total"] or 0, r["unique"] or 0) for r in rows}
 
 
-def link_metrics(scope: Scope) -> list[LinkMetrics]:
-    """Every inventory link of the scope's emails with its metrics, in inventory order."""
-    counts = link_counts(scope)
-    delivered = delivered_customers(scope)
+def link_metrics(scope: Scope, *, counts=None, delivered=None) -> list[LinkMetrics]:
+    """Every inventory link of the scope's emails with its metrics, in inventory order.
+    `counts` (link_counts) and `delivered` may be passed when the caller has them."""
+    counts = link_counts(scope) if counts is None else counts
+    delivered = delivered_customers(scope) if delivered is None else delivered
     all_total = sum(total for total, _ in counts.values())
     all_unique = sum(unique for _, unique in counts.values())
     result = []
@@ -210,16 +210,18 @@ def link_metrics(scope: Scope) -> list[LinkMetrics]:
     return result
 
 
-def email_totals(scope: Scope) -> EmailTotals:
-    """Sent, delivered, opens, clickers, CTR, CTOR, unsubscribes for the scope."""
+def email_totals(scope: Scope, *, counts=None, delivered=None) -> EmailTotals:
+    """Sent, delivered, opens, clickers, CTR, CTOR, unsubscribes for the scope.
+    `counts` (link_counts) and `delivered` may be passed when the caller has them."""
     x = _suffix(scope)
     deliveries = _deliveries(scope)
     totals = EmailTotals(
         sent=deliveries.filter(status__in=SENT).values("customer_id").distinct().count(),
-        delivered=delivered_customers(scope),
+        delivered=delivered_customers(scope) if delivered is None else delivered,
         unsubscribes=Unsubscribe.objects.filter(delivery__in=deliveries).count(),
     )
-    totals.total_clicks = sum(total for total, _ in link_counts(scope).values())
+    counts = link_counts(scope) if counts is None else counts
+    totals.total_clicks = sum(total for total, _ in counts.values())
     if not scope.ad_hoc and _single_node(scope):
         sums = EmailRollup.objects.filter(variant__in=variants(scope)).aggregate(
             clickers=Sum(f"clickers_{x}"), openers=Sum("openers_all"), human=Sum("openers_rel")
