@@ -117,6 +117,7 @@ def generate(scale: float):
     from clickmap import rollups
 
     rollups_data.CAMPAIGNS = 1
+    rollups_data.FRESH_CAMPAIGN = False  # the one campaign has its clicks
     rollups_data.CUSTOMERS = CUSTOMERS
     rollups_data.DELIVERIES_PER_CAMPAIGN = DELIVERIES
     rollups_data.CLICKS = CLICKS

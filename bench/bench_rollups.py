@@ -183,6 +183,10 @@ def scopes(world, workspace):
         "reliable": metrics.Scope(**base, reliable_only=True),
         "variant": metrics.Scope(**base, variant_id=variant_a),
         "period": metrics.Scope(**base, date_from=period[0], date_to=period[1]),
+        "device": metrics.Scope(**base, device="mobile"),
+        "period_device_reliable": metrics.Scope(
+            **base, date_from=period[0], date_to=period[1], device="desktop", reliable_only=True
+        ),
     }
 
 
@@ -200,6 +204,9 @@ def check_scopes(world, workspace) -> bool:
             params.update(a=scope.date_from, b=scope.date_to)
         if scope.reliable_only:
             where.append("e.reliable")
+        if scope.device:
+            where.append("e.device = %(device)s")
+            params["device"] = scope.device
         rows = sql(
             "SELECT e.link_id, count(*), count(DISTINCT d.customer_id) "  # noqa: S608
             "FROM tracking_clickevent e JOIN campaigns_delivery d ON d.id = e.delivery_id "

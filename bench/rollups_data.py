@@ -41,6 +41,7 @@ CLICKS = 10_000_000
 CLICKER_SHARE = 0.6
 BOUNCE_SHARE = 0.03
 DAYS = 14
+FRESH_CAMPAIGN = True  # the last campaign went out in the last hour, without clicks yet
 
 USER_AGENTS = {
     "mobile": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) Mobile/15E148",
@@ -200,9 +201,9 @@ def generate(scale: float, log) -> World:
         "days": DAYS,
         "clicker_share": CLICKER_SHARE,
         "bounce_share": BOUNCE_SHARE,
-        "fresh": CAMPAIGNS - 1,
+        "fresh": CAMPAIGNS - 1 if FRESH_CAMPAIGN else -1,
         "fresh_at": now - timedelta(hours=1),
-        "fresh_variants": variant_ids[-1],
+        "fresh_variants": variant_ids[-1] if FRESH_CAMPAIGN else [0],
     }
     _sql(
         "CREATE TEMP TABLE bench_campaign (k int, node_id bigint, va bigint, vb bigint, "

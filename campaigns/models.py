@@ -399,3 +399,36 @@ class Delivery(models.Model):
 
     def __str__(self):
         return f"{self.node} → {self.customer}"
+
+
+class DeliveryCount(models.Model):
+    """How many deliveries a variant has in a status: `count(*)` of campaigns_delivery
+    grouped by (variant, status), kept exact by database triggers on every write to it
+    (campaigns/delivery_counts.py). Read only; a row exists only while n > 0.
+
+    Within one node, deliveries are distinct customers (one delivery per node and
+    customer, and a delivery's variant is one of its node's), so summing n over one
+    node's variants counts customers in O(variants).
+    """
+
+    # No database constraint, and Django's delete collector leaves these rows alone: only
+    # the triggers write here (they drop a count when its last delivery goes).
+    variant = models.ForeignKey(
+        Variant,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # the unique (variant, status) index serves lookups by variant
+        related_name="+",
+    )
+    status = models.CharField(max_length=10)
+    n = models.BigIntegerField()
+
+    objects = ScopedManager(workspace="variant__node__campaign__workspace")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["variant", "status"], name="one_count_per_status")
+        ]
+
+    def __str__(self):
+        return f"{self.variant_id} {self.status}: {self.n}"

@@ -252,8 +252,8 @@ def click_map(selection: Selection) -> dict:
     version = shown_version(selection)
     # Link counts and delivered customers serve both the list and the totals: ask once.
     counts = metrics.link_counts(scope)
-    delivered = metrics.delivered_customers(scope)
-    found = metrics.link_metrics(scope, counts=counts, delivered=delivered)
+    totals = metrics.email_totals(scope, counts=counts)
+    found = metrics.link_metrics(scope, counts=counts, delivered=totals.delivered)
     rows = link_rows(selection, version, found)
     values = {row.link.pk: row.value for row in rows}
     _, legend = colour_bands(values)
@@ -266,7 +266,7 @@ def click_map(selection: Selection) -> dict:
         "by_ordinal": sorted(rows, key=lambda r: r.link.ordinal),
         "legend": legend,
         "palette": PALETTES[selection.palette],
-        "totals": metrics.email_totals(scope, counts=counts, delivered=delivered),
+        "totals": totals,
         "per_day": bars([(d.isoformat(), n) for d, n in per_day]),
         "per_link": bars([(f"#{r.link.ordinal + 1}", r.total) for r in rows[:30]]),
         "domains": metrics.destination_domains(scope, personalised) if personalised else [],

@@ -2,9 +2,13 @@
 
 The dashboard, the exports and the tests all ask here. `link_metrics(scope)` gives the
 per-link numbers, `email_totals(scope)` the email's. All-time questions are answered
-from LinkRollup / EmailRollup (a few rows per variant); a period, a device, a segment or
-one customer is answered from the per-pair, per-day rows (PairDayRollup) and the raw
-open events, which is exact as well. Days are UTC days.
+from LinkRollup / EmailRollup (a few rows per variant); a period or a device from the
+per-day rows and spans (LinkDayRollup, LinkSpanRollup, EmailSpanRollup: a few hundred
+rows per link, exact distinct counts over any range of days, see clickmap/models.py);
+a segment or one customer, or several emails of a scenario at once (where a customer
+counts once), by distinct counts over the per-pair and per-recipient rows (PairRollup,
+RecipientRollup, or their per-day rows for a period or device), which is exact as well.
+Days are UTC days.
 
 Definitions (PRODUCT.md "Metric definitions"), with X = all events or reliable only:
 - total: click events on the link; unique: distinct customers who clicked it, or in
@@ -24,10 +28,21 @@ from urllib.parse import urlsplit
 
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 
-from campaigns.models import Delivery, TemplateLink, Variant
+from campaigns.models import Delivery, DeliveryCount, TemplateLink, Variant
 from campaigns.segments import segment_customers
-from clickmap.models import EmailRollup, LinkRollup, PairDayRollup, PairRollup
-from tracking.models import ClickEvent, OpenEvent, Unsubscribe
+from clickmap.models import (
+    DAY_ZERO,
+    EmailRollup,
+    EmailSpanRollup,
+    LinkDayRollup,
+    LinkRollup,
+    LinkSpanRollup,
+    PairDayRollup,
+    PairRollup,
+    RecipientDayRollup,
+    RecipientRollup,
+)
+from tracking.models import ClickEvent, Unsubscribe
 
 SENT = (Delivery.Status.SENT, Delivery.Status.DELIVERED, Delivery.Status.BOUNCED)
 DELIVERED = (Delivery.Status.SENT, Delivery.Status.DELIVERED)
@@ -129,28 +144,105 @@ def _deliveries(scope: Scope) -> QuerySet:
 
 
 def delivered_customers(scope: Scope) -> int:
-    return _deliveries(scope).filter(status__in=DELIVERED).values("customer_id").distinct().count()
+    return _customers_by_status(scope, delivered=DELIVERED)["delivered"]
+
+
+def _customers_by_status(scope: Scope, **groups) -> dict[str, int]:
+    """Distinct customers of the scope with a delivery in each group of statuses, e.g.
+    (sent=SENT) -> {"sent": n}. Exact: from the per-variant counts (one query) when the
+    counted deliveries all lie in one node, where a delivery is a distinct customer (one
+    per node and customer); else a distinct count over the deliveries."""
+    if scope.segment is None and not scope.customer_id:
+        statuses = sorted({status for group in groups.values() for status in group})
+        sums = DeliveryCount.objects.filter(
+            variant__in=variants(scope), status__in=statuses
+        ).aggregate(
+            nodes=Count("variant__node_id", distinct=True),
+            **{name: Sum("n", filter=Q(status__in=group)) for name, group in groups.items()},
+        )
+        if sums.pop("nodes") <= 1:
+            return {name: n or 0 for name, n in sums.items()}
+    # One pass over the deliveries; in one node a delivery is a distinct customer.
+    single = _single_node(scope)
+    return _deliveries(scope).aggregate(
+        **{
+            name: Count("pk", filter=Q(status__in=group))
+            if single
+            else Count("customer_id", distinct=True, filter=Q(status__in=group))
+            for name, group in groups.items()
+        }
+    )
 
 
 def _suffix(scope: Scope) -> str:
     return "rel" if scope.reliable_only else "all"
 
 
-def pair_days(scope: Scope) -> QuerySet:
-    """Per-pair, per-day rows of the scope (period, device and customers applied)."""
-    qs = PairDayRollup.objects.filter(variant__in=variants(scope))
+def _has_days(scope: Scope) -> bool:
+    return bool(scope.date_from or scope.date_to or scope.device)
+
+
+def _per_day(model, scope: Scope) -> QuerySet:
+    """Per-day, per-device rows of `model` for the scope's variants, period and device."""
+    qs = model.objects.filter(variant__in=variants(scope))
     if scope.date_from:
         qs = qs.filter(day__gte=scope.date_from)
     if scope.date_to:
         qs = qs.filter(day__lte=scope.date_to)
-    if scope.device:
-        qs = qs.filter(device=scope.device)
+    return qs.filter(device=scope.device) if scope.device else qs
+
+
+def _of_customers(qs: QuerySet, scope: Scope) -> QuerySet:
     who = _customers(scope)
     return qs.filter(who) if who is not None else qs
 
 
+def pair_days(scope: Scope) -> QuerySet:
+    """Per-pair, per-day rows of the scope (period, device and customers applied)."""
+    return _of_customers(_per_day(PairDayRollup, scope), scope)
+
+
+def _recipients(scope: Scope) -> QuerySet:
+    """Whether each customer of the scope clicked / opened: per variant (RecipientRollup),
+    or per day and device for a period or a device (RecipientDayRollup)."""
+    if _has_days(scope):
+        return _of_customers(_per_day(RecipientDayRollup, scope), scope)
+    return _of_customers(RecipientRollup.objects.filter(variant__in=variants(scope)), scope)
+
+
+def _distinct_customers(scope: Scope, condition: Q) -> Count:
+    """Distinct customers of rows meeting `condition`, among per-variant rows: a plain count
+    when each customer has one such row (one email, no days), else a distinct count."""
+    if not _has_days(scope) and _single_node(scope):
+        return Count("pk", filter=condition)
+    return Count("customer_id", distinct=True, filter=condition)
+
+
 def _single_node(scope: Scope) -> bool:
     return variants(scope).values("node_id").distinct().count() <= 1
+
+
+def _by_spans(scope: Scope) -> bool:
+    """A period or device of one email: answered from the day rows and spans."""
+    return not (scope.segment or scope.customer_id) and _single_node(scope)
+
+
+def _link_days(scope: Scope) -> QuerySet:
+    """Per link × day × device rows of the scope (period and device applied)."""
+    return _per_day(LinkDayRollup, scope)
+
+
+def _spans(model, scope: Scope, *, any_reliability: bool = False) -> QuerySet:
+    """The spans that count each customer of the scope's period and device once: those
+    ending within the period and starting before it (clickmap/models.py); of reliable
+    events only or all as the scope says, or both kinds (`any_reliability`)."""
+    start = scope.date_from or DAY_ZERO + timedelta(days=1)
+    qs = model.objects.filter(
+        variant__in=variants(scope), device=scope.device or "", since__lt=start, day__gte=start
+    )
+    if not any_reliability:
+        qs = qs.filter(reliable=scope.reliable_only)
+    return qs.filter(day__lte=scope.date_to) if scope.date_to else qs
 
 
 def link_counts(scope: Scope) -> dict[int, tuple[int, int]]:
@@ -175,6 +267,29 @@ def link_counts(scope: Scope) -> dict[int, tuple[int, int]]:
             )
             for r in distinct:
                 counts[r["link_id"]] = (counts[r["link_id"]][0], r["unique"])
+        return counts
+    if scope.window_mode and not (scope.segment or scope.customer_id):
+        rows = (
+            _link_days(scope)
+            .values("link_id")
+            .annotate(total=Sum(f"total_{x}"), unique=Sum(f"window_{x}"))
+        )
+        return {r["link_id"]: (r["total"] or 0, r["unique"] or 0) for r in rows}
+    if not _has_days(scope):  # a segment or a customer
+        pairs = PairRollup.objects.filter(variant__in=variants(scope)).filter(_customers(scope))
+        unique = (
+            Sum(f"window_{x}")
+            if scope.window_mode
+            else _distinct_customers(scope, Q(**{f"total_{x}__gt": 0}))
+        )
+        rows = pairs.values("link_id").annotate(total=Sum(f"total_{x}"), unique=unique)
+        return {r["link_id"]: (r["total"] or 0, r["unique"] or 0) for r in rows}
+    if _by_spans(scope):
+        totals = _link_days(scope).values("link_id").annotate(n=Sum(f"total_{x}"))
+        uniques = _spans(LinkSpanRollup, scope).values("link_id").annotate(n=Sum("n"))
+        counts = {r["link_id"]: (r["n"] or 0, 0) for r in totals}
+        for r in uniques:
+            counts[r["link_id"]] = (counts.get(r["link_id"], (0, 0))[0], r["n"] or 0)
         return counts
     rows = pair_days(scope).values("link_id")
     if scope.window_mode:
@@ -215,9 +330,12 @@ def email_totals(scope: Scope, *, counts=None, delivered=None) -> EmailTotals:
     `counts` (link_counts) and `delivered` may be passed when the caller has them."""
     x = _suffix(scope)
     deliveries = _deliveries(scope)
+    # Sent and delivered customers in one go; `delivered` may come from the caller.
+    groups = {"sent": SENT} if delivered is not None else {"sent": SENT, "delivered": DELIVERED}
+    customers = {"delivered": delivered, **_customers_by_status(scope, **groups)}
     totals = EmailTotals(
-        sent=deliveries.filter(status__in=SENT).values("customer_id").distinct().count(),
-        delivered=delivered_customers(scope) if delivered is None else delivered,
+        sent=customers["sent"],
+        delivered=customers["delivered"],
         unsubscribes=Unsubscribe.objects.filter(delivery__in=deliveries).count(),
     )
     counts = link_counts(scope) if counts is None else counts
@@ -227,23 +345,27 @@ def email_totals(scope: Scope, *, counts=None, delivered=None) -> EmailTotals:
             clickers=Sum(f"clickers_{x}"), openers=Sum("openers_all"), human=Sum("openers_rel")
         )
         clickers, openers, human = (sums[k] or 0 for k in ("clickers", "openers", "human"))
+    elif _by_spans(scope):
+        sums = {
+            (r["kind"], r["reliable"]): r["n"]
+            for r in _spans(EmailSpanRollup, scope, any_reliability=True)
+            .values("kind", "reliable")
+            .annotate(n=Sum("n"))
+        }
+        clickers = sums.get(("c", scope.reliable_only), 0)
+        openers, human = sums.get(("o", False), 0), sums.get(("o", True), 0)
     else:
-        clickers = (
-            pair_days(scope)
-            .filter(**{f"total_{x}__gt": 0})
-            .values("customer_id")
-            .distinct()
-            .count()
+        sums = _recipients(scope).aggregate(
+            **{
+                name: _distinct_customers(scope, Q(**{flag: True}))
+                for name, flag in (
+                    ("clickers", f"clicked_{x}"),
+                    ("openers", "opened_all"),
+                    ("human", "opened_rel"),
+                )
+            }
         )
-        opens = OpenEvent.objects.filter(delivery__in=deliveries)
-        if scope.date_from:
-            opens = opens.filter(at__gte=_utc_midnight(scope.date_from))
-        if scope.date_to:
-            opens = opens.filter(at__lt=_utc_midnight(scope.date_to + timedelta(days=1)))
-        if scope.device:
-            opens = opens.filter(device=scope.device)
-        openers = opens.values("delivery__customer_id").distinct().count()
-        human = opens.filter(reliable=True).values("delivery__customer_id").distinct().count()
+        clickers, openers, human = sums["clickers"], sums["openers"], sums["human"]
     totals.clickers = clickers
     totals.unique_opens = human if scope.reliable_only else openers
     totals.machine_opens = openers - human
@@ -263,7 +385,8 @@ def _pct(part: int, whole: int) -> float:
 def clicks_per_day(scope: Scope) -> list[tuple[date, int]]:
     """Clicks per UTC day in the scope, oldest first."""
     x = _suffix(scope)
-    rows = pair_days(scope).values("day").annotate(n=Sum(f"total_{x}")).order_by("day")
+    days = pair_days(scope) if scope.segment or scope.customer_id else _link_days(scope)
+    rows = days.values("day").annotate(n=Sum(f"total_{x}")).order_by("day")
     return [(r["day"], r["n"] or 0) for r in rows]
 
 

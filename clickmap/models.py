@@ -10,10 +10,23 @@ exact, idempotent, and unaffected by late or reclassified events.
 - LinkRollup: per link and variant, all time: the dashboard's default answer.
 - RecipientRollup / EmailRollup: whether a customer clicked or opened a variant's email,
   and the per-variant counts of clickers and openers.
+- LinkDayRollup: per link, variant, day and device, the sums of the pairs' day cells
+  (clicks per day, and a period's or device's totals without reading pairs).
+- RecipientDayRollup: whether a customer clicked / opened a variant's email on a day on
+  a device class.
+- LinkSpanRollup / EmailSpanRollup: "spans", which make distinct counts over any period
+  additive. Take one customer's click days on a link (or click or open days on an
+  email), on one device class or any ('' below): each day d with the previous such day
+  p (or DAY_ZERO) is a span (p, d]. The customer clicked within [from, to] exactly when
+  one of its spans has from <= d <= to and p < from, and then only one does. So the
+  distinct customers of a period are a sum of span counts: an exact COUNT DISTINCT over
+  any date range from a few hundred rows per link.
 
 `*_rel` counts only reliable events; `window_*` counts clicks counted in window mode
 (a repeat within the workspace's unique-click window after a counted click is not).
 """
+
+from datetime import date
 
 from django.db import models
 from django_scopes import ScopedManager
@@ -122,6 +135,119 @@ class EmailRollup(models.Model):
 
     def __str__(self):
         return f"email totals of variant {self.variant_id}"
+
+
+DAY_ZERO = date(1, 1, 1)  # the start of a customer's first span
+
+
+def _scoped():
+    """The workspace and variant keys of a rollup table (their indexes are the unique
+    constraint's prefix or not needed: a variant's rows are read by the constraint)."""
+    return (
+        models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False),
+        models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="+", db_index=False),
+    )
+
+
+class LinkDayRollup(models.Model):
+    workspace, variant = _scoped()
+    link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    device = models.CharField(max_length=8)
+    total_all = models.BigIntegerField(default=0)
+    total_rel = models.BigIntegerField(default=0)
+    window_all = models.BigIntegerField(default=0)
+    window_rel = models.BigIntegerField(default=0)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["variant", "link", "day", "device"], name="one_link_day"
+            )
+        ]
+
+    def __str__(self):
+        return f"link {self.link_id} of variant {self.variant_id} on {self.day} ({self.device})"
+
+
+class Span(models.Model):
+    """How many customers have the span (since, day] of event days (see above)."""
+
+    device = models.CharField(max_length=8, blank=True)  # '' for any device
+    reliable = models.BooleanField()  # spans of reliable events only
+    day = models.DateField()
+    since = models.DateField()
+    n = models.BigIntegerField(default=0)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        abstract = True
+
+
+class LinkSpanRollup(Span):
+    """Spans of click days on the link."""
+
+    workspace, variant = _scoped()
+    link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["variant", "link", "device", "reliable", "day", "since"],
+                name="one_link_span",
+            )
+        ]
+
+    def __str__(self):
+        return f"link {self.link_id} of variant {self.variant_id}: ({self.since}, {self.day}]"
+
+
+class RecipientDayRollup(models.Model):
+    workspace, variant = _scoped()
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    device = models.CharField(max_length=8)
+    clicked_all = models.BooleanField(default=False)
+    clicked_rel = models.BooleanField(default=False)
+    opened_all = models.BooleanField(default=False)
+    opened_rel = models.BooleanField(default=False)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["variant", "customer", "day", "device"], name="one_recipient_day"
+            )
+        ]
+
+    def __str__(self):
+        return f"customer {self.customer_id} of variant {self.variant_id} on {self.day}"
+
+
+class EmailSpanRollup(Span):
+    """Spans of days with a click on any link of the email (or with an open)."""
+
+    class Kind(models.TextChoices):
+        CLICK = "c", "Click"
+        OPEN = "o", "Open"
+
+    workspace, variant = _scoped()
+    kind = models.CharField(max_length=1, choices=Kind.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["variant", "kind", "device", "reliable", "day", "since"],
+                name="one_email_span",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.kind} span of variant {self.variant_id}: ({self.since}, {self.day}]"
 
 
 class Preview(models.Model):

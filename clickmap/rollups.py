@@ -17,7 +17,7 @@ come from window functions), and `recompute` rebuilds every table with INSERT â€
 Elsewhere (SQLite, the embedded default) the same steps run in Python.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -27,11 +27,16 @@ from django.db.models import F
 from django_scopes import scopes_disabled
 
 from campaigns.models import Delivery, Workspace
+from clickmap import spans
 from clickmap.models import (
     EmailRollup,
+    EmailSpanRollup,
+    LinkDayRollup,
     LinkRollup,
+    LinkSpanRollup,
     PairDayRollup,
     PairRollup,
+    RecipientDayRollup,
     RecipientRollup,
 )
 from tracking.models import ClickEvent, EventChange, OpenEvent
@@ -249,7 +254,7 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
                     pairs[(variant_id, link_id, customer_id)] = (workspace_id, delivery_id, hours)
             else:
                 recipient[3] = True
-        link_deltas, unproven = _recompute_pairs_sql(cursor, pairs)
+        link_deltas, unproven, old_links = _recompute_pairs_sql(cursor, pairs)
         pairs_of = {(variant_id, customer_id) for variant_id, _, customer_id in pairs}
         for key, recipient in recipients.items():
             if recipient[2]:
@@ -259,6 +264,9 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
         email_deltas = _recompute_recipients_sql(cursor, recipients)
         _add_deltas_sql(cursor, "clickmap_linkrollup", ("variant_id", "link_id"), link_deltas)
         _add_deltas_sql(cursor, "clickmap_emailrollup", ("variant_id",), email_deltas)
+        spans.update_sql(
+            cursor, old_links, sorted(pairs), {k: tuple(r[:2]) for k, r in recipients.items()}
+        )
     report.applied_up_to = max(change[0] for change in changes)
     report.changes += len(changes)
     report.pairs += len(pairs)
@@ -289,12 +297,13 @@ def _listed(names, prefix: str = "", suffix: str = "") -> str:
 def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict]:
     """Recompute the pairs' rows and day rows from their clicks.
 
-    Returns the link deltas as (workspace, variant, link, *LINK_COUNTERS) rows, and for
+    Returns the link deltas as (workspace, variant, link, *LINK_COUNTERS) rows, for
     each recipient whose pairs here do not show both a click and a reliable click, what
-    they do show: {(variant, customer): (clicked_all, clicked_rel)}.
+    they do show: {(variant, customer): (clicked_all, clicked_rel)}, and the pairs' day
+    cells as they were (clickmap.spans.pair_days).
     """
     if not pairs:
-        return [], {}
+        return [], {}, ({}, Counter())
     keys = sorted(pairs)
     _lock_rows_sql(
         cursor,
@@ -303,6 +312,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict]:
         [(pairs[k][0], *k) for k in keys],
         dict.fromkeys(COUNTERS, "0"),
     )
+    old_links = spans.link_state_sql(cursor, keys)
     # Each pair's clicks: one range of clickmap_click_pair_idx.
     events = """
         SELECT p.id AS pair_id, e.at, e.id, e.reliable, e.device, p.hours
@@ -383,7 +393,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict]:
     )
     links = [row[1:] for row in rows if row[0]]
     unproven = {(row[2], row[3]): (bool(row[4]), bool(row[5])) for row in rows if not row[0]}
-    return links, unproven
+    return links, unproven, old_links
 
 
 RECIPIENT_TO_EMAIL = {
@@ -491,13 +501,18 @@ def _add_deltas_sql(cursor, table: str, key: tuple, deltas: list) -> None:
     )
 
 
-ROLLUP_TABLES = (
-    "clickmap_pairdayrollup",
-    "clickmap_pairrollup",
-    "clickmap_linkrollup",
-    "clickmap_recipientrollup",
-    "clickmap_emailrollup",
+ROLLUP_MODELS = (
+    PairDayRollup,
+    PairRollup,
+    LinkRollup,
+    RecipientRollup,
+    EmailRollup,
+    LinkDayRollup,
+    LinkSpanRollup,
+    RecipientDayRollup,
+    EmailSpanRollup,
 )
+ROLLUP_TABLES = tuple(model._meta.db_table for model in ROLLUP_MODELS)
 # From this many clicks the rebuild loads tables stripped of their secondary indexes and
 # foreign keys and restores them after: one sort per index and one join per key instead
 # of millions of single-row updates and checks.
@@ -530,6 +545,7 @@ def _recompute_sql(bulk: bool | None = None) -> AggregateReport:
         restore = _drop_secondary_sql(cursor) if bulk else []
         pairs = _recompute_cells_sql(cursor)
         _insert_rollups_sql(cursor)
+        spans.rebuild_sql(cursor)
         cursor.execute("DELETE FROM tracking_eventchange")
         for statement in restore:
             cursor.execute(statement)
@@ -715,8 +731,9 @@ def _apply_batch_python(batch_size: int, report: AggregateReport) -> int:
         recipients[(variant_id, customer_id)] = (workspace_id, delivery_id)
         if kind == EventChange.Kind.CLICK and link_id:
             pairs[(variant_id, link_id, customer_id)] = (workspace_id, delivery_id)
-    _recompute_pairs(pairs)
+    old_cells = _recompute_pairs(pairs)
     _recompute_recipients(recipients)
+    spans.update(old_cells, recipients)
     EventChange.objects.filter(pk__in=[c[0] for c in changes]).delete()
     report.changes += len(changes)
     report.pairs += len(pairs)
@@ -728,9 +745,10 @@ def _window_hours() -> dict[int, int]:
     return dict(Workspace.objects.values_list("pk", "unique_window_hours"))
 
 
-def _recompute_pairs(pairs: dict) -> None:
+def _recompute_pairs(pairs: dict) -> dict:
+    """Recompute the pairs; returns their day cells as they were (spans.pair_days)."""
     if not pairs:
-        return
+        return {}
     keys = sorted(pairs)
     PairRollup.objects.bulk_create(
         [
@@ -750,6 +768,7 @@ def _recompute_pairs(pairs: dict) -> None:
         )
         .order_by("variant_id", "link_id", "customer_id")
     }
+    old_cells = spans.pair_days(keys)
     windows = _window_hours()
     events = defaultdict(list)
     delivery_of = {pairs[k][1]: k[0] for k in keys}
@@ -792,6 +811,7 @@ def _recompute_pairs(pairs: dict) -> None:
     PairDayRollup.objects.filter(pair__in=changed).delete()
     PairDayRollup.objects.bulk_create(day_rows, batch_size=1000)
     _add_to_link_rollups(link_deltas)
+    return old_cells
 
 
 def _add_to_link_rollups(deltas: dict) -> None:
@@ -870,7 +890,7 @@ def _recompute_recipients(recipients: dict) -> None:
 
 
 def _recompute_python() -> AggregateReport:
-    for model in (PairDayRollup, PairRollup, LinkRollup, RecipientRollup, EmailRollup):
+    for model in ROLLUP_MODELS:
         model.objects.all().delete()
     EventChange.objects.all().delete()
     clicks = ClickEvent.objects.filter(link__isnull=False).values_list("delivery_id", "link_id")

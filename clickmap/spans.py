@@ -1,0 +1,466 @@
+"""Day rollups and spans (see clickmap/models.py), kept with every aggregator batch.
+
+A batch has locked its pairs and recipients (clickmap/rollups.py). `pair_days` reads the
+pairs' day cells before they are recomputed; `update` then, with the recipients locked,
+reads the cells again and the recipients' opens, and applies the differences:
+
+- LinkDayRollup: the pairs' new cells minus their old ones, per link × day × device;
+- LinkSpanRollup: the spans of the pairs' new click days minus those of the old ones;
+- RecipientDayRollup: each recipient's clicked / opened flags per day and device,
+  recomputed from all its pairs' cells and its open events (rows only change under the
+  recipient's lock, so the stored rows are the state last counted in the spans);
+- EmailSpanRollup: the spans of the recipients' new flags minus those of the old rows.
+
+Counters are added in key order, after the batch's other rollups, so workers lock rows
+in one global order. On PostgreSQL the same is set-based (`link_state_sql`, `update_sql`:
+the chains are window functions, only the differences travel), and `rebuild_sql` fills
+the four tables from scratch; tests/test_rollups_sql.py holds both to the Python code.
+"""
+
+from collections import Counter, defaultdict
+from datetime import UTC
+
+from django.db import connection
+
+from clickmap.models import DAY_ZERO, PairDayRollup, RecipientDayRollup
+from tracking.models import OpenEvent
+
+COUNTERS = ("total_all", "total_rel", "window_all", "window_rel")
+FLAGS = ("clicked_all", "clicked_rel", "opened_all", "opened_rel")
+CHUNK = 2000  # ids per IN list (SQLite's bound-parameter limit)
+
+
+def _chunks(values, size=CHUNK):
+    values = sorted(values)
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _recipient_cells(recipients) -> dict:
+    """(variant, customer) -> [(workspace, link, day, device, *COUNTERS)] of every pair of
+    the recipients."""
+    keys = set(recipients)
+    cells = defaultdict(list)
+    for customers in _chunks({c for _, c in keys}):
+        rows = PairDayRollup.objects.filter(
+            customer_id__in=customers, variant_id__in={v for v, _ in keys}
+        ).values_list(
+            "workspace_id", "variant_id", "link_id", "customer_id", "day", "device", *COUNTERS
+        )
+        for workspace_id, variant_id, link_id, customer_id, *rest in rows:
+            if (variant_id, customer_id) in keys:
+                cells[(variant_id, customer_id)].append((workspace_id, link_id, *rest))
+    return cells
+
+
+def pair_days(pairs) -> dict:
+    """(variant, link, customer) -> [(workspace, link, day, device, *COUNTERS)]: the pairs'
+    day cells now (call it with the pairs locked, before they are recomputed)."""
+    by_recipient = _recipient_cells({(v, c) for v, _, c in pairs})
+    return {
+        (v, link, c): [cell for cell in by_recipient.get((v, c), ()) if cell[1] == link]
+        for v, link, c in pairs
+    }
+
+
+def spans(chains) -> Counter:
+    """{(key, device, reliable): days} -> Counter of (key, device, reliable, day, since)."""
+    counts = Counter()
+    for (key, device, reliable), days in chains.items():
+        since = DAY_ZERO
+        for day in sorted(days):
+            counts[(*key, device, reliable, day, since)] += 1
+            since = day
+    return counts
+
+
+def _link_state(pair_cells: dict) -> tuple[Counter, Counter]:
+    """Per-link day sums and link spans of the pairs' cells."""
+    sums = Counter()
+    chains = defaultdict(set)
+    for (variant_id, link_id, customer_id), cells in pair_cells.items():
+        for workspace_id, _, day, device, *counters in cells:
+            for name, value in zip(COUNTERS, counters, strict=True):
+                sums[(workspace_id, variant_id, link_id, day, device, name)] += value
+            for reliable, clicked in ((False, counters[0] > 0), (True, counters[1] > 0)):
+                if clicked:
+                    for each in (device, ""):
+                        owner = (workspace_id, variant_id, link_id)
+                        chains[(owner + (customer_id,), each, reliable)].add(day)
+    link_spans = Counter()
+    for key, n in spans(chains).items():
+        link_spans[key[:3] + key[4:]] += n  # the customer owns the chain, not the span
+    return sums, link_spans
+
+
+def _recipient_state(cells: dict, opens: dict) -> dict:
+    """(workspace, variant, customer, day, device) -> [clicked_all, clicked_rel,
+    opened_all, opened_rel] from the recipients' pair cells and open events."""
+    state = defaultdict(lambda: [False, False, False, False])
+    for (variant_id, customer_id), rows in cells.items():
+        for workspace_id, _, day, device, total_all, total_rel, *_ in rows:
+            flags = state[(workspace_id, variant_id, customer_id, day, device)]
+            flags[0] |= total_all > 0
+            flags[1] |= total_rel > 0
+    for (workspace_id, variant_id, customer_id), events in opens.items():
+        for day, device, reliable in events:
+            flags = state[(workspace_id, variant_id, customer_id, day, device)]
+            flags[2] = True
+            flags[3] |= reliable
+    return state
+
+
+def _email_spans(state: dict) -> Counter:
+    chains = defaultdict(set)
+    for (workspace_id, variant_id, customer_id, day, device), flags in state.items():
+        for kind, reliable, on in (
+            ("c", False, flags[0]),
+            ("c", True, flags[1]),
+            ("o", False, flags[2]),
+            ("o", True, flags[3]),
+        ):
+            if on:
+                for each in (device, ""):
+                    chains[((workspace_id, variant_id, customer_id, kind), each, reliable)].add(day)
+    result = Counter()
+    for key, n in spans(chains).items():
+        result[key[:2] + key[3:]] += n  # drop the customer
+    return result
+
+
+def _opens(recipients: dict) -> dict:
+    """(workspace, variant, customer) -> [(day, device, reliable)] of the recipients'
+    deliveries (recipients: (variant, customer) -> (workspace, delivery))."""
+    by_delivery = {delivery: (w, *key) for key, (w, delivery) in recipients.items()}
+    opens = defaultdict(list)
+    for deliveries in _chunks(by_delivery):
+        for delivery_id, at, device, reliable in OpenEvent.objects.filter(
+            delivery_id__in=deliveries
+        ).values_list("delivery_id", "at", "device", "reliable"):
+            opens[by_delivery[delivery_id]].append((at.astimezone(UTC).date(), device, reliable))
+    return opens
+
+
+def update(old_pair_cells: dict, recipients: dict) -> None:
+    """Apply the batch's changes to the day and span rollups.
+
+    old_pair_cells: `pair_days` of the batch's pairs, read before they were recomputed;
+    recipients: (variant, customer) -> (workspace, delivery), every recipient the batch
+    touched, locked. Runs in the batch's transaction.
+    """
+    if not recipients:
+        return
+    cells = _recipient_cells(recipients)
+    new_pair_cells = {
+        (v, link, c): [cell for cell in cells.get((v, c), ()) if cell[1] == link]
+        for v, link, c in old_pair_cells
+    }
+    old_sums, old_link_spans = _link_state(old_pair_cells)
+    new_sums, new_link_spans = _link_state(new_pair_cells)
+
+    old_rows = {}
+    for customers in _chunks({c for _, c in recipients}):
+        for pk, w, v, c, day, device, *flags in RecipientDayRollup.objects.filter(
+            customer_id__in=customers, variant_id__in={v for v, _ in recipients}
+        ).values_list("pk", "workspace_id", "variant_id", "customer_id", "day", "device", *FLAGS):
+            if (v, c) in recipients:
+                old_rows[(w, v, c, day, device)] = (pk, flags)
+    new_state = _recipient_state(cells, _opens(recipients))
+    old_state = {key: flags for key, (_, flags) in old_rows.items()}
+    _save_recipient_days(old_rows, new_state)
+
+    day_deltas = defaultdict(lambda: [0, 0, 0, 0])
+    for sign, sums in ((-1, old_sums), (1, new_sums)):
+        for (*key, name), value in sums.items():
+            day_deltas[tuple(key)][COUNTERS.index(name)] += sign * value
+    link_deltas = Counter(new_link_spans)
+    link_deltas.subtract(old_link_spans)
+    email_deltas = _email_spans(new_state)
+    email_deltas.subtract(_email_spans(old_state))
+    _add_deltas(day_deltas, link_deltas, email_deltas)
+
+
+def _add_deltas(day_deltas: dict, link_deltas: Counter, email_deltas: Counter) -> None:
+    """Add the batch's differences to the link day rows and the link and email spans."""
+    _add(
+        "clickmap_linkdayrollup",
+        ("workspace_id", "variant_id", "link_id", "day", "device"),
+        COUNTERS,
+        [(*key, *values) for key, values in day_deltas.items()],
+    )
+    _add(
+        "clickmap_linkspanrollup",
+        ("workspace_id", "variant_id", "link_id", "device", "reliable", "day", "since"),
+        ("n",),
+        [(*key, n) for key, n in link_deltas.items()],
+    )
+    _add(
+        "clickmap_emailspanrollup",
+        ("workspace_id", "variant_id", "kind", "device", "reliable", "day", "since"),
+        ("n",),
+        [(*key, n) for key, n in email_deltas.items()],
+    )
+
+
+def _save_recipient_days(old_rows: dict, new_state: dict) -> None:
+    gone = [pk for key, (pk, _) in old_rows.items() if key not in new_state]
+    changed, added = [], []
+    for key, flags in sorted(new_state.items()):
+        workspace_id, variant_id, customer_id, day, device = key
+        if key not in old_rows:
+            added.append(
+                RecipientDayRollup(
+                    workspace_id=workspace_id,
+                    variant_id=variant_id,
+                    customer_id=customer_id,
+                    day=day,
+                    device=device,
+                    **dict(zip(FLAGS, flags, strict=True)),
+                )
+            )
+        elif list(old_rows[key][1]) != list(flags):
+            changed.append(
+                RecipientDayRollup(pk=old_rows[key][0], **dict(zip(FLAGS, flags, strict=True)))
+            )
+    for ids in _chunks(gone):
+        RecipientDayRollup.objects.filter(pk__in=ids).delete()
+    RecipientDayRollup.objects.bulk_update(changed, FLAGS, batch_size=1000)
+    RecipientDayRollup.objects.bulk_create(added, batch_size=1000)
+
+
+TYPES = {
+    "workspace_id": "bigint",
+    "variant_id": "bigint",
+    "link_id": "bigint",
+    "day": "date",
+    "since": "date",
+    "device": "text",
+    "kind": "text",
+    "reliable": "boolean",
+}
+
+
+def _add(table: str, key: tuple, counters: tuple, rows: list) -> None:
+    """Add (*key, *counters) rows to the table's counters, creating missing rows, in key
+    order (the workspace, first in `key`, is not part of the unique key)."""
+    rows = sorted(r for r in rows if any(r[len(key) :]))
+    if not rows:
+        return
+    columns = (*key, *counters)
+    unique = ", ".join(key[1:])
+    add = ", ".join(f"{c} = x.{c} + excluded.{c}" for c in counters)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            arrays = ", ".join(f"%s::{TYPES.get(c, 'bigint')}[]" for c in columns)
+            cursor.execute(
+                f"""INSERT INTO {table} AS x ({", ".join(columns)})
+                    SELECT * FROM unnest({arrays}) AS t({", ".join(columns)})
+                    ORDER BY {unique}
+                    ON CONFLICT ({unique}) DO UPDATE SET {add}""",
+                [list(column) for column in zip(*rows, strict=True)],
+            )
+        else:
+            cursor.executemany(
+                f"""INSERT INTO {table} AS x ({", ".join(columns)})
+                    VALUES ({", ".join(["%s"] * len(columns))})
+                    ON CONFLICT ({unique}) DO UPDATE SET {add}""",
+                rows,
+            )
+
+
+# --- PostgreSQL: the same, set-based -------------------------------------------------------
+
+LINK_CHAINS = [(None, "false", "total_all > 0"), (None, "true", "total_rel > 0")]
+EMAIL_CHAINS = [
+    ("'c'", "false", "clicked_all"),
+    ("'c'", "true", "clicked_rel"),
+    ("'o'", "false", "opened_all"),
+    ("'o'", "true", "opened_rel"),
+]
+# _spans_sql's arguments after the source, for recipient day rows and for pair day cells.
+EMAIL_SPANS = ("customer_id", "variant_id, customer_id", "workspace_id, variant_id", EMAIL_CHAINS)
+LINK_SPANS = ("pair_id", "pair_id", "workspace_id, variant_id, link_id", LINK_CHAINS)
+
+
+def link_state_sql(cursor, pairs) -> tuple[dict, Counter]:
+    """The pairs' ((variant, link, customer), locked) day sums per link × day × device
+    and their link spans, as the tables hold them now."""
+    cursor.execute(
+        f"""
+        WITH c AS MATERIALIZED (
+            SELECT x.* FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS t(v, l, c)
+            CROSS JOIN LATERAL (
+                SELECT x.pair_id, x.workspace_id, x.variant_id, x.link_id, x.day, x.device,
+                       {", ".join(f"x.{c}" for c in COUNTERS)}
+                FROM clickmap_pairdayrollup x
+                WHERE x.variant_id = t.v AND x.link_id = t.l AND x.customer_id = t.c
+                OFFSET 0) x)
+        SELECT true, workspace_id, variant_id, link_id, day, device, NULL::boolean,
+               NULL::date, {", ".join(f"sum({c})::bigint" for c in COUNTERS)}
+        FROM c GROUP BY workspace_id, variant_id, link_id, day, device
+        UNION ALL
+        SELECT false, workspace_id, variant_id, link_id, day, device, reliable, since, n,
+               0, 0, 0
+        FROM ({_spans_sql("c", *LINK_SPANS)}) s""",
+        [[k[i] for k in pairs] for i in range(3)],
+    )
+    sums, link_spans = {}, Counter()
+    for is_sum, w, v, link, day, device, reliable, since, *values in cursor.fetchall():
+        if is_sum:
+            sums[(w, v, link, day, device)] = values
+        else:
+            link_spans[(w, v, link, device, reliable, day, since)] = values[0]
+    return sums, link_spans
+
+
+def update_sql(cursor, old_links: tuple[dict, Counter], pairs, recipients: dict) -> None:
+    """`update` on PostgreSQL: old_links is `link_state_sql` of the pairs before they
+    were recomputed; recipients (variant, customer) -> (workspace, delivery), locked."""
+    if not recipients:
+        return
+    old_sums, old_link_spans = old_links
+    new_sums, new_link_spans = link_state_sql(cursor, pairs) if pairs else ({}, Counter())
+    day_deltas = defaultdict(lambda: [0, 0, 0, 0])
+    for sign, sums in ((-1, old_sums), (1, new_sums)):
+        for key, values in sums.items():
+            for i, value in enumerate(values):
+                day_deltas[key][i] += sign * value
+    link_deltas = Counter(new_link_spans)
+    link_deltas.subtract(old_link_spans)
+
+    keys = sorted(recipients)
+    changed = " OR ".join(f"j.{f} IS DISTINCT FROM j.o_{f}" for f in FLAGS)
+    # The recipients' rows as last counted (old) and anew (r): only the differences are
+    # written, and the spans of both are returned, the old ones to subtract.
+    cursor.execute(
+        f"""
+        WITH k AS (
+            SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+                AS t(workspace_id, variant_id, customer_id, delivery_id)),
+        old AS MATERIALIZED (
+            SELECT x.* FROM k CROSS JOIN LATERAL (
+                SELECT x.id, x.workspace_id, x.variant_id, x.customer_id, x.day, x.device,
+                       {", ".join(f"x.{f}" for f in FLAGS)}
+                FROM clickmap_recipientdayrollup x
+                WHERE x.variant_id = k.variant_id AND x.customer_id = k.customer_id
+                OFFSET 0) x),
+        r AS MATERIALIZED (
+            SELECT workspace_id, variant_id, customer_id, day, device,
+                   bool_or(ca) AS clicked_all, bool_or(cr) AS clicked_rel,
+                   bool_or(oa) AS opened_all, bool_or(orl) AS opened_rel
+            FROM (SELECT k.workspace_id, k.variant_id, k.customer_id, x.day, x.device,
+                         x.total_all > 0 AS ca, x.total_rel > 0 AS cr, false AS oa,
+                         false AS orl
+                  FROM k CROSS JOIN LATERAL (
+                      SELECT x.day, x.device, x.total_all, x.total_rel
+                      FROM clickmap_pairdayrollup x
+                      WHERE x.customer_id = k.customer_id AND x.variant_id = k.variant_id
+                      OFFSET 0) x
+                  UNION ALL
+                  SELECT k.workspace_id, k.variant_id, k.customer_id,
+                         (o.at AT TIME ZONE 'UTC')::date, o.device, false, false, true,
+                         o.reliable
+                  FROM k CROSS JOIN LATERAL (
+                      SELECT o.at, o.device, o.reliable FROM tracking_openevent o
+                      WHERE o.delivery_id = k.delivery_id OFFSET 0) o) s
+            GROUP BY workspace_id, variant_id, customer_id, day, device),
+        j AS MATERIALIZED (
+            SELECT o.id, r.*, {", ".join(f"o.{f} AS o_{f}" for f in FLAGS)}
+            FROM r FULL JOIN old o
+              ON o.variant_id = r.variant_id AND o.customer_id = r.customer_id
+             AND o.day = r.day AND o.device = r.device),
+        gone AS (
+            DELETE FROM clickmap_recipientdayrollup
+            WHERE id = ANY(ARRAY(SELECT id FROM j WHERE variant_id IS NULL))),
+        changed AS (
+            UPDATE clickmap_recipientdayrollup x
+            SET {", ".join(f"{f} = j.{f}" for f in FLAGS)}
+            FROM j WHERE x.id = j.id
+            AND x.id = ANY(ARRAY(SELECT id FROM j
+                                 WHERE id IS NOT NULL AND variant_id IS NOT NULL
+                                 AND ({changed})))),
+        added AS (
+            INSERT INTO clickmap_recipientdayrollup (workspace_id, variant_id, customer_id,
+                day, device, {", ".join(FLAGS)})
+            SELECT workspace_id, variant_id, customer_id, day, device, {", ".join(FLAGS)}
+            FROM j WHERE id IS NULL ORDER BY variant_id, customer_id, day, device)
+        SELECT -1, * FROM ({_spans_sql("old", *EMAIL_SPANS)}) s
+        UNION ALL
+        SELECT 1, * FROM ({_spans_sql("r", *EMAIL_SPANS)}) s""",
+        [
+            [recipients[k][0] for k in keys],
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [recipients[k][1] for k in keys],
+        ],
+    )
+    email_deltas = Counter()
+    for sign, *key, n in cursor.fetchall():
+        email_deltas[tuple(key)] += sign * n
+    _add_deltas(day_deltas, link_deltas, email_deltas)
+
+
+# --- The PostgreSQL rebuild ---------------------------------------------------------------
+
+
+def _spans_sql(source: str, owner: str, partition: str, key: str, chains: list) -> str:
+    """A SELECT of (key…, [kind,] device, reliable, day, since, n) over `source`'s rows:
+    `owner` names the chain's columns beyond `key`, `partition` all of them; each of
+    `chains` is (kind SQL or None, reliable SQL, the condition of a day in the chain),
+    counted per device and for any device ('')."""
+    parts = []
+    for kind, reliable, condition in chains:
+        kind_column = f"{kind} AS kind, " if kind else ""
+        for device, distinct in (("device", ""), ("''", "DISTINCT ")):
+            parts.append(
+                f"SELECT {distinct}{owner}, {key}, {kind_column}{device} AS device, "
+                f"{reliable} AS reliable, day FROM {source} WHERE {condition}"
+            )
+    kind = ", kind" if chains[0][0] else ""
+    return f"""
+        SELECT {key}{kind}, device, reliable, day, since, count(*) AS n
+        FROM (SELECT s.*, coalesce(lag(day) OVER (
+                  PARTITION BY {partition}{kind}, device, reliable ORDER BY day),
+                  DATE '0001-01-01') AS since
+              FROM ({" UNION ALL ".join(parts)}) s) s
+        GROUP BY {key}{kind}, device, reliable, day, since"""
+
+
+def rebuild_sql(cursor) -> None:
+    """Fill the four tables (emptied by the caller) from the rebuilt pair day cells and
+    recipient rows: after clickmap.rollups has filled clickmap_pairdayrollup."""
+    cursor.execute(
+        f"""
+        INSERT INTO clickmap_linkdayrollup (workspace_id, variant_id, link_id, day, device,
+            {", ".join(COUNTERS)})
+        SELECT workspace_id, variant_id, link_id, day, device,
+               {", ".join(f"sum({c})" for c in COUNTERS)}
+        FROM clickmap_pairdayrollup GROUP BY workspace_id, variant_id, link_id, day, device"""
+    )
+    cursor.execute(
+        f"""
+        INSERT INTO clickmap_linkspanrollup (workspace_id, variant_id, link_id, device,
+            reliable, day, since, n)
+        {_spans_sql("clickmap_pairdayrollup", *LINK_SPANS)}"""
+    )
+    cursor.execute(
+        """
+        INSERT INTO clickmap_recipientdayrollup (workspace_id, variant_id, customer_id, day,
+            device, clicked_all, clicked_rel, opened_all, opened_rel)
+        SELECT workspace_id, variant_id, customer_id, day, device, bool_or(ca), bool_or(cr),
+               bool_or(oa), bool_or(orl)
+        FROM (SELECT workspace_id, variant_id, customer_id, day, device, total_all > 0 AS ca,
+                     total_rel > 0 AS cr, false AS oa, false AS orl
+              FROM clickmap_pairdayrollup
+              UNION ALL
+              SELECT d.workspace_id, d.variant_id, d.customer_id,
+                     (o.at AT TIME ZONE 'UTC')::date, o.device, false, false, true, o.reliable
+              FROM tracking_openevent o JOIN campaigns_delivery d ON d.id = o.delivery_id) s
+        GROUP BY workspace_id, variant_id, customer_id, day, device"""
+    )
+    cursor.execute(
+        f"""
+        INSERT INTO clickmap_emailspanrollup (workspace_id, variant_id, kind, device,
+            reliable, day, since, n)
+        {_spans_sql("clickmap_recipientdayrollup", *EMAIL_SPANS)}"""
+    )
