@@ -15,6 +15,7 @@ from jinja2 import TemplateError, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from markupsafe import escape
 
+from campaigns.htmlwarnings import TemplateWarning
 from campaigns.inventory import rewrite_links
 
 # Click URL maker for one delivery: (TemplateLink id, destination) -> tracking URL or None.
@@ -110,3 +111,39 @@ def customer_context(customer) -> dict:
             "external_id": customer.external_id,
         },
     }
+
+
+def personalisation_warnings(source: str, sample_customer=None) -> list[TemplateWarning]:
+    """What would make sending fail, said when the template is saved rather than once
+    per delivery: a Jinja syntax error (with its line), or a failure to render for a
+    sample customer of the workspace (or, without one, for a customer without
+    attributes), e.g. ``{{Campaign-Name}}``: an undefined name minus another."""
+    try:
+        _compiled(source, True)
+    except PersonaliseError as error:
+        cause = error.__cause__
+        return [
+            TemplateWarning(
+                getattr(cause, "lineno", None),
+                "personalisation-syntax",
+                f"the personalisation is not valid Jinja, so every send fails: "
+                f"{getattr(cause, 'message', error)}",
+            )
+        ]
+    context = customer_context(sample_customer) if sample_customer is not None else {}
+    try:
+        render(source, context)
+    except PersonaliseError as error:
+        who = (
+            f"customer {sample_customer.email or sample_customer.external_id}"
+            if sample_customer is not None
+            else "a customer without attributes"
+        )
+        return [
+            TemplateWarning(
+                None,
+                "personalisation-fails",
+                f"the personalisation fails for {who}, so such sends fail: {error}",
+            )
+        ]
+    return []

@@ -14,6 +14,7 @@ from django_scopes import scope, scopes_disabled
 
 from campaigns.inventory import inventory_links, template_warnings
 from campaigns.models import (
+    Customer,
     EmailNode,
     Invitation,
     Membership,
@@ -24,6 +25,7 @@ from campaigns.models import (
     Variant,
     Workspace,
 )
+from campaigns.personalise import personalisation_warnings
 
 
 class MembershipError(ValueError):
@@ -149,10 +151,14 @@ def template_version_save(
     if latest is not None and latest.content_hash == digest:
         return latest, False
     found = inventory_links(html, "html")
-    warnings = [asdict(w) for w in template_warnings(html)]
+    sample = Customer.objects.filter(workspace_id=template.workspace_id).order_by("pk").first()
+    warnings = [asdict(w) for w in template_warnings(html) + personalisation_warnings(html, sample)]
     if amp_html:
         found += inventory_links(amp_html, "amp")
-        warnings += [{**asdict(w), "format": "amp"} for w in template_warnings(amp_html)]
+        warnings += [
+            {**asdict(w), "format": "amp"}
+            for w in template_warnings(amp_html) + personalisation_warnings(amp_html, sample)
+        ]
     version = TemplateVersion.objects.create(
         template=template,
         number=(latest.number + 1) if latest else 1,

@@ -8,7 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django_scopes import scope, scopes_disabled
 
 from campaigns.inventory import inventory_links
-from campaigns.models import ImmutableError, Role, Template, TemplateLink, TemplateVersion
+from campaigns.models import Customer, ImmutableError, Role, Template, TemplateLink, TemplateVersion
 from campaigns.selectors import version_diff
 from campaigns.services import template_create, template_version_save
 
@@ -237,3 +237,27 @@ def test_markup_nested_too_deep_gets_a_clear_message_not_a_500(ws, client_for):
     assert "nest" in response.content.decode().lower()
     with scopes_disabled():
         assert not Template.objects.exists()
+
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+def test_personalisation_that_would_fail_every_send_is_a_warning_at_save(ws, client_for):
+    workspace, owner = ws
+    konsav = (CORPUS / "konsav-general.html").read_text(encoding="utf-8")
+    broken = V1.replace("Old page", "Hi {{ first_name | }}")
+    with scope(workspace=workspace):
+        Customer.objects.create(workspace=workspace, email="pat@example.com")
+        placeholders = template_create(workspace=workspace, name="Konsav", html=konsav)
+        syntax = template_create(workspace=workspace, name="Broken", html=broken)
+        fine = template_create(
+            workspace=workspace, name="Fine", html=V1.replace("Old page", "Hi {{ first_name }}")
+        )
+    codes = {w["code"]: w for w in placeholders.warnings}
+    assert "pat@example.com" in codes["personalisation-fails"]["message"]
+    assert "undefined" in codes["personalisation-fails"]["message"]
+    (unclosed,) = [w for w in syntax.warnings if w["code"] == "personalisation-syntax"]
+    assert unclosed["line"] == broken[: broken.index("{{ first_name |")].count("\n") + 1
+    assert not [w for w in fine.warnings if w["code"].startswith("personalisation")]
+    page = client_for(owner).get(placeholders.get_absolute_url()).content.decode()
+    assert "the personalisation fails for customer pat@example.com" in page
