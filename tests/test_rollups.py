@@ -4,7 +4,7 @@ scope equals a brute-force recomputation in plain Python from the raw events."""
 
 import uuid
 from collections import defaultdict
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.utils import timezone
 from django_scopes import scopes_disabled
@@ -125,7 +125,11 @@ def brute(world, scope):
     openers = {deliveries[o.delivery_id].customer_id for o in opens}
     human = {deliveries[o.delivery_id].customer_id for o in opens if o.reliable}
     clickers = {deliveries[e.delivery_id].customer_id for e in chosen}
+    per_day = defaultdict(int)
+    for e in chosen:
+        per_day[e.at.astimezone(UTC).date()] += 1
     return counts, {
+        "per_day": sorted(per_day.items()),
         "delivered": len(delivered),
         "clickers": len(clickers),
         "unique_opens": len(human if x_rel else openers),
@@ -171,6 +175,8 @@ def check_exact(world):
         counts, emails = brute(world, scope)
         got = {k: v for k, v in metrics.link_counts(scope).items() if v != (0, 0)}
         assert got == {k: v for k, v in counts.items() if v != (0, 0)}, scope
+        per_day = emails.pop("per_day")
+        assert [d for d in metrics.clicks_per_day(scope) if d[1]] == per_day, scope
         totals = metrics.email_totals(scope)
         assert {k: getattr(totals, k) for k in emails} == emails, scope
 
