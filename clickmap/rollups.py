@@ -254,7 +254,7 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
                     pairs[(variant_id, link_id, customer_id)] = (workspace_id, delivery_id, hours)
             else:
                 recipient[3] = True
-        link_deltas, unproven, old_links = _recompute_pairs_sql(cursor, pairs)
+        link_deltas, unproven, link_days = _recompute_pairs_sql(cursor, pairs)
         pairs_of = {(variant_id, customer_id) for variant_id, _, customer_id in pairs}
         for key, recipient in recipients.items():
             if recipient[2]:
@@ -264,9 +264,7 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
         email_deltas = _recompute_recipients_sql(cursor, recipients)
         _add_deltas_sql(cursor, "clickmap_linkrollup", ("variant_id", "link_id"), link_deltas)
         _add_deltas_sql(cursor, "clickmap_emailrollup", ("variant_id",), email_deltas)
-        spans.update_sql(
-            cursor, old_links, sorted(pairs), {k: tuple(r[:2]) for k, r in recipients.items()}
-        )
+        spans.update_sql(cursor, *link_days, {k: tuple(r[:2]) for k, r in recipients.items()})
     report.applied_up_to = max(change[0] for change in changes)
     report.changes += len(changes)
     report.pairs += len(pairs)
@@ -299,8 +297,8 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict]:
 
     Returns the link deltas as (workspace, variant, link, *LINK_COUNTERS) rows, for
     each recipient whose pairs here do not show both a click and a reliable click, what
-    they do show: {(variant, customer): (clicked_all, clicked_rel)}, and the pairs' day
-    cells as they were (clickmap.spans.pair_days).
+    they do show: {(variant, customer): (clicked_all, clicked_rel)}, and the changes to
+    the link day rows and link spans (clickmap.spans.update_sql).
     """
     if not pairs:
         return [], {}, ({}, Counter())
@@ -312,7 +310,6 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict]:
         [(pairs[k][0], *k) for k in keys],
         dict.fromkeys(COUNTERS, "0"),
     )
-    old_links = spans.link_state_sql(cursor, keys)
     # Each pair's clicks: one range of clickmap_click_pair_idx.
     events = """
         SELECT p.id AS pair_id, e.at, e.id, e.reliable, e.device, p.hours
@@ -372,17 +369,37 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict]:
             SELECT d.pair_id, p.workspace_id, p.variant_id, p.link_id, p.customer_id, d.day,
                    d.device, {_listed(COUNTERS, "d.")}
             FROM day d JOIN p ON p.id = d.pair_id WHERE d.old_id IS NULL
-            ORDER BY p.variant_id, p.link_id, p.customer_id, d.day, d.device)
-        SELECT true, workspace_id, variant_id, link_id,
+            ORDER BY p.variant_id, p.link_id, p.customer_id, d.day, d.device),
+        -- The pairs' cells, new (+1) and old (-1), for the day rows and spans.
+        signed AS MATERIALIZED (
+            SELECT 1 AS sign, p.workspace_id, p.variant_id, p.link_id, c.pair_id, c.day,
+                   c.device, {_listed(COUNTERS, "c.")}
+            FROM cell c JOIN p ON p.id = c.pair_id
+            UNION ALL
+            SELECT -1, p.workspace_id, p.variant_id, p.link_id, o.pair_id, o.day, o.device,
+                   {_listed(COUNTERS, "o.")}
+            FROM old o JOIN p ON p.id = o.pair_id)
+        SELECT 'link', workspace_id, variant_id, link_id, NULL::date, NULL::text,
+               NULL::boolean, NULL::date,
                {", ".join(f"sum({c} - o_{c})::bigint" for c in COUNTERS)},
                sum((total_all > 0)::int - (o_total_all > 0)::int)::bigint,
                sum((total_rel > 0)::int - (o_total_rel > 0)::int)::bigint
         FROM n GROUP BY workspace_id, variant_id, link_id
         UNION ALL
-        SELECT false, NULL, variant_id, customer_id, bool_or(total_all > 0)::int,
-               bool_or(total_rel > 0)::int, 0, 0, 0, 0
+        SELECT 'recipient', NULL, variant_id, customer_id, NULL, NULL, NULL, NULL,
+               bool_or(total_all > 0)::int, bool_or(total_rel > 0)::int, 0, 0, 0, 0
         FROM n GROUP BY variant_id, customer_id
-        HAVING NOT (bool_or(total_all > 0) AND bool_or(total_rel > 0))""",  # noqa: S608
+        HAVING NOT (bool_or(total_all > 0) AND bool_or(total_rel > 0))
+        UNION ALL
+        SELECT 'day', workspace_id, variant_id, link_id, day, device, NULL, NULL,
+               {", ".join(f"sum(sign * {c})::bigint" for c in COUNTERS)}, 0, 0
+        FROM signed GROUP BY workspace_id, variant_id, link_id, day, device
+        UNION ALL
+        SELECT 'span', workspace_id, variant_id, link_id, day, device, reliable, since,
+               sum(sign * n)::bigint, 0, 0, 0, 0, 0
+        FROM ({spans.signed_link_spans_sql("signed")}) s
+        GROUP BY workspace_id, variant_id, link_id, day, device, reliable, since
+        HAVING sum(sign * n) <> 0""",  # noqa: S608
         [
             [k[0] for k in keys],
             [k[1] for k in keys],
@@ -391,9 +408,18 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict]:
             [pairs[k][2] for k in keys],
         ],
     )
-    links = [row[1:] for row in rows if row[0]]
-    unproven = {(row[2], row[3]): (bool(row[4]), bool(row[5])) for row in rows if not row[0]}
-    return links, unproven, old_links
+    links, unproven = [], {}
+    day_deltas, span_deltas = {}, Counter()
+    for tag, w, v, key, day, device, reliable, since, *values in rows:
+        if tag == "link":
+            links.append((w, v, key, *values))
+        elif tag == "recipient":
+            unproven[(v, key)] = (bool(values[0]), bool(values[1]))
+        elif tag == "day":
+            day_deltas[(w, v, key, day, device)] = values[:4]
+        else:
+            span_deltas[(w, v, key, device, reliable, day, since)] = values[0]
+    return links, unproven, (day_deltas, span_deltas)
 
 
 RECIPIENT_TO_EMAIL = {

@@ -12,9 +12,11 @@ reads the cells again and the recipients' opens, and applies the differences:
 - EmailSpanRollup: the spans of the recipients' new flags minus those of the old rows.
 
 Counters are added in key order, after the batch's other rollups, so workers lock rows
-in one global order. On PostgreSQL the same is set-based (`link_state_sql`, `update_sql`:
-the chains are window functions, only the differences travel), and `rebuild_sql` fills
-the four tables from scratch; tests/test_rollups_sql.py holds both to the Python code.
+in one global order. On PostgreSQL the same is set-based: the link day and span changes
+come out of the pairs' own statement (clickmap/rollups.py, `signed_link_spans_sql`), the
+recipients' from `update_sql`; the chains are window functions and only differences
+travel. `rebuild_sql` fills the four tables from scratch. tests/test_rollups_sql.py
+holds every path to the Python code, row for row.
 """
 
 from collections import Counter, defaultdict
@@ -282,52 +284,20 @@ EMAIL_SPANS = ("customer_id", "variant_id, customer_id", "workspace_id, variant_
 LINK_SPANS = ("pair_id", "pair_id", "workspace_id, variant_id, link_id", LINK_CHAINS)
 
 
-def link_state_sql(cursor, pairs) -> tuple[dict, Counter]:
-    """The pairs' ((variant, link, customer), locked) day sums per link × day × device
-    and their link spans, as the tables hold them now."""
-    cursor.execute(
-        f"""
-        WITH c AS MATERIALIZED (
-            SELECT x.* FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS t(v, l, c)
-            CROSS JOIN LATERAL (
-                SELECT x.pair_id, x.workspace_id, x.variant_id, x.link_id, x.day, x.device,
-                       {", ".join(f"x.{c}" for c in COUNTERS)}
-                FROM clickmap_pairdayrollup x
-                WHERE x.variant_id = t.v AND x.link_id = t.l AND x.customer_id = t.c
-                OFFSET 0) x)
-        SELECT true, workspace_id, variant_id, link_id, day, device, NULL::boolean,
-               NULL::date, {", ".join(f"sum({c})::bigint" for c in COUNTERS)}
-        FROM c GROUP BY workspace_id, variant_id, link_id, day, device
-        UNION ALL
-        SELECT false, workspace_id, variant_id, link_id, day, device, reliable, since, n,
-               0, 0, 0
-        FROM ({_spans_sql("c", *LINK_SPANS)}) s""",
-        [[k[i] for k in pairs] for i in range(3)],
+def signed_link_spans_sql(source: str) -> str:
+    """The link spans of `source`'s pair cells (pair_id, workspace_id, variant_id, link_id,
+    day, device, counters) kept apart by their `sign` column (+1 new, -1 old)."""
+    return _spans_sql(
+        source, "pair_id", "sign, pair_id", "sign, workspace_id, variant_id, link_id", LINK_CHAINS
     )
-    sums, link_spans = {}, Counter()
-    for is_sum, w, v, link, day, device, reliable, since, *values in cursor.fetchall():
-        if is_sum:
-            sums[(w, v, link, day, device)] = values
-        else:
-            link_spans[(w, v, link, device, reliable, day, since)] = values[0]
-    return sums, link_spans
 
 
-def update_sql(cursor, old_links: tuple[dict, Counter], pairs, recipients: dict) -> None:
-    """`update` on PostgreSQL: old_links is `link_state_sql` of the pairs before they
-    were recomputed; recipients (variant, customer) -> (workspace, delivery), locked."""
+def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict) -> None:
+    """`update` on PostgreSQL: the link day and span changes come with the pairs'
+    recompute (clickmap.rollups); recipients (variant, customer) -> (workspace,
+    delivery), locked."""
     if not recipients:
         return
-    old_sums, old_link_spans = old_links
-    new_sums, new_link_spans = link_state_sql(cursor, pairs) if pairs else ({}, Counter())
-    day_deltas = defaultdict(lambda: [0, 0, 0, 0])
-    for sign, sums in ((-1, old_sums), (1, new_sums)):
-        for key, values in sums.items():
-            for i, value in enumerate(values):
-                day_deltas[key][i] += sign * value
-    link_deltas = Counter(new_link_spans)
-    link_deltas.subtract(old_link_spans)
-
     keys = sorted(recipients)
     changed = " OR ".join(f"j.{f} IS DISTINCT FROM j.o_{f}" for f in FLAGS)
     # The recipients' rows as last counted (old) and anew (r): only the differences are

@@ -5,81 +5,203 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('campaigns', '0003_delivery_counts'),
-        ('clickmap', '0003_previews'),
+        ("campaigns", "0003_delivery_counts"),
+        ("clickmap", "0003_previews"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='EmailSpanRollup',
+            name="EmailSpanRollup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('device', models.CharField(blank=True, max_length=8)),
-                ('reliable', models.BooleanField()),
-                ('day', models.DateField()),
-                ('since', models.DateField()),
-                ('n', models.BigIntegerField(default=0)),
-                ('kind', models.CharField(choices=[('c', 'Click'), ('o', 'Open')], max_length=1)),
-                ('variant', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='campaigns.variant')),
-                ('workspace', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='campaigns.workspace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("device", models.CharField(blank=True, max_length=8)),
+                ("reliable", models.BooleanField()),
+                ("day", models.DateField()),
+                ("since", models.DateField()),
+                ("n", models.BigIntegerField(default=0)),
+                ("kind", models.CharField(choices=[("c", "Click"), ("o", "Open")], max_length=1)),
+                (
+                    "variant",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.variant",
+                    ),
+                ),
+                (
+                    "workspace",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.workspace",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('variant', 'kind', 'device', 'reliable', 'day', 'since'), name='one_email_span')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("variant", "kind", "device", "reliable", "day", "since"),
+                        name="one_email_span",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='LinkDayRollup',
+            name="LinkDayRollup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('day', models.DateField()),
-                ('device', models.CharField(max_length=8)),
-                ('total_all', models.BigIntegerField(default=0)),
-                ('total_rel', models.BigIntegerField(default=0)),
-                ('window_all', models.BigIntegerField(default=0)),
-                ('window_rel', models.BigIntegerField(default=0)),
-                ('link', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='campaigns.templatelink')),
-                ('variant', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='campaigns.variant')),
-                ('workspace', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='campaigns.workspace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("day", models.DateField()),
+                ("device", models.CharField(max_length=8)),
+                ("total_all", models.BigIntegerField(default=0)),
+                ("total_rel", models.BigIntegerField(default=0)),
+                ("window_all", models.BigIntegerField(default=0)),
+                ("window_rel", models.BigIntegerField(default=0)),
+                (
+                    "link",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.templatelink",
+                    ),
+                ),
+                (
+                    "variant",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.variant",
+                    ),
+                ),
+                (
+                    "workspace",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.workspace",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('variant', 'link', 'day', 'device'), name='one_link_day')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("variant", "link", "day", "device"), name="one_link_day"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='LinkSpanRollup',
+            name="LinkSpanRollup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('device', models.CharField(blank=True, max_length=8)),
-                ('reliable', models.BooleanField()),
-                ('day', models.DateField()),
-                ('since', models.DateField()),
-                ('n', models.BigIntegerField(default=0)),
-                ('link', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='campaigns.templatelink')),
-                ('variant', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='campaigns.variant')),
-                ('workspace', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='campaigns.workspace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("device", models.CharField(blank=True, max_length=8)),
+                ("reliable", models.BooleanField()),
+                ("day", models.DateField()),
+                ("since", models.DateField()),
+                ("n", models.BigIntegerField(default=0)),
+                (
+                    "link",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.templatelink",
+                    ),
+                ),
+                (
+                    "variant",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.variant",
+                    ),
+                ),
+                (
+                    "workspace",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.workspace",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('variant', 'link', 'device', 'reliable', 'day', 'since'), name='one_link_span')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("variant", "link", "device", "reliable", "day", "since"),
+                        name="one_link_span",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='RecipientDayRollup',
+            name="RecipientDayRollup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('day', models.DateField()),
-                ('device', models.CharField(max_length=8)),
-                ('clicked_all', models.BooleanField(default=False)),
-                ('clicked_rel', models.BooleanField(default=False)),
-                ('opened_all', models.BooleanField(default=False)),
-                ('opened_rel', models.BooleanField(default=False)),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='campaigns.customer')),
-                ('variant', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='campaigns.variant')),
-                ('workspace', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='campaigns.workspace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("day", models.DateField()),
+                ("device", models.CharField(max_length=8)),
+                ("clicked_all", models.BooleanField(default=False)),
+                ("clicked_rel", models.BooleanField(default=False)),
+                ("opened_all", models.BooleanField(default=False)),
+                ("opened_rel", models.BooleanField(default=False)),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.customer",
+                    ),
+                ),
+                (
+                    "variant",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.variant",
+                    ),
+                ),
+                (
+                    "workspace",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.workspace",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('variant', 'customer', 'day', 'device'), name='one_recipient_day')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("variant", "customer", "day", "device"), name="one_recipient_day"
+                    )
+                ],
             },
         ),
     ]
