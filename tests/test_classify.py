@@ -389,7 +389,9 @@ def test_device_class_is_bot_exactly_when_the_user_agent_is_a_scanner_or_bot(use
         ("GET", {"HTTP_SEC_PURPOSE": "prefetch"}, Reason.PREFETCH),
         ("GET", {"Referer": "https://example.com/prefetch"}, Reason.NONE),
         ("GET", {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}, Reason.NONE),
-        ("POST", {}, Reason.NONE),
+        ("POST", {}, Reason.METHOD),  # a reader's click is a GET; link checkers vary
+        ("OPTIONS", {}, Reason.METHOD),
+        ("options", {"Purpose": "prefetch"}, Reason.METHOD),
     ],
 )
 def test_request_reason(method, headers, expected):

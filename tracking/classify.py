@@ -37,6 +37,7 @@ class Reason(StrEnum):
     BURST = "burst"
     PREFETCH = "prefetch"
     HEAD = "head"
+    METHOD = "method"  # OPTIONS, POST, …: link checkers and scanners, never a reader
     APPLE_MPP = "apple_mpp"
     PROXY_OPEN = "image_proxy"
 
@@ -232,12 +233,15 @@ _PREFETCH_VALUES = ("prefetch", "prerender", "preview")
 
 
 def request_reason(method: str, headers: Mapping[str, str]) -> Reason:
-    """HEAD for a HEAD request; PREFETCH when a header says the browser is prefetching
-    or previewing (Purpose / Sec-Purpose: prefetch, X-Purpose: preview, X-Moz: prefetch);
-    NONE otherwise. Header names match in any case, also in WSGI form (HTTP_SEC_PURPOSE).
+    """HEAD for a HEAD request, METHOD for any other but GET; PREFETCH when a header says
+    the browser is prefetching or previewing (Purpose / Sec-Purpose: prefetch, X-Purpose:
+    preview, X-Moz: prefetch); NONE otherwise. Header names match in any case, also in
+    WSGI form (HTTP_SEC_PURPOSE).
     """
     if method.upper() == "HEAD":
         return Reason.HEAD
+    if method.upper() != "GET":
+        return Reason.METHOD
     for name, value in headers.items():
         name = name.lower().replace("_", "-")
         name = name.removeprefix("http-")

@@ -137,7 +137,8 @@ def tracking_wsgi(django_app):
     def application(environ, start_response):
         path = environ.get("PATH_INFO", "")
         handler = ROUTES.get(path[:3])
-        if handler is not None and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+        # Every method: a link checker's OPTIONS or POST is recorded, as unreliable.
+        if handler is not None:
             token = path[3:]
             if "/" in token:
                 return _not_found(start_response)
