@@ -396,6 +396,55 @@ def _spans_sql(source: str, owner: str, partition: str, key: str, chains: list) 
         GROUP BY {key}{kind}, device, reliable, day, since"""
 
 
+def _rebuild_spans_sql(source: str, owner: list, key: list, chains: list) -> str:
+    """`_spans_sql` for a whole table in two sorts instead of one per chain and device
+    mode: each row (one per owner × day × device) finds the previous day of each chain
+    as a running max over the rows before it, per device; then, once per owner and day,
+    over the owner's earlier days on any device."""
+    columns = ", ".join(dict.fromkeys(owner + key))
+    owners = ", ".join(owner)
+    flags = ", ".join(f"{condition} AS f{i}" for i, (_, _, condition) in enumerate(chains))
+    cells = f"SELECT {columns}, device, day, {flags} FROM {source}"
+    keys = ", ".join(key)
+    kind = ", kind" if chains[0][0] else ""
+    each = range(len(chains))
+
+    def spans_of(device: str, before: str, windows: str, flag: str) -> str:
+        prev = ", ".join(f"max(day) FILTER (WHERE f{i}) OVER ({before}) AS p{i}" for i in each)
+        values = ", ".join(
+            f"({k or 'NULL'}, {reliable}, {flag.format(i=i)}, p{i})"
+            for i, (k, reliable, _) in enumerate(chains)
+        )
+        return f"""
+            SELECT {keys}{kind}, {device} AS device, reliable, day,
+                   coalesce(prev, DATE '0001-01-01') AS since, count(*) AS n
+            FROM (SELECT s.*, {prev}{windows} FROM ({cells}) s) s
+            CROSS JOIN LATERAL (VALUES {values}) AS c(kind, reliable, flag, prev)
+            WHERE flag
+            -- the device by its place: '' is a constant
+            GROUP BY {keys}{kind}, {1 + len(key) + bool(kind)}, reliable, day, since"""
+
+    day = f"PARTITION BY {owners}, day"
+    return (
+        spans_of(
+            "device",
+            f"PARTITION BY {owners}, device ORDER BY day "
+            "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING",
+            "",
+            "f{i}",
+        )
+        + " UNION ALL "
+        + spans_of(
+            "''",
+            f"PARTITION BY {owners} ORDER BY day "
+            "RANGE BETWEEN UNBOUNDED PRECEDING AND '1 day' PRECEDING",
+            f", row_number() OVER ({day}) = 1 AS first, "
+            + ", ".join(f"bool_or(f{i}) OVER ({day}) AS d{i}" for i in each),
+            "first AND d{i}",
+        )
+    )
+
+
 def rebuild_sql(cursor) -> None:
     """Fill the four tables (emptied by the caller) from the rebuilt pair day cells and
     recipient rows: after clickmap.rollups has filled clickmap_pairdayrollup."""
@@ -411,7 +460,14 @@ def rebuild_sql(cursor) -> None:
         f"""
         INSERT INTO clickmap_linkspanrollup (workspace_id, variant_id, link_id, device,
             reliable, day, since, n)
-        {_spans_sql("clickmap_pairdayrollup", *LINK_SPANS)}"""
+        {
+            _rebuild_spans_sql(
+                "clickmap_pairdayrollup",
+                ["pair_id"],
+                ["workspace_id", "variant_id", "link_id"],
+                LINK_CHAINS,
+            )
+        }"""
     )
     cursor.execute(
         """
@@ -432,5 +488,12 @@ def rebuild_sql(cursor) -> None:
         f"""
         INSERT INTO clickmap_emailspanrollup (workspace_id, variant_id, kind, device,
             reliable, day, since, n)
-        {_spans_sql("clickmap_recipientdayrollup", *EMAIL_SPANS)}"""
+        {
+            _rebuild_spans_sql(
+                "clickmap_recipientdayrollup",
+                ["variant_id", "customer_id"],
+                ["workspace_id", "variant_id"],
+                EMAIL_CHAINS,
+            )
+        }"""
     )
