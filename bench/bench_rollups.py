@@ -374,8 +374,10 @@ def main() -> int:
                     len(samples) < 5 or time.perf_counter() < deadline
                 ):
                     started = time.perf_counter()
-                    metrics.link_metrics(scope)
-                    metrics.email_totals(scope)
+                    # As the click map asks (clickmap.dashboard.click_map): counts once.
+                    counts = metrics.link_counts(scope)
+                    totals = metrics.email_totals(scope, counts=counts)
+                    metrics.link_metrics(scope, counts=counts, delivered=totals.delivered)
                     samples.append((time.perf_counter() - started) * 1000)
                 samples.sort()
                 p50 = statistics.median(samples)

@@ -280,15 +280,15 @@ EMAIL_CHAINS = [
     ("'o'", "true", "opened_rel"),
 ]
 # _spans_sql's arguments after the source, for recipient day rows and for pair day cells.
-EMAIL_SPANS = ("customer_id", "variant_id, customer_id", "workspace_id, variant_id", EMAIL_CHAINS)
-LINK_SPANS = ("pair_id", "pair_id", "workspace_id, variant_id, link_id", LINK_CHAINS)
+EMAIL_SPANS = (["variant_id", "customer_id"], ["workspace_id", "variant_id"], EMAIL_CHAINS)
+LINK_SPANS = (["pair_id"], ["workspace_id", "variant_id", "link_id"], LINK_CHAINS)
 
 
 def signed_link_spans_sql(source: str) -> str:
     """The link spans of `source`'s pair cells (pair_id, workspace_id, variant_id, link_id,
     day, device, counters) kept apart by their `sign` column (+1 new, -1 old)."""
     return _spans_sql(
-        source, "pair_id", "sign, pair_id", "sign, workspace_id, variant_id, link_id", LINK_CHAINS
+        source, ["sign", "pair_id"], ["sign", "workspace_id", "variant_id", "link_id"], LINK_CHAINS
     )
 
 
@@ -373,34 +373,14 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
 # --- The PostgreSQL rebuild ---------------------------------------------------------------
 
 
-def _spans_sql(source: str, owner: str, partition: str, key: str, chains: list) -> str:
-    """A SELECT of (key…, [kind,] device, reliable, day, since, n) over `source`'s rows:
-    `owner` names the chain's columns beyond `key`, `partition` all of them; each of
-    `chains` is (kind SQL or None, reliable SQL, the condition of a day in the chain),
-    counted per device and for any device ('')."""
-    parts = []
-    for kind, reliable, condition in chains:
-        kind_column = f"{kind} AS kind, " if kind else ""
-        for device, distinct in (("device", ""), ("''", "DISTINCT ")):
-            parts.append(
-                f"SELECT {distinct}{owner}, {key}, {kind_column}{device} AS device, "
-                f"{reliable} AS reliable, day FROM {source} WHERE {condition}"
-            )
-    kind = ", kind" if chains[0][0] else ""
-    return f"""
-        SELECT {key}{kind}, device, reliable, day, since, count(*) AS n
-        FROM (SELECT s.*, coalesce(lag(day) OVER (
-                  PARTITION BY {partition}{kind}, device, reliable ORDER BY day),
-                  DATE '0001-01-01') AS since
-              FROM ({" UNION ALL ".join(parts)}) s) s
-        GROUP BY {key}{kind}, device, reliable, day, since"""
-
-
-def _rebuild_spans_sql(source: str, owner: list, key: list, chains: list) -> str:
-    """`_spans_sql` for a whole table in two sorts instead of one per chain and device
-    mode: each row (one per owner × day × device) finds the previous day of each chain
-    as a running max over the rows before it, per device; then, once per owner and day,
-    over the owner's earlier days on any device."""
+def _spans_sql(source: str, owner: list, key: list, chains: list) -> str:
+    """A SELECT of (key…, [kind,] device, reliable, day, since, n): the spans of
+    `source`'s rows (owner columns, key columns, device, day, and what `chains` test),
+    one per chain (kind SQL or None, reliable SQL, condition of a day in the chain), per
+    device and for any device (''). Two sorts in all: each row (one per owner × day ×
+    device) finds the previous day of each chain as a running max over the rows before
+    it, per device; then, once per owner and day, over the owner's earlier days on any
+    device."""
     columns = ", ".join(dict.fromkeys(owner + key))
     owners = ", ".join(owner)
     flags = ", ".join(f"{condition} AS f{i}" for i, (_, _, condition) in enumerate(chains))
@@ -460,14 +440,7 @@ def rebuild_sql(cursor) -> None:
         f"""
         INSERT INTO clickmap_linkspanrollup (workspace_id, variant_id, link_id, device,
             reliable, day, since, n)
-        {
-            _rebuild_spans_sql(
-                "clickmap_pairdayrollup",
-                ["pair_id"],
-                ["workspace_id", "variant_id", "link_id"],
-                LINK_CHAINS,
-            )
-        }"""
+        {_spans_sql("clickmap_pairdayrollup", *LINK_SPANS)}"""
     )
     cursor.execute(
         """
@@ -488,12 +461,5 @@ def rebuild_sql(cursor) -> None:
         f"""
         INSERT INTO clickmap_emailspanrollup (workspace_id, variant_id, kind, device,
             reliable, day, since, n)
-        {
-            _rebuild_spans_sql(
-                "clickmap_recipientdayrollup",
-                ["variant_id", "customer_id"],
-                ["workspace_id", "variant_id"],
-                EMAIL_CHAINS,
-            )
-        }"""
+        {_spans_sql("clickmap_recipientdayrollup", *EMAIL_SPANS)}"""
     )
