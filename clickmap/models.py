@@ -138,6 +138,7 @@ class EmailRollup(models.Model):
 
 
 DAY_ZERO = date(1, 1, 1)  # the start of a customer's first span
+COUNTERS = ("total_all", "total_rel", "window_all", "window_rel")  # of pairs, links, days
 
 
 def _scoped():

@@ -29,6 +29,7 @@ from django_scopes import scopes_disabled
 from campaigns.models import Delivery, Workspace
 from clickmap import spans
 from clickmap.models import (
+    COUNTERS,
     EmailRollup,
     EmailSpanRollup,
     LinkDayRollup,
@@ -46,7 +47,6 @@ PYTHON_BATCH_SIZE = 2000  # SQLite: keeps IN lists under its bound-parameter lim
 BATCH_WORK_MEM = "64MB"
 RECOMPUTE_WORK_MEM = "256MB"
 RECOMPUTE_MAINTENANCE_WORK_MEM = "1GB"
-COUNTERS = ("total_all", "total_rel", "window_all", "window_rel")
 LINK_COUNTERS = (*COUNTERS, "unique_all", "unique_rel")
 
 
@@ -262,8 +262,15 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
                     key, (True, True) if key in pairs_of else (False, False)
                 )
         email_deltas = _recompute_recipients_sql(cursor, recipients)
-        _add_deltas_sql(cursor, "clickmap_linkrollup", ("variant_id", "link_id"), link_deltas)
-        _add_deltas_sql(cursor, "clickmap_emailrollup", ("variant_id",), email_deltas)
+        spans.add_counters(
+            "clickmap_linkrollup",
+            ("workspace_id", "variant_id", "link_id"),
+            LINK_COUNTERS,
+            link_deltas,
+        )
+        spans.add_counters(
+            "clickmap_emailrollup", ("workspace_id", "variant_id"), EMAIL_COUNTERS, email_deltas
+        )
         spans.update_sql(cursor, *link_days, {k: tuple(r[:2]) for k, r in recipients.items()})
     report.applied_up_to = max(change[0] for change in changes)
     report.changes += len(changes)
@@ -504,26 +511,6 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> list:
             [p[0] for p in proofs],
             [p[1] for p in proofs],
         ],
-    )
-
-
-def _add_deltas_sql(cursor, table: str, key: tuple, deltas: list) -> None:
-    """Add (workspace, *key, *counters) deltas to the counter rows, creating missing ones,
-    in key order."""
-    deltas = sorted((d for d in deltas if any(d[1 + len(key) :])), key=lambda d: d[1:])
-    if not deltas:
-        return
-    counters = LINK_COUNTERS if table == "clickmap_linkrollup" else EMAIL_COUNTERS
-    columns = ("workspace_id", *key, *counters)
-    cursor.execute(
-        f"""
-        INSERT INTO {table} AS x ({", ".join(columns)})
-        SELECT * FROM unnest({", ".join("%s::bigint[]" for _ in columns)})
-            AS t({", ".join(columns)})
-        ORDER BY {", ".join(key)}
-        ON CONFLICT ({", ".join(key)}) DO UPDATE
-        SET {", ".join(f"{c} = x.{c} + EXCLUDED.{c}" for c in counters)}""",  # noqa: S608
-        [list(column) for column in zip(*deltas, strict=True)],
     )
 
 

@@ -24,10 +24,9 @@ from datetime import UTC
 
 from django.db import connection
 
-from clickmap.models import DAY_ZERO, PairDayRollup, RecipientDayRollup
+from clickmap.models import COUNTERS, DAY_ZERO, PairDayRollup, RecipientDayRollup
 from tracking.models import OpenEvent
 
-COUNTERS = ("total_all", "total_rel", "window_all", "window_rel")
 FLAGS = ("clicked_all", "clicked_rel", "opened_all", "opened_rel")
 CHUNK = 2000  # ids per IN list (SQLite's bound-parameter limit)
 
@@ -76,14 +75,15 @@ def spans(chains) -> Counter:
     return counts
 
 
-def _link_state(pair_cells: dict) -> tuple[Counter, Counter]:
-    """Per-link day sums and link spans of the pairs' cells."""
-    sums = Counter()
+def _link_state(pair_cells: dict) -> tuple[dict, Counter]:
+    """Per link × day × device sums of the pairs' cells, and their link spans."""
+    sums = defaultdict(lambda: [0] * len(COUNTERS))
     chains = defaultdict(set)
     for (variant_id, link_id, customer_id), cells in pair_cells.items():
         for workspace_id, _, day, device, *counters in cells:
-            for name, value in zip(COUNTERS, counters, strict=True):
-                sums[(workspace_id, variant_id, link_id, day, device, name)] += value
+            cell = sums[(workspace_id, variant_id, link_id, day, device)]
+            for i, value in enumerate(counters):
+                cell[i] += value
             for reliable, clicked in ((False, counters[0] > 0), (True, counters[1] > 0)):
                 if clicked:
                     for each in (device, ""):
@@ -171,10 +171,11 @@ def update(old_pair_cells: dict, recipients: dict) -> None:
     old_state = {key: flags for key, (_, flags) in old_rows.items()}
     _save_recipient_days(old_rows, new_state)
 
-    day_deltas = defaultdict(lambda: [0, 0, 0, 0])
+    day_deltas = defaultdict(lambda: [0] * len(COUNTERS))
     for sign, sums in ((-1, old_sums), (1, new_sums)):
-        for (*key, name), value in sums.items():
-            day_deltas[tuple(key)][COUNTERS.index(name)] += sign * value
+        for key, values in sums.items():
+            for i, value in enumerate(values):
+                day_deltas[key][i] += sign * value
     link_deltas = Counter(new_link_spans)
     link_deltas.subtract(old_link_spans)
     email_deltas = _email_spans(new_state)
@@ -184,19 +185,19 @@ def update(old_pair_cells: dict, recipients: dict) -> None:
 
 def _add_deltas(day_deltas: dict, link_deltas: Counter, email_deltas: Counter) -> None:
     """Add the batch's differences to the link day rows and the link and email spans."""
-    _add(
+    add_counters(
         "clickmap_linkdayrollup",
         ("workspace_id", "variant_id", "link_id", "day", "device"),
         COUNTERS,
         [(*key, *values) for key, values in day_deltas.items()],
     )
-    _add(
+    add_counters(
         "clickmap_linkspanrollup",
         ("workspace_id", "variant_id", "link_id", "device", "reliable", "day", "since"),
         ("n",),
         [(*key, n) for key, n in link_deltas.items()],
     )
-    _add(
+    add_counters(
         "clickmap_emailspanrollup",
         ("workspace_id", "variant_id", "kind", "device", "reliable", "day", "since"),
         ("n",),
@@ -242,9 +243,10 @@ TYPES = {
 }
 
 
-def _add(table: str, key: tuple, counters: tuple, rows: list) -> None:
+def add_counters(table: str, key: tuple, counters: tuple, rows: list) -> None:
     """Add (*key, *counters) rows to the table's counters, creating missing rows, in key
-    order (the workspace, first in `key`, is not part of the unique key)."""
+    order (the workspace, first in `key`, is not part of the unique key); rows of zeros
+    are left out. One statement on PostgreSQL."""
     rows = sorted(r for r in rows if any(r[len(key) :]))
     if not rows:
         return

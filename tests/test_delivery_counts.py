@@ -19,7 +19,7 @@ from campaigns.models import Campaign, Delivery, DeliveryCount, EmailNode, Varia
 from clickmap import metrics
 from tests.factories import customers
 from tests.rollup_world import T0
-from tests.test_settings import run_manage
+from tests.test_settings import sqlite_manage
 
 STATUSES = Delivery.Status.values
 
@@ -365,12 +365,7 @@ with scopes_disabled():
 
 
 def test_sqlite_triggers_keep_the_counts_exact(tmp_path):
-    env = {"DEBUG": "1", "DATABASE_URL": f"sqlite:///{tmp_path / 'lite.sqlite3'}"}
-
-    def manage(*args):
-        result = run_manage(*args, **env)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
+    manage = sqlite_manage(tmp_path / "lite.sqlite3")
 
     def steps():
         return json.loads(manage("shell", "-c", SQLITE_SCRIPT).splitlines()[-1])

@@ -4,7 +4,7 @@ distinct count over the raw events."""
 
 import json
 
-from tests.test_settings import run_manage
+from tests.test_settings import sqlite_manage
 
 SCRIPT = """
 import json
@@ -64,12 +64,7 @@ print(json.dumps({"checked": checked, "window": workspace.unique_window_hours,
 
 
 def test_period_and_device_counts_are_exact_on_the_embedded_default(tmp_path):
-    env = {"DEBUG": "1", "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}"}
-
-    def manage(*args):
-        result = run_manage(*args, **env)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
+    manage = sqlite_manage(tmp_path / "demo.sqlite3")
 
     manage("migrate", "--noinput")
     manage("seed_demo", "--customers", "300", "--no-previews")

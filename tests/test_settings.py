@@ -78,6 +78,19 @@ def run_manage(*args, **env):
     )
 
 
+def sqlite_manage(database):
+    """`manage.py` on the embedded default with its SQLite file at `database`: each call
+    fails the test on a non-zero exit and returns the command's output."""
+    env = {"DEBUG": "1", "DATABASE_URL": f"sqlite:///{database}"}
+
+    def manage(*args):
+        result = run_manage(*args, **env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    return manage
+
+
 def test_embedded_default_is_sqlite_with_inline_tasks():
     result = run_manage(
         "shell",
