@@ -134,6 +134,10 @@ def generate(scale: float):
         Segment.objects.create(
             workspace=workspace, name="Tier 1", rule=[{"attribute": "tier", "value": 1}]
         )
+    # What the aggregator does next (celery beat): the new segment's members and rollups.
+    started = time.perf_counter()
+    report = rollups.aggregate()
+    log(f"segment rollups built in {time.perf_counter() - started:.1f}s ({report})")
     sql("DROP TABLE IF EXISTS bench_pair")
     sql("CREATE TABLE bench_meta (scale float, world jsonb)")
     sql("INSERT INTO bench_meta VALUES (%s, %s::jsonb)", [scale, world.to_json()])

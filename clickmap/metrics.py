@@ -24,12 +24,14 @@ Definitions (PRODUCT.md "Metric definitions"), with X = all events or reliable o
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cached_property
 from urllib.parse import urlsplit
 
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 
 from campaigns.models import Delivery, DeliveryCount, TemplateLink, Variant
 from campaigns.segments import segment_customers
+from clickmap import segment_rollups
 from clickmap.models import (
     DAY_ZERO,
     EmailRollup,
@@ -41,6 +43,11 @@ from clickmap.models import (
     PairRollup,
     RecipientDayRollup,
     RecipientRollup,
+    SegmentDayRollup,
+    SegmentDeliveryCount,
+    SegmentEmailRollup,
+    SegmentLinkRollup,
+    SegmentMember,
 )
 from tracking.models import ClickEvent, Unsubscribe
 
@@ -69,6 +76,30 @@ class Scope:
     @property
     def window_mode(self) -> bool:
         return self.workspace.unique_window_hours > 0
+
+    # Asked several times per page: one query each, cached on the scope (a scope lives
+    # for one request; `replace` makes a new one).
+    @cached_property
+    def _variants(self) -> list[tuple[int, int, int]]:
+        """(id, node, template version) of the scope's variants."""
+        return list(variants(self).values_list("pk", "node_id", "template_version_id"))
+
+    @property
+    def variant_ids(self) -> list[int]:
+        return [pk for pk, _, _ in self._variants]
+
+    @property
+    def version_ids(self) -> set[int]:
+        return {version for _, _, version in self._variants}
+
+    @property
+    def single_node(self) -> bool:
+        """The scope's emails are one node, where a delivery is a distinct customer."""
+        return len({node for _, node, _ in self._variants}) <= 1
+
+    @cached_property
+    def segment_rollups_current(self) -> bool:
+        return self.segment is not None and segment_rollups.current(self.segment)
 
     @property
     def ad_hoc(self) -> bool:
@@ -120,25 +151,28 @@ def variants(scope: Scope) -> QuerySet:
 
 def links(scope: Scope) -> QuerySet:
     """The inventory rows the scope's emails were sent with."""
-    qs = TemplateLink.objects.filter(version__variants__in=variants(scope)).distinct()
-    if scope.version_id:
-        qs = qs.filter(version_id=scope.version_id)
+    qs = TemplateLink.objects.filter(version_id__in=scope.version_ids)
     if scope.format:
         qs = qs.filter(format=scope.format)
     return qs.order_by("version_id", "format", "ordinal")
 
 
 def _customers(scope: Scope, field: str = "customer_id"):
-    """A filter on `field` (a customer id) for the scope's customers, or None for all."""
+    """A filter on `field` (a customer id) for the scope's customers, or None for all.
+    A segment's customers are its members as its rollups count them, when they are kept
+    (clickmap/segment_rollups.py), so every number of a page counts the same people."""
     if scope.customer_id:
         return Q(**{field: scope.customer_id})
     if scope.segment is not None:
+        if scope.segment_rollups_current:
+            members = SegmentMember.objects.filter(segment=scope.segment)
+            return Q(**{f"{field}__in": members.values("customer_id")})
         return Q(**{f"{field}__in": segment_customers(scope.segment).values("pk")})
     return None
 
 
 def _deliveries(scope: Scope) -> QuerySet:
-    qs = Delivery.objects.filter(variant__in=variants(scope))
+    qs = Delivery.objects.filter(variant_id__in=scope.variant_ids)
     who = _customers(scope)
     return qs.filter(who) if who is not None else qs
 
@@ -152,18 +186,22 @@ def _customers_by_status(scope: Scope, **groups) -> dict[str, int]:
     (sent=SENT) -> {"sent": n}. Exact: from the per-variant counts (one query) when the
     counted deliveries all lie in one node, where a delivery is a distinct customer (one
     per node and customer); else a distinct count over the deliveries."""
-    if scope.segment is None and not scope.customer_id:
-        statuses = sorted({status for group in groups.values() for status in group})
-        sums = DeliveryCount.objects.filter(
-            variant__in=variants(scope), status__in=statuses
-        ).aggregate(
-            nodes=Count("variant__node_id", distinct=True),
-            **{name: Sum("n", filter=Q(status__in=group)) for name, group in groups.items()},
+    statuses = sorted({status for group in groups.values() for status in group})
+    sums = {name: Sum("n", filter=Q(status__in=group)) for name, group in groups.items()}
+    if _by_segment(scope):
+        counts = SegmentDeliveryCount.objects.filter(
+            segment=scope.segment, variant_id__in=scope.variant_ids
         )
-        if sums.pop("nodes") <= 1:
-            return {name: n or 0 for name, n in sums.items()}
+        found = counts.filter(status__in=statuses).aggregate(**sums)
+        return {name: n or 0 for name, n in found.items()}
+    if scope.segment is None and not scope.customer_id:
+        found = DeliveryCount.objects.filter(
+            variant__in=variants(scope), status__in=statuses
+        ).aggregate(nodes=Count("variant__node_id", distinct=True), **sums)
+        if found.pop("nodes") <= 1:
+            return {name: n or 0 for name, n in found.items()}
     # One pass over the deliveries; in one node a delivery is a distinct customer.
-    single = _single_node(scope)
+    single = scope.single_node
     return _deliveries(scope).aggregate(
         **{
             name: Count("pk", filter=Q(status__in=group))
@@ -184,7 +222,7 @@ def _has_days(scope: Scope) -> bool:
 
 def _per_day(model, scope: Scope) -> QuerySet:
     """Per-day, per-device rows of `model` for the scope's variants, period and device."""
-    qs = model.objects.filter(variant__in=variants(scope))
+    qs = model.objects.filter(variant_id__in=scope.variant_ids)
     if scope.date_from:
         qs = qs.filter(day__gte=scope.date_from)
     if scope.date_to:
@@ -207,24 +245,45 @@ def _recipients(scope: Scope) -> QuerySet:
     or per day and device for a period or a device (RecipientDayRollup)."""
     if _has_days(scope):
         return _of_customers(_per_day(RecipientDayRollup, scope), scope)
-    return _of_customers(RecipientRollup.objects.filter(variant__in=variants(scope)), scope)
+    return _of_customers(RecipientRollup.objects.filter(variant_id__in=scope.variant_ids), scope)
 
 
 def _distinct_customers(scope: Scope, condition: Q) -> Count:
     """Distinct customers of rows meeting `condition`, among per-variant rows: a plain count
     when each customer has one such row (one email, no days), else a distinct count."""
-    if not _has_days(scope) and _single_node(scope):
+    if not _has_days(scope) and scope.single_node:
         return Count("pk", filter=condition)
     return Count("customer_id", distinct=True, filter=condition)
 
 
-def _single_node(scope: Scope) -> bool:
-    return variants(scope).values("node_id").distinct().count() <= 1
+def _by_segment(scope: Scope) -> bool:
+    """A segment of one email, all time, any device: answered from the segment rollups."""
+    return (
+        scope.segment is not None
+        and not (scope.customer_id or _has_days(scope))
+        and scope.single_node
+        and scope.segment_rollups_current
+    )
+
+
+def _of_segment(model, scope: Scope) -> QuerySet:
+    """The scope's rows of a segment rollup table."""
+    return model.objects.filter(segment=scope.segment, variant_id__in=scope.variant_ids)
+
+
+def _link_sums(rows: QuerySet, scope: Scope) -> dict[int, tuple[int, int]]:
+    """link id -> (total, unique) from per-variant link rows (LinkRollup's columns)."""
+    x = _suffix(scope)
+    rows = rows.values("link_id").annotate(
+        total=Sum(f"total_{x}"),
+        unique=Sum(f"window_{x}" if scope.window_mode else f"unique_{x}"),
+    )
+    return {r["link_id"]: (r["total"], r["unique"]) for r in rows}
 
 
 def _by_spans(scope: Scope) -> bool:
     """A period or device of one email: answered from the day rows and spans."""
-    return not (scope.segment or scope.customer_id) and _single_node(scope)
+    return not (scope.segment or scope.customer_id) and scope.single_node
 
 
 def _link_days(scope: Scope) -> QuerySet:
@@ -238,7 +297,7 @@ def _spans(model, scope: Scope, *, any_reliability: bool = False) -> QuerySet:
     events only or all as the scope says, or both kinds (`any_reliability`)."""
     start = scope.date_from or DAY_ZERO + timedelta(days=1)
     qs = model.objects.filter(
-        variant__in=variants(scope), device=scope.device or "", since__lt=start, day__gte=start
+        variant_id__in=scope.variant_ids, device=scope.device or "", since__lt=start, day__gte=start
     )
     if not any_reliability:
         qs = qs.filter(reliable=scope.reliable_only)
@@ -248,20 +307,14 @@ def _spans(model, scope: Scope, *, any_reliability: bool = False) -> QuerySet:
 def link_counts(scope: Scope) -> dict[int, tuple[int, int]]:
     """link id -> (total, unique) for the scope."""
     x = _suffix(scope)
+    if _by_segment(scope):
+        return _link_sums(_of_segment(SegmentLinkRollup, scope), scope)
     if not scope.ad_hoc:
-        rows = (
-            LinkRollup.objects.filter(variant__in=variants(scope))
-            .values("link_id")
-            .annotate(
-                total=Sum(f"total_{x}"),
-                unique=Sum(f"window_{x}" if scope.window_mode else f"unique_{x}"),
-            )
-        )
-        counts = {r["link_id"]: (r["total"], r["unique"]) for r in rows}
-        if not scope.window_mode and not _single_node(scope):
+        counts = _link_sums(LinkRollup.objects.filter(variant_id__in=scope.variant_ids), scope)
+        if not scope.window_mode and not scope.single_node:
             # One customer can click the same link in two emails of a scenario.
             distinct = (
-                PairRollup.objects.filter(variant__in=variants(scope), **{f"total_{x}__gt": 0})
+                PairRollup.objects.filter(variant_id__in=scope.variant_ids, **{f"total_{x}__gt": 0})
                 .values("link_id")
                 .annotate(unique=Count("customer_id", distinct=True))
             )
@@ -276,7 +329,7 @@ def link_counts(scope: Scope) -> dict[int, tuple[int, int]]:
         )
         return {r["link_id"]: (r["total"] or 0, r["unique"] or 0) for r in rows}
     if not _has_days(scope):  # a segment or a customer
-        pairs = PairRollup.objects.filter(variant__in=variants(scope)).filter(_customers(scope))
+        pairs = _of_customers(PairRollup.objects.filter(variant_id__in=scope.variant_ids), scope)
         unique = (
             Sum(f"window_{x}")
             if scope.window_mode
@@ -340,8 +393,14 @@ def email_totals(scope: Scope, *, counts=None, delivered=None) -> EmailTotals:
     )
     counts = link_counts(scope) if counts is None else counts
     totals.total_clicks = sum(total for total, _ in counts.values())
-    if not scope.ad_hoc and _single_node(scope):
-        sums = EmailRollup.objects.filter(variant__in=variants(scope)).aggregate(
+    by_segment = _by_segment(scope)
+    if by_segment or (not scope.ad_hoc and scope.single_node):
+        rows = (
+            _of_segment(SegmentEmailRollup, scope)
+            if by_segment
+            else EmailRollup.objects.filter(variant_id__in=scope.variant_ids)
+        )
+        sums = rows.aggregate(
             clickers=Sum(f"clickers_{x}"), openers=Sum("openers_all"), human=Sum("openers_rel")
         )
         clickers, openers, human = (sums[k] or 0 for k in ("clickers", "openers", "human"))
@@ -385,14 +444,21 @@ def _pct(part: int, whole: int) -> float:
 def clicks_per_day(scope: Scope) -> list[tuple[date, int]]:
     """Clicks per UTC day in the scope, oldest first."""
     x = _suffix(scope)
-    days = pair_days(scope) if scope.segment or scope.customer_id else _link_days(scope)
+    if _by_segment(scope):
+        days = _of_segment(SegmentDayRollup, scope)
+    elif scope.segment or scope.customer_id:
+        days = pair_days(scope)
+    else:
+        days = _link_days(scope)
     rows = days.values("day").annotate(n=Sum(f"total_{x}")).order_by("day")
     return [(r["day"], r["n"] or 0) for r in rows]
 
 
 def _clicks(scope: Scope) -> QuerySet:
     """Raw click events of the scope (for breakdowns the rollups do not keep)."""
-    clicks = ClickEvent.objects.filter(delivery__variant__in=variants(scope), link__isnull=False)
+    clicks = ClickEvent.objects.filter(
+        delivery__variant_id__in=scope.variant_ids, link__isnull=False
+    )
     if scope.reliable_only:
         clicks = clicks.filter(reliable=True)
     if scope.device:

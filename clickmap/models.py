@@ -22,6 +22,11 @@ exact, idempotent, and unaffected by late or reclassified events.
   distinct customers of a period are a sum of span counts: an exact COUNT DISTINCT over
   any date range from a few hundred rows per link.
 
+Segments have their own rollups (clickmap/segment_rollups.py): SegmentMember holds each
+segment's members as of the last aggregation, and SegmentLinkRollup, SegmentEmailRollup,
+SegmentDayRollup and SegmentDeliveryCount the per-segment sums of the rows above (and of
+the deliveries), so a segment's click map reads a few rows instead of its customers'.
+
 `*_rel` counts only reliable events; `window_*` counts clicks counted in window mode
 (a repeat within the workspace's unique-click window after a counted click is not).
 """
@@ -31,7 +36,7 @@ from datetime import date
 from django.db import models
 from django_scopes import ScopedManager
 
-from campaigns.models import Customer, TemplateLink, Variant, Workspace
+from campaigns.models import Customer, Segment, TemplateLink, Variant, Workspace
 
 
 class PairRollup(models.Model):
@@ -139,6 +144,7 @@ class EmailRollup(models.Model):
 
 DAY_ZERO = date(1, 1, 1)  # the start of a customer's first span
 COUNTERS = ("total_all", "total_rel", "window_all", "window_rel")  # of pairs, links, days
+LINK_COUNTERS = (*COUNTERS, "unique_all", "unique_rel")  # of links (and segments' links)
 
 
 def _scoped():
@@ -249,6 +255,136 @@ class EmailSpanRollup(Span):
 
     def __str__(self):
         return f"{self.kind} span of variant {self.variant_id}: ({self.since}, {self.day}]"
+
+
+class SegmentMember(models.Model):
+    """A customer of a segment, as of the last aggregation (clickmap/segment_rollups.py)."""
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+", db_index=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["segment", "customer"], name="one_segment_member")
+        ]
+
+    def __str__(self):
+        return f"customer {self.customer_id} in segment {self.segment_id}"
+
+
+class MembershipChange(models.Model):
+    """A customer (its attributes or explicit memberships changed, or it is new) or a
+    segment (new, or its rule changed) whose membership the aggregator evaluates again.
+    Written by database triggers; plain ids, so a deleted row's log entry is harmless."""
+
+    customer_id = models.BigIntegerField(null=True)
+    segment_id = models.BigIntegerField(null=True)
+
+    def __str__(self):
+        return f"membership change: customer {self.customer_id}, segment {self.segment_id}"
+
+
+def _of_segment():
+    """The workspace, segment and variant keys of a segment rollup (the unique
+    constraint, segment first, is the index the reads use)."""
+    return (
+        models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False),
+        models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+", db_index=False),
+        models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="+", db_index=False),
+    )
+
+
+class SegmentLinkRollup(models.Model):
+    """LinkRollup of a segment's members."""
+
+    workspace, segment, variant = _of_segment()
+    link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
+    total_all = models.BigIntegerField(default=0)
+    total_rel = models.BigIntegerField(default=0)
+    window_all = models.BigIntegerField(default=0)
+    window_rel = models.BigIntegerField(default=0)
+    unique_all = models.BigIntegerField(default=0)
+    unique_rel = models.BigIntegerField(default=0)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["segment", "variant", "link"], name="one_segment_link")
+        ]
+
+    def __str__(self):
+        return f"link {self.link_id} of variant {self.variant_id} in segment {self.segment_id}"
+
+
+class SegmentEmailRollup(models.Model):
+    """EmailRollup of a segment's members."""
+
+    workspace, segment, variant = _of_segment()
+    clickers_all = models.BigIntegerField(default=0)
+    clickers_rel = models.BigIntegerField(default=0)
+    openers_all = models.BigIntegerField(default=0)
+    openers_rel = models.BigIntegerField(default=0)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["segment", "variant"], name="one_segment_email")
+        ]
+
+    def __str__(self):
+        return f"email totals of variant {self.variant_id} in segment {self.segment_id}"
+
+
+class SegmentDayRollup(models.Model):
+    """Clicks per day of a segment's members (LinkDayRollup summed over links and devices)."""
+
+    workspace, segment, variant = _of_segment()
+    day = models.DateField()
+    total_all = models.BigIntegerField(default=0)
+    total_rel = models.BigIntegerField(default=0)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["segment", "variant", "day"], name="one_segment_day")
+        ]
+
+    def __str__(self):
+        return f"clicks of variant {self.variant_id} in segment {self.segment_id} on {self.day}"
+
+
+class SegmentDeliveryCount(models.Model):
+    """DeliveryCount of a segment's members, kept by a trigger on campaigns_delivery and
+    by the aggregator as members come and go. No foreign key to the variant: deliveries
+    leave with their variant, and their counts with them (rows reaching 0 are deleted)."""
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+", db_index=False)
+    variant_id = models.BigIntegerField()
+    status = models.CharField(max_length=10)
+    n = models.BigIntegerField(default=0)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["segment", "variant_id", "status"], name="one_segment_delivery_count"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.n} {self.status} of variant {self.variant_id} in segment {self.segment_id}"
 
 
 class Preview(models.Model):

@@ -27,9 +27,10 @@ from django.db.models import F
 from django_scopes import scopes_disabled
 
 from campaigns.models import Delivery, Workspace
-from clickmap import spans
+from clickmap import segment_rollups, spans
 from clickmap.models import (
     COUNTERS,
+    LINK_COUNTERS,
     EmailRollup,
     EmailSpanRollup,
     LinkDayRollup,
@@ -47,7 +48,6 @@ PYTHON_BATCH_SIZE = 2000  # SQLite: keeps IN lists under its bound-parameter lim
 BATCH_WORK_MEM = "64MB"
 RECOMPUTE_WORK_MEM = "256MB"
 RECOMPUTE_MAINTENANCE_WORK_MEM = "1GB"
-LINK_COUNTERS = (*COUNTERS, "unique_all", "unique_rel")
 
 
 @dataclass
@@ -56,6 +56,7 @@ class AggregateReport:
     pairs: int = 0
     recipients: int = 0
     batches: int = 0
+    memberships: int = 0  # membership log entries applied (clickmap/segment_rollups.py)
     # The largest change id applied so far: the run's next batch starts after it, so it
     # does not walk again over the rows it deleted (rows another worker held when they
     # were passed are left to a later run).
@@ -66,6 +67,7 @@ def aggregate(batch_size: int = BATCH_SIZE, max_batches: int | None = None) -> A
     """Apply the change log until it is empty (or `max_batches` were applied)."""
     report = AggregateReport()
     with scopes_disabled():
+        report.memberships = segment_rollups.refresh()
         while max_batches is None or report.batches < max_batches:
             if not apply_batch(batch_size, report):
                 if not report.applied_up_to:
@@ -219,6 +221,7 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
         _settings(cursor, jit="off", work_mem=BATCH_WORK_MEM, enable_nestloop="off"),
     ):
         _commit_without_waiting(cursor)
+        segment_rollups.lock_for_batch(cursor)
         # Claim and delete the rows in one statement; the deletion commits with the batch.
         changes = _fetch(
             cursor,
@@ -254,14 +257,16 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
                     pairs[(variant_id, link_id, customer_id)] = (workspace_id, delivery_id, hours)
             else:
                 recipient[3] = True
-        link_deltas, unproven, link_days = _recompute_pairs_sql(cursor, pairs)
+        link_deltas, unproven, link_days, segment_deltas = _recompute_pairs_sql(cursor, pairs)
         pairs_of = {(variant_id, customer_id) for variant_id, _, customer_id in pairs}
         for key, recipient in recipients.items():
             if recipient[2]:
                 recipient[4] = unproven.get(
                     key, (True, True) if key in pairs_of else (False, False)
                 )
-        email_deltas = _recompute_recipients_sql(cursor, recipients)
+        email_deltas, segment_deltas["clickmap_segmentemailrollup"] = _recompute_recipients_sql(
+            cursor, recipients
+        )
         spans.add_counters(
             "clickmap_linkrollup",
             ("workspace_id", "variant_id", "link_id"),
@@ -271,6 +276,7 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
         spans.add_counters(
             "clickmap_emailrollup", ("workspace_id", "variant_id"), EMAIL_COUNTERS, email_deltas
         )
+        segment_rollups.add_batch_deltas(segment_deltas)
         spans.update_sql(cursor, *link_days, {k: tuple(r[:2]) for k, r in recipients.items()})
     report.applied_up_to = max(change[0] for change in changes)
     report.changes += len(changes)
@@ -299,16 +305,17 @@ def _listed(names, prefix: str = "", suffix: str = "") -> str:
     return ", ".join(f"{prefix}{name}{suffix}" for name in names)
 
 
-def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict]:
+def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
     """Recompute the pairs' rows and day rows from their clicks.
 
     Returns the link deltas as (workspace, variant, link, *LINK_COUNTERS) rows, for
     each recipient whose pairs here do not show both a click and a reliable click, what
-    they do show: {(variant, customer): (clicked_all, clicked_rel)}, and the changes to
-    the link day rows and link spans (clickmap.spans.update_sql).
+    they do show: {(variant, customer): (clicked_all, clicked_rel)}, the changes to
+    the link day rows and link spans (clickmap.spans.update_sql), and the segments'
+    link and day deltas ({table: rows}, clickmap/segment_rollups.py).
     """
     if not pairs:
-        return [], {}, ({}, Counter())
+        return [], {}, ({}, Counter()), {}
     keys = sorted(pairs)
     _lock_rows_sql(
         cursor,
@@ -330,6 +337,13 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict]:
     )
     changed = " OR ".join(f"o_{c} IS DISTINCT FROM {c}" for c in COUNTERS)
     sums = ", ".join(f"sum({c}) AS {c}" for c in COUNTERS)
+    link_deltas = ", ".join(
+        [
+            *(f"sum({c} - o_{c})::bigint" for c in COUNTERS),
+            "sum((total_all > 0)::int - (o_total_all > 0)::int)::bigint",
+            "sum((total_rel > 0)::int - (o_total_rel > 0)::int)::bigint",
+        ]
+    )
     rows = _fetch(
         cursor,
         f"""
@@ -342,6 +356,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict]:
                 SELECT r.id, r.workspace_id, {_listed(COUNTERS, "r.")}
                 FROM clickmap_pairrollup r WHERE r.variant_id = t.variant_id
                 AND r.link_id = t.link_id AND r.customer_id = t.customer_id OFFSET 0) r),
+        {segment_rollups.MEMBERS_SQL.format(source="p")},
         cell AS MATERIALIZED ({cells}),
         n AS MATERIALIZED (
             SELECT p.id, p.workspace_id, p.variant_id, p.link_id, p.customer_id,
@@ -379,34 +394,44 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict]:
             ORDER BY p.variant_id, p.link_id, p.customer_id, d.day, d.device),
         -- The pairs' cells, new (+1) and old (-1), for the day rows and spans.
         signed AS MATERIALIZED (
-            SELECT 1 AS sign, p.workspace_id, p.variant_id, p.link_id, c.pair_id, c.day,
-                   c.device, {_listed(COUNTERS, "c.")}
+            SELECT 1 AS sign, p.workspace_id, p.variant_id, p.link_id, p.customer_id,
+                   c.pair_id, c.day, c.device, {_listed(COUNTERS, "c.")}
             FROM cell c JOIN p ON p.id = c.pair_id
             UNION ALL
-            SELECT -1, p.workspace_id, p.variant_id, p.link_id, o.pair_id, o.day, o.device,
-                   {_listed(COUNTERS, "o.")}
+            SELECT -1, p.workspace_id, p.variant_id, p.link_id, p.customer_id, o.pair_id,
+                   o.day, o.device, {_listed(COUNTERS, "o.")}
             FROM old o JOIN p ON p.id = o.pair_id)
         SELECT 'link', workspace_id, variant_id, link_id, NULL::date, NULL::text,
-               NULL::boolean, NULL::date,
-               {", ".join(f"sum({c} - o_{c})::bigint" for c in COUNTERS)},
-               sum((total_all > 0)::int - (o_total_all > 0)::int)::bigint,
-               sum((total_rel > 0)::int - (o_total_rel > 0)::int)::bigint
+               NULL::boolean, NULL::date, NULL::bigint, {link_deltas}
         FROM n GROUP BY workspace_id, variant_id, link_id
         UNION ALL
-        SELECT 'recipient', NULL, variant_id, customer_id, NULL, NULL, NULL, NULL,
+        SELECT 'recipient', NULL, variant_id, customer_id, NULL, NULL, NULL, NULL, NULL,
                bool_or(total_all > 0)::int, bool_or(total_rel > 0)::int, 0, 0, 0, 0
         FROM n GROUP BY variant_id, customer_id
         HAVING NOT (bool_or(total_all > 0) AND bool_or(total_rel > 0))
         UNION ALL
-        SELECT 'day', workspace_id, variant_id, link_id, day, device, NULL, NULL,
+        SELECT 'day', workspace_id, variant_id, link_id, day, device, NULL, NULL, NULL,
                {", ".join(f"sum(sign * {c})::bigint" for c in COUNTERS)}, 0, 0
         FROM signed GROUP BY workspace_id, variant_id, link_id, day, device
         UNION ALL
-        SELECT 'span', workspace_id, variant_id, link_id, day, device, reliable, since,
+        SELECT 'span', workspace_id, variant_id, link_id, day, device, reliable, since, NULL,
                sum(sign * n)::bigint, 0, 0, 0, 0, 0
         FROM ({spans.signed_link_spans_sql("signed")}) s
         GROUP BY workspace_id, variant_id, link_id, day, device, reliable, since
-        HAVING sum(sign * n) <> 0""",  # noqa: S608
+        HAVING sum(sign * n) <> 0
+        UNION ALL
+        -- The same changes for the segments the pairs' customers are members of.
+        SELECT 'segment link', n.workspace_id, n.variant_id, n.link_id, NULL, NULL, NULL,
+               NULL, m.segment_id, {link_deltas}
+        FROM n JOIN member m ON m.customer_id = n.customer_id
+        GROUP BY n.workspace_id, m.segment_id, n.variant_id, n.link_id
+        UNION ALL
+        SELECT 'segment day', s.workspace_id, s.variant_id, NULL, s.day, NULL, NULL, NULL,
+               m.segment_id, sum(sign * total_all)::bigint, sum(sign * total_rel)::bigint,
+               0, 0, 0, 0
+        FROM signed s JOIN member m ON m.customer_id = s.customer_id
+        GROUP BY s.workspace_id, m.segment_id, s.variant_id, s.day
+        HAVING sum(sign * total_all) <> 0 OR sum(sign * total_rel) <> 0""",  # noqa: S608
         [
             [k[0] for k in keys],
             [k[1] for k in keys],
@@ -417,16 +442,21 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict]:
     )
     links, unproven = [], {}
     day_deltas, span_deltas = {}, Counter()
-    for tag, w, v, key, day, device, reliable, since, *values in rows:
+    segments = {"clickmap_segmentlinkrollup": [], "clickmap_segmentdayrollup": []}
+    for tag, w, v, key, day, device, reliable, since, segment, *values in rows:
         if tag == "link":
             links.append((w, v, key, *values))
         elif tag == "recipient":
             unproven[(v, key)] = (bool(values[0]), bool(values[1]))
         elif tag == "day":
             day_deltas[(w, v, key, day, device)] = values[:4]
-        else:
+        elif tag == "span":
             span_deltas[(w, v, key, device, reliable, day, since)] = values[0]
-    return links, unproven, (day_deltas, span_deltas)
+        elif tag == "segment link":
+            segments["clickmap_segmentlinkrollup"].append((w, segment, v, key, *values))
+        else:
+            segments["clickmap_segmentdayrollup"].append((w, segment, v, day, *values[:2]))
+    return links, unproven, (day_deltas, span_deltas), segments
 
 
 RECIPIENT_TO_EMAIL = {
@@ -438,9 +468,10 @@ RECIPIENT_TO_EMAIL = {
 EMAIL_COUNTERS = tuple(RECIPIENT_TO_EMAIL.values())
 
 
-def _recompute_recipients_sql(cursor, recipients: dict) -> list:
+def _recompute_recipients_sql(cursor, recipients: dict) -> tuple[list, list]:
     """Recompute the recipients' clicked/opened flags; returns the email deltas as
-    (workspace, variant, *EMAIL_COUNTERS) rows.
+    (workspace, variant, *EMAIL_COUNTERS) rows, and the same per segment of the
+    recipients as (workspace, segment, variant, *EMAIL_COUNTERS) rows.
 
     Clicked flags follow the pairs and opened flags the open events, and each changes
     only with a change row of its kind: a recipient named by click rows alone keeps its
@@ -448,7 +479,7 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> list:
     pairs (locked, just recomputed) proves true needs no look at the other pairs.
     """
     if not recipients:
-        return []
+        return [], []
     keys = sorted(recipients)
     _lock_rows_sql(
         cursor,
@@ -459,8 +490,9 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> list:
     )
     flags = tuple(RECIPIENT_TO_EMAIL)
     changed = " OR ".join(f"o_{f} IS DISTINCT FROM {f}" for f in flags)
+    deltas = ", ".join(f"sum({f}::int - o_{f}::int)::bigint" for f in flags)
     proofs = [recipients[k][4] or (False, False) for k in keys]
-    return _fetch(
+    rows = _fetch(
         cursor,
         f"""
         WITH r AS MATERIALIZED (
@@ -475,8 +507,9 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> list:
                 FROM clickmap_recipientrollup x
                 WHERE x.variant_id = t.variant_id AND x.customer_id = t.customer_id
                 OFFSET 0) x),
+        {segment_rollups.MEMBERS_SQL.format(source="r")},
         n AS MATERIALIZED (
-            SELECT r.id, r.workspace_id, r.variant_id,
+            SELECT r.id, r.workspace_id, r.variant_id, r.customer_id,
                    {", ".join(f"r.{f} AS o_{f}" for f in flags)},
                    CASE WHEN NOT r.clicks THEN r.clicked_all
                         ELSE r.proof_all OR c.clicked_all END AS clicked_all,
@@ -499,9 +532,12 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> list:
             UPDATE clickmap_recipientrollup x SET {", ".join(f"{f} = n.{f}" for f in flags)}
             FROM n WHERE x.id = n.id
             AND x.id = ANY(ARRAY(SELECT id FROM n WHERE {changed})))
-        SELECT workspace_id, variant_id,
-               {", ".join(f"sum({f}::int - o_{f}::int)::bigint" for f in flags)}
-        FROM n GROUP BY workspace_id, variant_id""",  # noqa: S608 (names are ours)
+        SELECT n.workspace_id, NULL::bigint, n.variant_id, {deltas}
+        FROM n GROUP BY n.workspace_id, n.variant_id
+        UNION ALL
+        SELECT n.workspace_id, m.segment_id, n.variant_id, {deltas}
+        FROM n JOIN member m ON m.customer_id = n.customer_id
+        GROUP BY n.workspace_id, m.segment_id, n.variant_id""",  # noqa: S608 (names are ours)
         [
             [k[0] for k in keys],
             [k[1] for k in keys],
@@ -512,6 +548,8 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> list:
             [p[1] for p in proofs],
         ],
     )
+    emails = [(w, v, *deltas) for w, segment, v, *deltas in rows if segment is None]
+    return emails, [row for row in rows if row[1] is not None]
 
 
 ROLLUP_MODELS = (
@@ -546,6 +584,8 @@ def _recompute_sql(bulk: bool | None = None) -> AggregateReport:
         ),
     ):
         _commit_without_waiting(cursor)
+        # Before the change log: a batch takes the segment lock before it waits for that.
+        segment_rollups.lock_exclusively(cursor)
         # Aggregators and ingestion write the change log: holding it makes the rebuild
         # see a fixed set of events, and what arrives later waits in the log for it.
         cursor.execute("LOCK TABLE tracking_eventchange IN EXCLUSIVE MODE")
@@ -570,6 +610,7 @@ def _recompute_sql(bulk: bool | None = None) -> AggregateReport:
         if bulk:
             for table in ROLLUP_TABLES:
                 cursor.execute(f"ANALYZE {table}")
+        segment_rollups.rebuild(cursor)
     return AggregateReport(changes=pairs + opened, pairs=pairs, recipients=recipients, batches=1)
 
 

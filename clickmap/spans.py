@@ -235,6 +235,8 @@ TYPES = {
     "workspace_id": "bigint",
     "variant_id": "bigint",
     "link_id": "bigint",
+    "segment_id": "bigint",
+    "status": "text",
     "day": "date",
     "since": "date",
     "device": "text",

@@ -1,0 +1,281 @@
+"""Segment rollups (clickmap/segment_rollups.py) stay exact while members come and go:
+customers' attributes change, members are added and removed, the rule is edited,
+deliveries change status, and events keep arriving; every number of a segment's click
+map then equals a brute-force recount over the segment's live members."""
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections, transaction
+from django_scopes import scopes_disabled
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from campaigns.models import Delivery
+from campaigns.segments import segment_customers
+from clickmap import metrics, segment_rollups
+from clickmap.models import (
+    MembershipChange,
+    SegmentDayRollup,
+    SegmentDeliveryCount,
+    SegmentEmailRollup,
+    SegmentLinkRollup,
+    SegmentMember,
+)
+from clickmap.rollups import aggregate, recompute
+from tests.rollup_world import DEVICES, T0, links_of
+from tests.test_rollups import check_exact
+from tracking.models import ClickEvent, EventChange, OpenEvent
+
+SEGMENT_TABLES = (
+    SegmentMember,
+    SegmentLinkRollup,
+    SegmentEmailRollup,
+    SegmentDayRollup,
+    SegmentDeliveryCount,
+)
+
+
+def segment_scopes(world):
+    base = dict(workspace=world.workspace, campaign_id=world.campaign.pk, segment=world.segment)
+    day = (T0 + timedelta(days=1)).date()
+    return [
+        metrics.Scope(**base, node_id=world.nodes[0].pk),
+        metrics.Scope(**base, node_id=world.nodes[0].pk, reliable_only=True),
+        metrics.Scope(**base, node_id=world.nodes[1].pk),
+        metrics.Scope(**base, variant_id=world.variants[1].pk),
+        metrics.Scope(**base, node_id=world.nodes[0].pk, date_from=day),  # per-day rows
+        metrics.Scope(**base),  # both emails: a customer counts once
+    ]
+
+
+def stored(model):
+    """The table's rows, without counters that came back to zero (a rebuild has none)."""
+    fields = [f.attname for f in model._meta.concrete_fields if f.attname != "id"]
+    counters = [i for i, f in enumerate(model._meta.concrete_fields[1:]) if f.default == 0]
+    return sorted(
+        row
+        for row in model.objects.values_list(*fields)
+        if not counters or any(row[i] for i in counters)
+    )
+
+
+def check_segment_exact(world):
+    """Numbers equal the brute force, answered from the rollups, which equal a rebuild."""
+    assert segment_rollups.current(world.segment)
+    members = set(
+        segment_customers(world.segment)
+        .filter(workspace=world.workspace)
+        .values_list("pk", flat=True)
+    )
+    assert set(SegmentMember.objects.values_list("customer_id", flat=True)) == members
+    check_exact(world, segment_scopes(world))
+    before = {model: stored(model) for model in SEGMENT_TABLES}
+    with transaction.atomic(), connection.cursor() as cursor:
+        segment_rollups.rebuild(cursor)
+    assert {model: stored(model) for model in SEGMENT_TABLES} == before
+
+
+def click(world, delivery_index, link_index, seconds, reliable, device):
+    delivery = world.deliveries[delivery_index]
+    candidates = links_of(delivery)
+    link = candidates[link_index % len(candidates)]
+    ClickEvent.objects.create(
+        event_id=uuid.uuid4(),
+        workspace=world.workspace,
+        delivery=delivery,
+        link=link,
+        url=link.href,
+        at=T0 + timedelta(seconds=seconds),
+        reliable=reliable,
+        device=device,
+    )
+    EventChange.objects.create(kind="c", delivery=delivery, link=link)
+
+
+def open_(world, delivery_index, seconds, reliable):
+    delivery = world.deliveries[delivery_index]
+    OpenEvent.objects.create(
+        event_id=uuid.uuid4(),
+        workspace=world.workspace,
+        delivery=delivery,
+        at=T0 + timedelta(seconds=seconds),
+        reliable=reliable,
+        device="desktop",
+    )
+    EventChange.objects.create(kind="o", delivery=delivery)
+
+
+operation = st.one_of(
+    st.tuples(
+        st.just("click"),
+        st.integers(0, 11),
+        st.integers(0, 3),
+        st.integers(0, 3 * 86400),
+        st.booleans(),
+        st.sampled_from(DEVICES),
+    ),
+    st.tuples(st.just("open"), st.integers(0, 11), st.integers(0, 3 * 86400), st.booleans()),
+    st.tuples(st.just("tier"), st.integers(0, 5), st.integers(0, 2)),
+    st.tuples(st.just("add"), st.integers(0, 5)),
+    st.tuples(st.just("remove"), st.integers(0, 5)),
+    st.tuples(st.just("rule"), st.integers(0, 2)),
+    st.tuples(st.just("status"), st.integers(0, 11), st.sampled_from(["sent", "bounced"])),
+    st.tuples(st.just("aggregate")),
+)
+
+
+def run(world, op):
+    kind, *args = op
+    customers = world.customers
+    if kind == "click":
+        click(world, *args)
+    elif kind == "open":
+        open_(world, *args)
+    elif kind == "tier":
+        customer = customers[args[0]]
+        customer.attributes = {**customer.attributes, "tier": args[1]}
+        customer.save()
+    elif kind == "add":
+        world.segment.members.add(customers[args[0]])
+    elif kind == "remove":
+        world.segment.members.remove(customers[args[0]])
+    elif kind == "rule":
+        world.segment.rule = [{"attribute": "tier", "op": "eq", "value": args[0]}]
+        world.segment.save()
+    elif kind == "status":
+        Delivery.objects.filter(pk=world.deliveries[args[0]].pk).update(status=args[1])
+    else:
+        aggregate(batch_size=5)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ops=st.lists(operation, max_size=40), window=st.sampled_from([0, 24]))
+def test_segment_numbers_stay_exact_while_members_change(world, ops, window):
+    with scopes_disabled():
+        for model in (ClickEvent, OpenEvent, EventChange):
+            model.objects.all().delete()
+        world.workspace.unique_window_hours = window
+        world.workspace.save()
+        recompute()
+        for op in ops:
+            run(world, op)
+        aggregate(batch_size=5)
+        assert not MembershipChange.objects.exists()
+        check_segment_exact(world)
+
+
+def test_a_new_or_edited_segment_is_counted_live_until_its_rollups_are_built(world):
+    with scopes_disabled():
+        for i in range(12):
+            click(world, i, i, i * 3600, i % 3 != 0, DEVICES[i % 4])
+        aggregate()
+        scope = metrics.Scope(
+            workspace=world.workspace, node_id=world.nodes[0].pk, segment=world.segment
+        )
+        assert segment_rollups.current(world.segment)
+        world.segment.rule = [{"attribute": "tier", "op": "eq", "value": 0}]
+        world.segment.save()
+        assert not segment_rollups.current(world.segment)
+
+        def numbers():
+            counts = {k: v for k, v in metrics.link_counts(scope).items() if v != (0, 0)}
+            return counts, metrics.email_totals(scope)
+
+        live = numbers()
+        check_exact(world, [scope])  # exact before the aggregator has run
+        report = aggregate()
+        assert report.memberships == 1 and segment_rollups.current(world.segment)
+        assert numbers() == live
+        check_segment_exact(world)
+
+
+def test_delivery_writes_of_every_kind_follow_the_members(world):
+    with scopes_disabled():
+        aggregate()
+        members = set(SegmentMember.objects.values_list("customer_id", flat=True))
+        assert members == {c.pk for c in world.customers if c.attributes["tier"] == 1}
+        Delivery.objects.filter(node=world.nodes[1]).update(status=Delivery.Status.DELIVERED)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE campaigns_delivery SET status = 'failed' WHERE id = %s",
+                [world.deliveries[1].pk],
+            )
+        Delivery.objects.filter(pk=world.deliveries[3].pk).delete()
+        customer = world.customers[0]  # tier 0: joins as an explicit member
+        world.segment.members.add(customer)
+        aggregate()
+
+        def brute():
+            counts = {}
+            who = set(
+                segment_customers(world.segment)
+                .filter(workspace=world.workspace)
+                .values_list("pk", flat=True)
+            )
+            for d in Delivery.objects.filter(customer_id__in=who):
+                key = (world.segment.pk, d.variant_id, d.status)
+                counts[key] = counts.get(key, 0) + 1
+            return counts
+
+        def kept():
+            return {
+                (r.segment_id, r.variant_id, r.status): r.n
+                for r in SegmentDeliveryCount.objects.all()
+            }
+
+        assert kept() == brute() and customer.pk in set(
+            SegmentMember.objects.values_list("customer_id", flat=True)
+        )
+        Delivery.objects.filter(customer=world.customers[1]).delete()
+        world.segment.members.remove(customer)
+        aggregate()
+        assert kept() == brute()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refresh_waits_for_delivery_writers_and_loses_nothing(world, monkeypatch):
+    """A delivery written while members change is counted once: the refresh gives up on
+    a writer that holds campaigns_delivery past its lock timeout and leaves its log."""
+    monkeypatch.setattr(segment_rollups, "REFRESH_LOCK_TIMEOUT", "300ms")
+    with scopes_disabled():
+        aggregate()
+        joining = world.customers[0]  # tier 0
+        delivery = Delivery.objects.get(customer=joining, node=world.nodes[0])
+        updated, release = threading.Event(), threading.Event()
+
+        def writer():
+            try:
+                with scopes_disabled(), transaction.atomic():
+                    Delivery.objects.filter(pk=delivery.pk).update(status="delivered")
+                    updated.set()
+                    release.wait(30)
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        assert updated.wait(30)
+        joining.attributes = {"tier": 1}
+        joining.save()
+        assert segment_rollups.refresh() == 0  # the writer holds the table: try later
+        assert MembershipChange.objects.filter(customer_id=joining.pk).exists()
+        release.set()
+        thread.join()
+        assert segment_rollups.refresh() == 1
+        expected = Delivery.objects.filter(
+            customer__in=segment_customers(world.segment).filter(workspace=world.workspace),
+            variant=delivery.variant,
+            status="delivered",
+        ).count()
+        row = SegmentDeliveryCount.objects.get(
+            segment=world.segment, variant_id=delivery.variant_id, status="delivered"
+        )
+        assert row.n == expected >= 1
+        check_segment_exact(world)
