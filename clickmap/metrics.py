@@ -43,10 +43,12 @@ from clickmap.models import (
     PairRollup,
     RecipientDayRollup,
     RecipientRollup,
-    SegmentDayRollup,
     SegmentDeliveryCount,
     SegmentEmailRollup,
+    SegmentEmailSpanRollup,
+    SegmentLinkDayRollup,
     SegmentLinkRollup,
+    SegmentLinkSpanRollup,
     SegmentMember,
 )
 from tracking.models import ClickEvent, Unsubscribe
@@ -188,7 +190,7 @@ def _customers_by_status(scope: Scope, **groups) -> dict[str, int]:
     per node and customer); else a distinct count over the deliveries."""
     statuses = sorted({status for group in groups.values() for status in group})
     sums = {name: Sum("n", filter=Q(status__in=group)) for name, group in groups.items()}
-    if _by_segment(scope):
+    if _segment_kept(scope):  # the period and device do not change who was delivered to
         counts = SegmentDeliveryCount.objects.filter(
             segment=scope.segment, variant_id__in=scope.variant_ids
         )
@@ -220,14 +222,20 @@ def _has_days(scope: Scope) -> bool:
     return bool(scope.date_from or scope.date_to or scope.device)
 
 
+def _in_period(days: QuerySet, scope: Scope) -> QuerySet:
+    if scope.date_from:
+        days = days.filter(day__gte=scope.date_from)
+    return days.filter(day__lte=scope.date_to) if scope.date_to else days
+
+
 def _per_day(model, scope: Scope) -> QuerySet:
     """Per-day, per-device rows of `model` for the scope's variants, period and device."""
-    qs = model.objects.filter(variant_id__in=scope.variant_ids)
-    if scope.date_from:
-        qs = qs.filter(day__gte=scope.date_from)
-    if scope.date_to:
-        qs = qs.filter(day__lte=scope.date_to)
-    return qs.filter(device=scope.device) if scope.device else qs
+    return _on_days(model.objects.filter(variant_id__in=scope.variant_ids), scope)
+
+
+def _on_days(rows: QuerySet, scope: Scope) -> QuerySet:
+    rows = _in_period(rows, scope)
+    return rows.filter(device=scope.device) if scope.device else rows
 
 
 def _of_customers(qs: QuerySet, scope: Scope) -> QuerySet:
@@ -256,19 +264,40 @@ def _distinct_customers(scope: Scope, condition: Q) -> Count:
     return Count("customer_id", distinct=True, filter=condition)
 
 
-def _by_segment(scope: Scope) -> bool:
-    """A segment of one email, all time, any device: answered from the segment rollups."""
+def _segment_kept(scope: Scope) -> bool:
+    """A segment of one email with current rollups (clickmap/segment_rollups.py): every
+    number of it, over any period and device, is read from them."""
     return (
         scope.segment is not None
-        and not (scope.customer_id or _has_days(scope))
+        and not scope.customer_id
         and scope.single_node
         and scope.segment_rollups_current
     )
 
 
-def _of_segment(model, scope: Scope) -> QuerySet:
-    """The scope's rows of a segment rollup table."""
-    return model.objects.filter(segment=scope.segment, variant_id__in=scope.variant_ids)
+def _by_segment(scope: Scope) -> bool:
+    """A segment of one email, all time, any device: answered from the segment rollups."""
+    return _segment_kept(scope) and not _has_days(scope)
+
+
+# A per-variant rollup table's twin with the same rows for a segment's members.
+SEGMENT_TWINS = {
+    LinkRollup: SegmentLinkRollup,
+    EmailRollup: SegmentEmailRollup,
+    LinkDayRollup: SegmentLinkDayRollup,
+    LinkSpanRollup: SegmentLinkSpanRollup,
+    EmailSpanRollup: SegmentEmailSpanRollup,
+}
+
+
+def _rollup(model, scope: Scope) -> QuerySet:
+    """The scope's rows of a per-variant rollup table, or of its segment twin for a scope
+    with a segment (ask only when _segment_kept)."""
+    if scope.segment is not None:
+        return SEGMENT_TWINS[model].objects.filter(
+            segment=scope.segment, variant_id__in=scope.variant_ids
+        )
+    return model.objects.filter(variant_id__in=scope.variant_ids)
 
 
 def _link_sums(rows: QuerySet, scope: Scope) -> dict[int, tuple[int, int]]:
@@ -282,13 +311,16 @@ def _link_sums(rows: QuerySet, scope: Scope) -> dict[int, tuple[int, int]]:
 
 
 def _by_spans(scope: Scope) -> bool:
-    """A period or device of one email: answered from the day rows and spans."""
-    return not (scope.segment or scope.customer_id) and scope.single_node
+    """A period or device of one email, or of a segment of it: answered from the day rows
+    and spans."""
+    if scope.segment is not None:
+        return _segment_kept(scope)
+    return not scope.customer_id and scope.single_node
 
 
 def _link_days(scope: Scope) -> QuerySet:
     """Per link × day × device rows of the scope (period and device applied)."""
-    return _per_day(LinkDayRollup, scope)
+    return _on_days(_rollup(LinkDayRollup, scope), scope)
 
 
 def _spans(model, scope: Scope, *, any_reliability: bool = False) -> QuerySet:
@@ -296,9 +328,7 @@ def _spans(model, scope: Scope, *, any_reliability: bool = False) -> QuerySet:
     ending within the period and starting before it (clickmap/models.py); of reliable
     events only or all as the scope says, or both kinds (`any_reliability`)."""
     start = scope.date_from or DAY_ZERO + timedelta(days=1)
-    qs = model.objects.filter(
-        variant_id__in=scope.variant_ids, device=scope.device or "", since__lt=start, day__gte=start
-    )
+    qs = _rollup(model, scope).filter(device=scope.device or "", since__lt=start, day__gte=start)
     if not any_reliability:
         qs = qs.filter(reliable=scope.reliable_only)
     return qs.filter(day__lte=scope.date_to) if scope.date_to else qs
@@ -307,11 +337,9 @@ def _spans(model, scope: Scope, *, any_reliability: bool = False) -> QuerySet:
 def link_counts(scope: Scope) -> dict[int, tuple[int, int]]:
     """link id -> (total, unique) for the scope."""
     x = _suffix(scope)
-    if _by_segment(scope):
-        return _link_sums(_of_segment(SegmentLinkRollup, scope), scope)
-    if not scope.ad_hoc:
-        counts = _link_sums(LinkRollup.objects.filter(variant_id__in=scope.variant_ids), scope)
-        if not scope.window_mode and not scope.single_node:
+    if _by_segment(scope) or not scope.ad_hoc:
+        counts = _link_sums(_rollup(LinkRollup, scope), scope)
+        if not scope.window_mode and not scope.single_node:  # (no segment: see _by_segment)
             # One customer can click the same link in two emails of a scenario.
             distinct = (
                 PairRollup.objects.filter(variant_id__in=scope.variant_ids, **{f"total_{x}__gt": 0})
@@ -321,7 +349,7 @@ def link_counts(scope: Scope) -> dict[int, tuple[int, int]]:
             for r in distinct:
                 counts[r["link_id"]] = (counts[r["link_id"]][0], r["unique"])
         return counts
-    if scope.window_mode and not (scope.segment or scope.customer_id):
+    if scope.window_mode and (_segment_kept(scope) or not (scope.segment or scope.customer_id)):
         rows = (
             _link_days(scope)
             .values("link_id")
@@ -393,14 +421,8 @@ def email_totals(scope: Scope, *, counts=None, delivered=None) -> EmailTotals:
     )
     counts = link_counts(scope) if counts is None else counts
     totals.total_clicks = sum(total for total, _ in counts.values())
-    by_segment = _by_segment(scope)
-    if by_segment or (not scope.ad_hoc and scope.single_node):
-        rows = (
-            _of_segment(SegmentEmailRollup, scope)
-            if by_segment
-            else EmailRollup.objects.filter(variant_id__in=scope.variant_ids)
-        )
-        sums = rows.aggregate(
+    if _by_segment(scope) or (not scope.ad_hoc and scope.single_node):
+        sums = _rollup(EmailRollup, scope).aggregate(
             clickers=Sum(f"clickers_{x}"), openers=Sum("openers_all"), human=Sum("openers_rel")
         )
         clickers, openers, human = (sums[k] or 0 for k in ("clickers", "openers", "human"))
@@ -444,9 +466,7 @@ def _pct(part: int, whole: int) -> float:
 def clicks_per_day(scope: Scope) -> list[tuple[date, int]]:
     """Clicks per UTC day in the scope, oldest first."""
     x = _suffix(scope)
-    if _by_segment(scope):
-        days = _of_segment(SegmentDayRollup, scope)
-    elif scope.segment or scope.customer_id:
+    if scope.customer_id or (scope.segment and not _segment_kept(scope)):
         days = pair_days(scope)
     else:
         days = _link_days(scope)

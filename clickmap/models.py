@@ -24,8 +24,9 @@ exact, idempotent, and unaffected by late or reclassified events.
 
 Segments have their own rollups (clickmap/segment_rollups.py): SegmentMember holds each
 segment's members as of the last aggregation, and SegmentLinkRollup, SegmentEmailRollup,
-SegmentDayRollup and SegmentDeliveryCount the per-segment sums of the rows above (and of
-the deliveries), so a segment's click map reads a few rows instead of its customers'.
+SegmentLinkDayRollup, SegmentLinkSpanRollup, SegmentEmailSpanRollup and
+SegmentDeliveryCount the per-segment sums of the rows above (and of the deliveries), so a
+segment's click map reads a few rows instead of its customers'.
 
 `*_rel` counts only reliable events; `window_*` counts clicks counted in window mode
 (a repeat within the workspace's unique-click window after a counted click is not).
@@ -342,23 +343,65 @@ class SegmentEmailRollup(models.Model):
         return f"email totals of variant {self.variant_id} in segment {self.segment_id}"
 
 
-class SegmentDayRollup(models.Model):
-    """Clicks per day of a segment's members (LinkDayRollup summed over links and devices)."""
+class SegmentLinkDayRollup(models.Model):
+    """LinkDayRollup of a segment's members."""
 
     workspace, segment, variant = _of_segment()
+    link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
+    device = models.CharField(max_length=8)
     total_all = models.BigIntegerField(default=0)
     total_rel = models.BigIntegerField(default=0)
+    window_all = models.BigIntegerField(default=0)
+    window_rel = models.BigIntegerField(default=0)
 
     objects = ScopedManager(workspace="workspace")
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["segment", "variant", "day"], name="one_segment_day")
+            models.UniqueConstraint(
+                fields=["segment", "variant", "link", "day", "device"], name="one_segment_link_day"
+            )
         ]
 
     def __str__(self):
-        return f"clicks of variant {self.variant_id} in segment {self.segment_id} on {self.day}"
+        return f"link {self.link_id} in segment {self.segment_id} on {self.day} ({self.device})"
+
+
+class SegmentLinkSpanRollup(Span):
+    """LinkSpanRollup of a segment's members."""
+
+    workspace, segment, variant = _of_segment()
+    link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["segment", "variant", "link", "device", "reliable", "day", "since"],
+                name="one_segment_link_span",
+            )
+        ]
+
+    def __str__(self):
+        return f"link {self.link_id} in segment {self.segment_id}: ({self.since}, {self.day}]"
+
+
+class SegmentEmailSpanRollup(Span):
+    """EmailSpanRollup of a segment's members."""
+
+    workspace, segment, variant = _of_segment()
+    kind = models.CharField(max_length=1, choices=EmailSpanRollup.Kind.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["segment", "variant", "kind", "device", "reliable", "day", "since"],
+                name="one_segment_email_span",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.kind} span of variant {self.variant_id} in segment {self.segment_id}"
 
 
 class SegmentDeliveryCount(models.Model):

@@ -28,6 +28,7 @@ from django_scopes import scopes_disabled
 
 from campaigns.models import Delivery, Workspace
 from clickmap import segment_rollups, spans
+from clickmap.counters import add_counters
 from clickmap.models import (
     COUNTERS,
     LINK_COUNTERS,
@@ -267,13 +268,13 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
         email_deltas, segment_deltas["clickmap_segmentemailrollup"] = _recompute_recipients_sql(
             cursor, recipients
         )
-        spans.add_counters(
+        add_counters(
             "clickmap_linkrollup",
             ("workspace_id", "variant_id", "link_id"),
             LINK_COUNTERS,
             link_deltas,
         )
-        spans.add_counters(
+        add_counters(
             "clickmap_emailrollup", ("workspace_id", "variant_id"), EMAIL_COUNTERS, email_deltas
         )
         segment_rollups.add_batch_deltas(segment_deltas)
@@ -356,7 +357,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
                 SELECT r.id, r.workspace_id, {_listed(COUNTERS, "r.")}
                 FROM clickmap_pairrollup r WHERE r.variant_id = t.variant_id
                 AND r.link_id = t.link_id AND r.customer_id = t.customer_id OFFSET 0) r),
-        {segment_rollups.MEMBERS_SQL.format(source="p")},
+        {spans.MEMBERS_SQL.format(source="p")},
         cell AS MATERIALIZED ({cells}),
         n AS MATERIALIZED (
             SELECT p.id, p.workspace_id, p.variant_id, p.link_id, p.customer_id,
@@ -400,7 +401,9 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
             UNION ALL
             SELECT -1, p.workspace_id, p.variant_id, p.link_id, p.customer_id, o.pair_id,
                    o.day, o.device, {_listed(COUNTERS, "o.")}
-            FROM old o JOIN p ON p.id = o.pair_id)
+            FROM old o JOIN p ON p.id = o.pair_id),
+        segment_signed AS MATERIALIZED (
+            SELECT s.*, m.segment_id FROM signed s JOIN member m ON m.customer_id = s.customer_id)
         SELECT 'link', workspace_id, variant_id, link_id, NULL::date, NULL::text,
                NULL::boolean, NULL::date, NULL::bigint, {link_deltas}
         FROM n GROUP BY workspace_id, variant_id, link_id
@@ -416,7 +419,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
         UNION ALL
         SELECT 'span', workspace_id, variant_id, link_id, day, device, reliable, since, NULL,
                sum(sign * n)::bigint, 0, 0, 0, 0, 0
-        FROM ({spans.signed_link_spans_sql("signed")}) s
+        FROM ({spans.link_spans_sql("signed", signed=True)}) s
         GROUP BY workspace_id, variant_id, link_id, day, device, reliable, since
         HAVING sum(sign * n) <> 0
         UNION ALL
@@ -426,12 +429,15 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
         FROM n JOIN member m ON m.customer_id = n.customer_id
         GROUP BY n.workspace_id, m.segment_id, n.variant_id, n.link_id
         UNION ALL
-        SELECT 'segment day', s.workspace_id, s.variant_id, NULL, s.day, NULL, NULL, NULL,
-               m.segment_id, sum(sign * total_all)::bigint, sum(sign * total_rel)::bigint,
-               0, 0, 0, 0
-        FROM signed s JOIN member m ON m.customer_id = s.customer_id
-        GROUP BY s.workspace_id, m.segment_id, s.variant_id, s.day
-        HAVING sum(sign * total_all) <> 0 OR sum(sign * total_rel) <> 0""",  # noqa: S608
+        SELECT 'segment day', workspace_id, variant_id, link_id, day, device, NULL, NULL,
+               segment_id, {", ".join(f"sum(sign * {c})::bigint" for c in COUNTERS)}, 0, 0
+        FROM segment_signed GROUP BY workspace_id, segment_id, variant_id, link_id, day, device
+        UNION ALL
+        SELECT 'segment span', workspace_id, variant_id, link_id, day, device, reliable,
+               since, segment_id, sum(sign * n)::bigint, 0, 0, 0, 0, 0
+        FROM ({spans.link_spans_sql("segment_signed", by_segment=True, signed=True)}) s
+        GROUP BY workspace_id, segment_id, variant_id, link_id, day, device, reliable, since
+        HAVING sum(sign * n) <> 0""",  # noqa: S608
         [
             [k[0] for k in keys],
             [k[1] for k in keys],
@@ -442,7 +448,11 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
     )
     links, unproven = [], {}
     day_deltas, span_deltas = {}, Counter()
-    segments = {"clickmap_segmentlinkrollup": [], "clickmap_segmentdayrollup": []}
+    segments = {
+        "clickmap_segmentlinkrollup": [],
+        "clickmap_segmentlinkdayrollup": [],
+        "clickmap_segmentlinkspanrollup": [],
+    }
     for tag, w, v, key, day, device, reliable, since, segment, *values in rows:
         if tag == "link":
             links.append((w, v, key, *values))
@@ -454,8 +464,14 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
             span_deltas[(w, v, key, device, reliable, day, since)] = values[0]
         elif tag == "segment link":
             segments["clickmap_segmentlinkrollup"].append((w, segment, v, key, *values))
+        elif tag == "segment day":
+            segments["clickmap_segmentlinkdayrollup"].append(
+                (w, segment, v, key, day, device, *values[:4])
+            )
         else:
-            segments["clickmap_segmentdayrollup"].append((w, segment, v, day, *values[:2]))
+            segments["clickmap_segmentlinkspanrollup"].append(
+                (w, segment, v, key, device, reliable, day, since, values[0])
+            )
     return links, unproven, (day_deltas, span_deltas), segments
 
 
@@ -507,7 +523,7 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> tuple[list, list]:
                 FROM clickmap_recipientrollup x
                 WHERE x.variant_id = t.variant_id AND x.customer_id = t.customer_id
                 OFFSET 0) x),
-        {segment_rollups.MEMBERS_SQL.format(source="r")},
+        {spans.MEMBERS_SQL.format(source="r")},
         n AS MATERIALIZED (
             SELECT r.id, r.workspace_id, r.variant_id, r.customer_id,
                    {", ".join(f"r.{f} AS o_{f}" for f in flags)},

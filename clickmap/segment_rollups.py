@@ -4,9 +4,10 @@ A segment is a rule on customer attributes and/or a member list (campaigns.segme
 Counting it live means touching every pair, recipient and delivery of its customers:
 seconds for a segment of a third of a million customers. So the aggregator keeps, per
 segment, the sums a click map needs (clickmap/models.py): SegmentMember (the members),
-SegmentLinkRollup, SegmentEmailRollup and SegmentDayRollup (the members' pair, recipient
-and day rows summed like LinkRollup, EmailRollup and LinkDayRollup) and
-SegmentDeliveryCount (the members' deliveries per variant and status).
+SegmentLinkRollup, SegmentEmailRollup, SegmentLinkDayRollup, SegmentLinkSpanRollup and
+SegmentEmailSpanRollup (the members' rows summed like LinkRollup, EmailRollup,
+LinkDayRollup, LinkSpanRollup and EmailSpanRollup: any period and device stays exact)
+and SegmentDeliveryCount (the members' deliveries per variant and status).
 
 Three kinds of change move them, and each is applied exactly once:
 
@@ -37,8 +38,9 @@ from django_scopes import scopes_disabled
 
 from campaigns.models import Customer, Segment
 from campaigns.segments import segment_customers
+from clickmap import spans
+from clickmap.counters import add_counters
 from clickmap.models import COUNTERS, LINK_COUNTERS, MembershipChange, SegmentMember
-from clickmap.spans import add_counters
 
 SEGMENT_LOCK = 0x5E6_0E17  # pg_advisory lock key: batches shared, `refresh` exclusive
 REFRESH_BATCH = 50_000  # log entries per refresh transaction
@@ -76,10 +78,15 @@ SEGMENT_KEYS = {
         ("workspace_id", "segment_id", "variant_id", "link_id"),
         LINK_COUNTERS,
     ),
-    "clickmap_segmentdayrollup": (
-        ("workspace_id", "segment_id", "variant_id", "day"),
-        ("total_all", "total_rel"),
+    "clickmap_segmentlinkdayrollup": (
+        ("workspace_id", "segment_id", "variant_id", "link_id", "day", "device"),
+        COUNTERS,
     ),
+    "clickmap_segmentlinkspanrollup": (
+        ("workspace_id", "segment_id", "variant_id", "link_id", *spans.SPAN_KEY),
+        ("n",),
+    ),
+    "clickmap_segmentemailspanrollup": (spans.SEGMENT_EMAIL_SPAN_KEY, ("n",)),
     "clickmap_segmentemailrollup": (("workspace_id", "segment_id", "variant_id"), EMAIL_COUNTERS),
     "clickmap_segmentdeliverycount": (
         ("workspace_id", "segment_id", "variant_id", "status"),
@@ -93,17 +100,6 @@ def add_batch_deltas(deltas: dict) -> None:
     for table in sorted(deltas):
         key, counters = SEGMENT_KEYS[table]
         add_counters(table, key, counters, deltas[table])
-
-
-# The customers of a batch's pairs (CTE p) with the segments they are members of, as a
-# CTE to join the batch's changes to (a LATERAL walk of the member index per customer).
-MEMBERS_SQL = """
-    member AS MATERIALIZED (
-        SELECT c.customer_id, m.segment_id
-        FROM (SELECT DISTINCT customer_id FROM {source}) c
-        CROSS JOIN LATERAL (
-            SELECT m.segment_id FROM clickmap_segmentmember m
-            WHERE m.customer_id = c.customer_id OFFSET 0) m)"""
 
 
 def refresh() -> int:
@@ -155,8 +151,7 @@ def rebuild(cursor) -> None:
     # TRUNCATE refuses tables with foreign-key checks still pending in this transaction.
     cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     cursor.execute(
-        "TRUNCATE clickmap_membershipchange, clickmap_segmentmember, clickmap_segmentlinkrollup,"
-        " clickmap_segmentemailrollup, clickmap_segmentdayrollup, clickmap_segmentdeliverycount"
+        "TRUNCATE clickmap_membershipchange, clickmap_segmentmember, " + ", ".join(SEGMENT_KEYS)
     )
     cursor.execute("SET CONSTRAINTS ALL DEFERRED")
     segments = list(Segment.objects.values_list("pk", flat=True))
@@ -207,21 +202,23 @@ def _diff(cursor, segment, candidates) -> list[tuple[int, int]]:
         f"""
         SELECT coalesce(n.id, b.id), CASE WHEN b.id IS NULL THEN 1 ELSE -1 END
         FROM ({now_sql}) AS n(id) FULL JOIN ({before_sql}) AS b(id) ON b.id = n.id
-        WHERE n.id IS NULL OR b.id IS NULL""",  # noqa: S608 (Django's own SQL)
+        WHERE n.id IS NULL OR b.id IS NULL""",
         [*now_params, *before_params],
     )
     return cursor.fetchall()
 
 
-# Per-segment sums of the changed members' rows, in SEGMENT_KEYS' order: (SQL over
-# segment_change, table). Each row of a member counts with the member's sign.
+# A table's rows of the changed members, with the member's segment and sign.
+_MEMBER_ROWS = """(SELECT x.*, c.segment_id, c.sign FROM segment_change c
+                   JOIN {table} x ON x.customer_id = c.customer_id) AS x"""
+# Per-segment sums of the changed members' rows: (SQL over segment_change, table). Each row of a member counts with the member's sign.
 _CONTRIBUTIONS = [
     (
         f"""SELECT p.workspace_id, c.segment_id, p.variant_id, p.link_id,
                    {", ".join(f"sum(c.sign * p.{n})" for n in COUNTERS)},
                    sum(c.sign * (p.total_all > 0)::int), sum(c.sign * (p.total_rel > 0)::int)
             FROM segment_change c JOIN clickmap_pairrollup p ON p.customer_id = c.customer_id
-            GROUP BY 1, 2, 3, 4""",  # noqa: S608 (names are ours)
+            GROUP BY 1, 2, 3, 4""",
         "clickmap_segmentlinkrollup",
     ),
     (
@@ -229,16 +226,40 @@ _CONTRIBUTIONS = [
                    {", ".join(f"sum(c.sign * r.{f}::int)" for f in RECIPIENT_FLAGS)}
             FROM segment_change c
             JOIN clickmap_recipientrollup r ON r.customer_id = c.customer_id
-            GROUP BY 1, 2, 3""",  # noqa: S608 (names are ours)
+            GROUP BY 1, 2, 3""",
         "clickmap_segmentemailrollup",
     ),
     (
-        """SELECT p.workspace_id, c.segment_id, p.variant_id, p.day,
-                  sum(c.sign * p.total_all), sum(c.sign * p.total_rel)
-           FROM segment_change c
-           JOIN clickmap_pairdayrollup p ON p.customer_id = c.customer_id
-           GROUP BY 1, 2, 3, 4""",
-        "clickmap_segmentdayrollup",
+        f"""SELECT p.workspace_id, c.segment_id, p.variant_id, p.link_id, p.day, p.device,
+                   {", ".join(f"sum(c.sign * p.{n})" for n in COUNTERS)}
+            FROM segment_change c
+            JOIN clickmap_pairdayrollup p ON p.customer_id = c.customer_id
+            GROUP BY 1, 2, 3, 4, 5, 6""",
+        "clickmap_segmentlinkdayrollup",
+    ),
+    (
+        f"""SELECT workspace_id, segment_id, variant_id, link_id, device, reliable, day, since,
+                   sum(sign * n)
+            FROM ({
+            spans.link_spans_sql(
+                _MEMBER_ROWS.format(table="clickmap_pairdayrollup"), by_segment=True, signed=True
+            )
+        }) s
+            GROUP BY 1, 2, 3, 4, 5, 6, 7, 8""",
+        "clickmap_segmentlinkspanrollup",
+    ),
+    (
+        f"""SELECT workspace_id, segment_id, variant_id, kind, device, reliable, day, since,
+                   sum(sign * n)
+            FROM ({
+            spans.email_spans_sql(
+                _MEMBER_ROWS.format(table="clickmap_recipientdayrollup"),
+                by_segment=True,
+                signed=True,
+            )
+        }) s
+            GROUP BY 1, 2, 3, 4, 5, 6, 7, 8""",
+        "clickmap_segmentemailspanrollup",
     ),
     (
         """SELECT d.workspace_id, c.segment_id, d.variant_id, d.status, sum(c.sign)

@@ -13,7 +13,7 @@ reads the cells again and the recipients' opens, and applies the differences:
 
 Counters are added in key order, after the batch's other rollups, so workers lock rows
 in one global order. On PostgreSQL the same is set-based: the link day and span changes
-come out of the pairs' own statement (clickmap/rollups.py, `signed_link_spans_sql`), the
+come out of the pairs' own statement (clickmap/rollups.py, `link_spans_sql`), the
 recipients' from `update_sql`; the chains are window functions and only differences
 travel. `rebuild_sql` fills the four tables from scratch. tests/test_rollups_sql.py
 holds every path to the Python code, row for row.
@@ -22,8 +22,7 @@ holds every path to the Python code, row for row.
 from collections import Counter, defaultdict
 from datetime import UTC
 
-from django.db import connection
-
+from clickmap.counters import add_counters
 from clickmap.models import COUNTERS, DAY_ZERO, PairDayRollup, RecipientDayRollup
 from tracking.models import OpenEvent
 
@@ -231,49 +230,6 @@ def _save_recipient_days(old_rows: dict, new_state: dict) -> None:
     RecipientDayRollup.objects.bulk_create(added, batch_size=1000)
 
 
-TYPES = {
-    "workspace_id": "bigint",
-    "variant_id": "bigint",
-    "link_id": "bigint",
-    "segment_id": "bigint",
-    "status": "text",
-    "day": "date",
-    "since": "date",
-    "device": "text",
-    "kind": "text",
-    "reliable": "boolean",
-}
-
-
-def add_counters(table: str, key: tuple, counters: tuple, rows: list) -> None:
-    """Add (*key, *counters) rows to the table's counters, creating missing rows, in key
-    order (the workspace, first in `key`, is not part of the unique key); rows of zeros
-    are left out. One statement on PostgreSQL."""
-    rows = sorted(r for r in rows if any(r[len(key) :]))
-    if not rows:
-        return
-    columns = (*key, *counters)
-    unique = ", ".join(key[1:])
-    add = ", ".join(f"{c} = x.{c} + excluded.{c}" for c in counters)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            arrays = ", ".join(f"%s::{TYPES.get(c, 'bigint')}[]" for c in columns)
-            cursor.execute(
-                f"""INSERT INTO {table} AS x ({", ".join(columns)})
-                    SELECT * FROM unnest({arrays}) AS t({", ".join(columns)})
-                    ORDER BY {unique}
-                    ON CONFLICT ({unique}) DO UPDATE SET {add}""",
-                [list(column) for column in zip(*rows, strict=True)],
-            )
-        else:
-            cursor.executemany(
-                f"""INSERT INTO {table} AS x ({", ".join(columns)})
-                    VALUES ({", ".join(["%s"] * len(columns))})
-                    ON CONFLICT ({unique}) DO UPDATE SET {add}""",
-                rows,
-            )
-
-
 # --- PostgreSQL: the same, set-based -------------------------------------------------------
 
 LINK_CHAINS = [(None, "false", "total_all > 0"), (None, "true", "total_rel > 0")]
@@ -283,16 +239,51 @@ EMAIL_CHAINS = [
     ("'o'", "false", "opened_all"),
     ("'o'", "true", "opened_rel"),
 ]
-# _spans_sql's arguments after the source, for recipient day rows and for pair day cells.
-EMAIL_SPANS = (["variant_id", "customer_id"], ["workspace_id", "variant_id"], EMAIL_CHAINS)
-LINK_SPANS = (["pair_id"], ["workspace_id", "variant_id", "link_id"], LINK_CHAINS)
 
 
-def signed_link_spans_sql(source: str) -> str:
-    """The link spans of `source`'s pair cells (pair_id, workspace_id, variant_id, link_id,
-    day, device, counters) kept apart by their `sign` column (+1 new, -1 old)."""
+# The customers of a batch's pairs or recipients (the CTE `source`) with the segments
+# they are members of (clickmap/segment_rollups.py), as a CTE to join the batch's changes
+# to: a LATERAL walk of the member index per customer.
+MEMBERS_SQL = """
+    member AS MATERIALIZED (
+        SELECT c.customer_id, m.segment_id
+        FROM (SELECT DISTINCT customer_id FROM {source}) c
+        CROSS JOIN LATERAL (
+            SELECT m.segment_id FROM clickmap_segmentmember m
+            WHERE m.customer_id = c.customer_id OFFSET 0) m)"""
+
+
+SPAN_KEY = ("device", "reliable", "day", "since")  # a span's key after its owner's
+SEGMENT_EMAIL_SPAN_KEY = ("workspace_id", "segment_id", "variant_id", "kind", *SPAN_KEY)
+
+
+def email_spans_sql(source: str, by_segment: bool = False, signed: bool = False) -> str:
+    """The email spans of `source`'s recipient day rows (variant_id, customer_id,
+    workspace_id, day, device, flags): (…key, kind, device, reliable, day, since, n) with
+    the key (sign,) workspace_id, (segment_id,) variant_id, per segment `by_segment` and
+    kept apart by a `sign` column when `signed`."""
+    segment = ["segment_id"] if by_segment else []
+    sign = ["sign"] if signed else []
     return _spans_sql(
-        source, ["sign", "pair_id"], ["sign", "workspace_id", "variant_id", "link_id"], LINK_CHAINS
+        source,
+        [*sign, *segment, "variant_id", "customer_id"],
+        [*sign, "workspace_id", *segment, "variant_id"],
+        EMAIL_CHAINS,
+    )
+
+
+def link_spans_sql(source: str, by_segment: bool = False, signed: bool = False) -> str:
+    """The link spans of `source`'s pair day cells (pair_id, workspace_id, variant_id,
+    link_id, day, device, counters): (…key, device, reliable, day, since, n) with the key
+    (sign,) workspace_id, (segment_id,) variant_id, link_id, per segment `by_segment` and
+    kept apart by a `sign` column (+1 new, -1 old) when `signed`."""
+    segment = ["segment_id"] if by_segment else []
+    sign = ["sign"] if signed else []
+    return _spans_sql(
+        source,
+        [*sign, *segment, "pair_id"],
+        [*sign, "workspace_id", *segment, "variant_id", "link_id"],
+        LINK_CHAINS,
     )
 
 
@@ -304,6 +295,15 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
         return
     keys = sorted(recipients)
     changed = " OR ".join(f"j.{f} IS DISTINCT FROM j.o_{f}" for f in FLAGS)
+    email_columns = "workspace_id, variant_id, kind, device, reliable, day, since, n"
+
+    def segment_spans(rows: str) -> str:
+        return email_spans_sql(
+            f"(SELECT x.*, m.segment_id FROM {rows} x "
+            "JOIN member m ON m.customer_id = x.customer_id) AS x",
+            by_segment=True,
+        )
+
     # The recipients' rows as last counted (old) and anew (r): only the differences are
     # written, and the spans of both are returned, the old ones to subtract.
     cursor.execute(
@@ -311,6 +311,7 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
         WITH k AS (
             SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
                 AS t(workspace_id, variant_id, customer_id, delivery_id)),
+        {MEMBERS_SQL.format(source="k")},
         old AS MATERIALIZED (
             SELECT x.* FROM k CROSS JOIN LATERAL (
                 SELECT x.id, x.workspace_id, x.variant_id, x.customer_id, x.day, x.device,
@@ -358,9 +359,14 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
                 day, device, {", ".join(FLAGS)})
             SELECT workspace_id, variant_id, customer_id, day, device, {", ".join(FLAGS)}
             FROM j WHERE id IS NULL ORDER BY variant_id, customer_id, day, device)
-        SELECT -1, * FROM ({_spans_sql("old", *EMAIL_SPANS)}) s
+        SELECT -1, NULL::bigint, * FROM ({email_spans_sql("old")}) s
         UNION ALL
-        SELECT 1, * FROM ({_spans_sql("r", *EMAIL_SPANS)}) s""",
+        SELECT 1, NULL, * FROM ({email_spans_sql("r")}) s
+        UNION ALL
+        -- The same per segment of the recipients (clickmap/segment_rollups.py).
+        SELECT -1, segment_id, {email_columns} FROM ({segment_spans("old")}) s
+        UNION ALL
+        SELECT 1, segment_id, {email_columns} FROM ({segment_spans("r")}) s""",
         [
             [recipients[k][0] for k in keys],
             [k[0] for k in keys],
@@ -368,10 +374,19 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
             [recipients[k][1] for k in keys],
         ],
     )
-    email_deltas = Counter()
-    for sign, *key, n in cursor.fetchall():
-        email_deltas[tuple(key)] += sign * n
+    email_deltas, segment_deltas = Counter(), Counter()
+    for sign, segment, workspace, *key, n in cursor.fetchall():
+        if segment is None:
+            email_deltas[(workspace, *key)] += sign * n
+        else:
+            segment_deltas[(workspace, segment, *key)] += sign * n
     _add_deltas(day_deltas, link_deltas, email_deltas)
+    add_counters(
+        "clickmap_segmentemailspanrollup",
+        SEGMENT_EMAIL_SPAN_KEY,
+        ("n",),
+        [(*key, n) for key, n in segment_deltas.items()],
+    )
 
 
 # --- The PostgreSQL rebuild ---------------------------------------------------------------
@@ -444,7 +459,7 @@ def rebuild_sql(cursor) -> None:
         f"""
         INSERT INTO clickmap_linkspanrollup (workspace_id, variant_id, link_id, device,
             reliable, day, since, n)
-        {_spans_sql("clickmap_pairdayrollup", *LINK_SPANS)}"""
+        {link_spans_sql("clickmap_pairdayrollup")}"""
     )
     cursor.execute(
         """
@@ -465,5 +480,5 @@ def rebuild_sql(cursor) -> None:
         f"""
         INSERT INTO clickmap_emailspanrollup (workspace_id, variant_id, kind, device,
             reliable, day, since, n)
-        {_spans_sql("clickmap_recipientdayrollup", *EMAIL_SPANS)}"""
+        {email_spans_sql("clickmap_recipientdayrollup")}"""
     )

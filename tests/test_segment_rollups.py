@@ -18,10 +18,12 @@ from campaigns.segments import segment_customers
 from clickmap import metrics, segment_rollups
 from clickmap.models import (
     MembershipChange,
-    SegmentDayRollup,
     SegmentDeliveryCount,
     SegmentEmailRollup,
+    SegmentEmailSpanRollup,
+    SegmentLinkDayRollup,
     SegmentLinkRollup,
+    SegmentLinkSpanRollup,
     SegmentMember,
 )
 from clickmap.rollups import aggregate, recompute
@@ -33,7 +35,9 @@ SEGMENT_TABLES = (
     SegmentMember,
     SegmentLinkRollup,
     SegmentEmailRollup,
-    SegmentDayRollup,
+    SegmentLinkDayRollup,
+    SegmentLinkSpanRollup,
+    SegmentEmailSpanRollup,
     SegmentDeliveryCount,
 )
 
@@ -46,8 +50,15 @@ def segment_scopes(world):
         metrics.Scope(**base, node_id=world.nodes[0].pk, reliable_only=True),
         metrics.Scope(**base, node_id=world.nodes[1].pk),
         metrics.Scope(**base, variant_id=world.variants[1].pk),
-        metrics.Scope(**base, node_id=world.nodes[0].pk, date_from=day),  # per-day rows
+        # A period and/or a device: the segment's day rows and spans.
+        metrics.Scope(**base, node_id=world.nodes[0].pk, date_from=day),
+        metrics.Scope(**base, node_id=world.nodes[1].pk, date_from=day, date_to=day),
+        metrics.Scope(**base, node_id=world.nodes[0].pk, device="mobile", reliable_only=True),
+        metrics.Scope(
+            **base, variant_id=world.variants[0].pk, date_to=day + timedelta(days=1), device="bot"
+        ),
         metrics.Scope(**base),  # both emails: a customer counts once
+        metrics.Scope(**base, date_from=day),
     ]
 
 

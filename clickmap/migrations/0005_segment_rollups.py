@@ -38,54 +38,6 @@ class Migration(migrations.Migration):
             ],
         ),
         migrations.CreateModel(
-            name="SegmentDayRollup",
-            fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("day", models.DateField()),
-                ("total_all", models.BigIntegerField(default=0)),
-                ("total_rel", models.BigIntegerField(default=0)),
-                (
-                    "segment",
-                    models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="campaigns.segment",
-                    ),
-                ),
-                (
-                    "variant",
-                    models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="campaigns.variant",
-                    ),
-                ),
-                (
-                    "workspace",
-                    models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="campaigns.workspace",
-                    ),
-                ),
-            ],
-            options={
-                "constraints": [
-                    models.UniqueConstraint(
-                        fields=("segment", "variant", "day"), name="one_segment_day"
-                    )
-                ],
-            },
-        ),
-        migrations.CreateModel(
             name="SegmentDeliveryCount",
             fields=[
                 (
@@ -173,6 +125,118 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.CreateModel(
+            name="SegmentEmailSpanRollup",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("device", models.CharField(blank=True, max_length=8)),
+                ("reliable", models.BooleanField()),
+                ("day", models.DateField()),
+                ("since", models.DateField()),
+                ("n", models.BigIntegerField(default=0)),
+                ("kind", models.CharField(choices=[("c", "Click"), ("o", "Open")], max_length=1)),
+                (
+                    "segment",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.segment",
+                    ),
+                ),
+                (
+                    "variant",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.variant",
+                    ),
+                ),
+                (
+                    "workspace",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.workspace",
+                    ),
+                ),
+            ],
+            options={
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("segment", "variant", "kind", "device", "reliable", "day", "since"),
+                        name="one_segment_email_span",
+                    )
+                ],
+            },
+        ),
+        migrations.CreateModel(
+            name="SegmentLinkDayRollup",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("day", models.DateField()),
+                ("device", models.CharField(max_length=8)),
+                ("total_all", models.BigIntegerField(default=0)),
+                ("total_rel", models.BigIntegerField(default=0)),
+                ("window_all", models.BigIntegerField(default=0)),
+                ("window_rel", models.BigIntegerField(default=0)),
+                (
+                    "link",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.templatelink",
+                    ),
+                ),
+                (
+                    "segment",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.segment",
+                    ),
+                ),
+                (
+                    "variant",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.variant",
+                    ),
+                ),
+                (
+                    "workspace",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.workspace",
+                    ),
+                ),
+            ],
+            options={
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("segment", "variant", "link", "day", "device"),
+                        name="one_segment_link_day",
+                    )
+                ],
+            },
+        ),
+        migrations.CreateModel(
             name="SegmentLinkRollup",
             fields=[
                 (
@@ -227,6 +291,65 @@ class Migration(migrations.Migration):
                 "constraints": [
                     models.UniqueConstraint(
                         fields=("segment", "variant", "link"), name="one_segment_link"
+                    )
+                ],
+            },
+        ),
+        migrations.CreateModel(
+            name="SegmentLinkSpanRollup",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("device", models.CharField(blank=True, max_length=8)),
+                ("reliable", models.BooleanField()),
+                ("day", models.DateField()),
+                ("since", models.DateField()),
+                ("n", models.BigIntegerField(default=0)),
+                (
+                    "link",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.templatelink",
+                    ),
+                ),
+                (
+                    "segment",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.segment",
+                    ),
+                ),
+                (
+                    "variant",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.variant",
+                    ),
+                ),
+                (
+                    "workspace",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="campaigns.workspace",
+                    ),
+                ),
+            ],
+            options={
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("segment", "variant", "link", "device", "reliable", "day", "since"),
+                        name="one_segment_link_span",
                     )
                 ],
             },
