@@ -8,7 +8,8 @@ PostgreSQL database (clickmap_bench_map), then aggregated with clickmap.rollups.
   bench: clickmap_swap_p95_ms value=<ms> baseline=<ms, campaign list partial p95> … goal=<100ms
       server time of the click-map htmx partial (django.test.Client, in process) over a
       sequence of selector changes (metrics, variants, reliable only, devices, a period,
-      a segment, "Preview for" a customer, mobile view), previews rendered beforehand;
+      a segment, a segment in a period, "Preview for" a customer, mobile view), previews
+      rendered beforehand;
       the baseline is the same number of requests to a trivial workspace page.
   bench: preview_first_ms value=<ms> baseline=<cached ms> … goal=info
       render_stored_preview of a fresh row (desktop and mobile, Chromium already running;
@@ -163,6 +164,7 @@ def swap_queries(world, segment_id: int, customer_email: str) -> list[tuple[str,
         ("device=desktop", {"device": "desktop"}),
         ("period", period),
         ("segment", {"segment": segment_id}),
+        ("segment+period", {"segment": segment_id, **period}),
         ("preview-for", {"for": customer_email}),
         ("view=mobile", {"view": "mobile"}),
     ]

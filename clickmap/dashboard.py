@@ -218,12 +218,18 @@ def link_rows(
 
 @dataclass
 class Bar:
-    x: float
-    y: float
-    width: float
-    height: float
+    # SVG lengths, formatted here: a template would localise them (and slowly).
+    x: str
+    y: str
+    width: str
+    height: str
     label: str
     value: float
+
+
+def svg_number(value: float, places: int = 2) -> str:
+    """A number for SVG or CSS: a dot for decimals whatever the locale, no exponent."""
+    return f"{value:.{places}f}"
 
 
 def bars(values: list[tuple[str, float]], width=600.0, height=160.0) -> list[Bar]:
@@ -235,10 +241,10 @@ def bars(values: list[tuple[str, float]], width=600.0, height=160.0) -> list[Bar
     gap = min(4.0, step * 0.2)
     return [
         Bar(
-            x=round(i * step + gap / 2, 2),
-            y=round(height - height * value / top, 2),
-            width=round(step - gap, 2),
-            height=round(height * value / top, 2),
+            x=svg_number(i * step + gap / 2),
+            y=svg_number(height - height * value / top),
+            width=svg_number(step - gap),
+            height=svg_number(height * value / top),
             label=label,
             value=value,
         )

@@ -5,10 +5,11 @@ per-link numbers, `email_totals(scope)` the email's. All-time questions are answ
 from LinkRollup / EmailRollup (a few rows per variant); a period or a device from the
 per-day rows and spans (LinkDayRollup, LinkSpanRollup, EmailSpanRollup: a few hundred
 rows per link, exact distinct counts over any range of days, see clickmap/models.py);
-a segment or one customer, or several emails of a scenario at once (where a customer
-counts once), by distinct counts over the per-pair and per-recipient rows (PairRollup,
-RecipientRollup, or their per-day rows for a period or device), which is exact as well.
-Days are UTC days.
+a segment of one email from the segment's own rollups, the same tables for its members
+(clickmap/segment_rollups.py); one customer, several emails of a scenario at once (where
+a customer counts once), or a segment not yet evaluated by the aggregator, by distinct
+counts over the per-pair and per-recipient rows (PairRollup, RecipientRollup, or their
+per-day rows for a period or device), which is exact as well. Days are UTC days.
 
 Definitions (PRODUCT.md "Metric definitions"), with X = all events or reliable only:
 - total: click events on the link; unique: distinct customers who clicked it, or in

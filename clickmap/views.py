@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, render
 from campaigns.models import Campaign, TemplateLink
 from campaigns.tenancy import workspace_view
 from clickmap import exports, metrics
-from clickmap.dashboard import Selection, click_map, shown_version
+from clickmap.dashboard import Selection, click_map, shown_version, svg_number
 from clickmap.models import Preview
 from clickmap.previews import preview_for
 
@@ -33,10 +33,10 @@ def _overlay(preview, rows):
             drawn.append(
                 {
                     "row": row,
-                    "left": round(100 * x / preview.width, 4),
-                    "top": round(100 * y / preview.height, 4),
-                    "width": round(100 * w / preview.width, 4),
-                    "height": round(100 * h / preview.height, 4),
+                    "left": svg_number(100 * x / preview.width, 4),
+                    "top": svg_number(100 * y / preview.height, 4),
+                    "width": svg_number(100 * w / preview.width, 4),
+                    "height": svg_number(100 * h / preview.height, 4),
                 }
             )
     return drawn
