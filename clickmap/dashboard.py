@@ -216,6 +216,20 @@ def link_rows(
     return ordered
 
 
+def personalised_links(selection: Selection, version: TemplateVersion | None) -> list[int]:
+    """The shown links whose destination differs per customer (Outlook copies included)."""
+    if version is None:
+        return []
+    links = version.links.filter(format=selection.format, placeholder=True)
+    return list(links.values_list("pk", flat=True))
+
+
+def destinations(selection: Selection) -> list[dict]:
+    """Clicks on the shown email's personalised links per destination domain."""
+    link_ids = personalised_links(selection, shown_version(selection))
+    return metrics.destination_domains(selection.scope(), link_ids) if link_ids else []
+
+
 @dataclass
 class Bar:
     # SVG lengths, formatted here: a template would localise them (and slowly).
@@ -264,7 +278,6 @@ def click_map(selection: Selection) -> dict:
     values = {row.link.pk: row.value for row in rows}
     _, legend = colour_bands(values)
     per_day = metrics.clicks_per_day(scope)
-    personalised = [r.link.pk for r in rows if r.link.placeholder]
     return {
         "selection": selection,
         "version": version,
@@ -275,7 +288,8 @@ def click_map(selection: Selection) -> dict:
         "totals": totals,
         "per_day": bars([(d.isoformat(), n) for d, n in per_day]),
         "per_link": bars([(f"#{r.link.ordinal + 1}", r.total) for r in rows[:30]]),
-        "domains": metrics.destination_domains(scope, personalised) if personalised else [],
+        # Counted by a request of its own (views.destinations): it reads the links' clicks.
+        "personalised": bool(personalised_links(selection, version)),
         "metric_label": METRICS[selection.metric],
         "metrics": METRICS,
         "device_filters": DEVICE_FILTERS,

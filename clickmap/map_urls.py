@@ -11,6 +11,11 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/clickmap/preview/", views.preview_panel, name="preview"),
     path("campaigns/<int:campaign_id>/clickmap/export/", views.export, name="export"),
     path(
+        "campaigns/<int:campaign_id>/clickmap/destinations/",
+        views.destinations,
+        name="destinations",
+    ),
+    path(
         "campaigns/<int:campaign_id>/clickmap/links/<int:link_id>/clickers/",
         views.link_clickers,
         name="clickers",

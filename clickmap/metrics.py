@@ -495,12 +495,22 @@ def _clicks(scope: Scope) -> QuerySet:
 def destination_domains(scope: Scope, link_ids) -> list[dict]:
     """Clicks on the given (personalised) links grouped by the destination's domain:
     [{"domain", "total", "unique"}], most clicked first."""
-    groups = defaultdict(lambda: [0, set()])
-    for url, customer_id in (
-        _clicks(scope).filter(link_id__in=link_ids).values_list("url", "delivery__customer_id")
-    ).iterator():
-        group = groups[urlsplit(url).hostname or "(none)"]
-        group[0] += 1
+    # The database counts clicks per (URL, customer): a personalised link has one URL per
+    # delivery (the signed token carries it), so these rows are about one per clicker,
+    # not one per click; the domain is then urllib's, once per distinct URL.
+    rows = (
+        _clicks(scope)
+        .filter(link_id__in=link_ids)
+        .values_list("url", "delivery__customer_id")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    domains, groups = {}, defaultdict(lambda: [0, set()])
+    for url, customer_id, n in rows.iterator(chunk_size=10_000):
+        if url not in domains:
+            domains[url] = urlsplit(url).hostname or "(none)"
+        group = groups[domains[url]]
+        group[0] += n
         group[1].add(customer_id)
     return sorted(
         ({"domain": d, "total": n, "unique": len(who)} for d, (n, who) in groups.items()),

@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, render
 
 from campaigns.models import Campaign, TemplateLink
 from campaigns.tenancy import workspace_view
-from clickmap import exports, metrics
+from clickmap import dashboard, exports, metrics
 from clickmap.dashboard import Selection, click_map, shown_version, svg_number
 from clickmap.models import Preview
 from clickmap.previews import preview_for
@@ -67,6 +67,15 @@ def clickmap_page(request, campaign_id):
 def preview_panel(request, campaign_id):
     """The preview with its overlay (htmx polls it while the render runs)."""
     return render(request, "clickmap/partials/_preview.html", _map_context(request, campaign_id))
+
+
+@workspace_view
+def destinations(request, campaign_id):
+    """The personalised links' clicks per destination domain, loaded after the map."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    selection = Selection.from_query(campaign, request.GET)
+    context = {"domains": dashboard.destinations(selection), "selection": selection}
+    return render(request, "clickmap/partials/_destinations.html", context)
 
 
 @workspace_view
