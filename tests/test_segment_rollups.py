@@ -13,7 +13,7 @@ from django_scopes import scopes_disabled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from campaigns.models import Delivery
+from campaigns.models import Customer, Delivery
 from campaigns.segments import segment_customers
 from clickmap import metrics, segment_rollups
 from clickmap.models import (
@@ -290,3 +290,45 @@ def test_refresh_waits_for_delivery_writers_and_loses_nothing(world, monkeypatch
         )
         assert row.n == expected >= 1
         check_segment_exact(world)
+
+
+def test_new_customers_join_and_a_deleted_segment_leaves_nothing(world):
+    with scopes_disabled():
+        aggregate()
+        newcomer = Customer.objects.create(
+            workspace=world.workspace,
+            external_id="new",
+            email="new@example.test",
+            attributes={"tier": 1},
+        )
+        world.customers.append(newcomer)  # counted by the brute force too
+        variant = world.variants[0]
+        delivery = Delivery.objects.create(
+            workspace=world.workspace,
+            node=variant.node,
+            variant=variant,
+            customer=newcomer,
+            template_version=variant.template_version,
+            format=variant.format,
+            status="sent",
+        )
+        link = links_of(delivery)[0]
+        ClickEvent.objects.create(
+            event_id=uuid.uuid4(),
+            workspace=world.workspace,
+            delivery=delivery,
+            link=link,
+            url=link.href,
+            at=T0,
+            reliable=True,
+            device="mobile",
+        )
+        EventChange.objects.create(kind="c", delivery=delivery, link=link)
+        aggregate()
+        assert SegmentMember.objects.filter(customer=newcomer, segment=world.segment).exists()
+        check_segment_exact(world)
+        world.segment.delete()
+        for model in SEGMENT_TABLES:
+            assert not model.objects.exists(), model
+        aggregate()  # the segment's log entries, if any, are for a segment that is gone
+        assert not MembershipChange.objects.exists()
