@@ -43,6 +43,10 @@ class Selection:
     palette: str = "classic"
     customer: Customer | None = None
     problems: list[str] = field(default_factory=list)
+    # The choices, read once: the node's variants by name (with their versions) and the
+    # workspace's segments by name.
+    variants: list[Variant] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
 
     @classmethod
     def from_query(cls, campaign: Campaign, query) -> "Selection":
@@ -50,10 +54,12 @@ class Selection:
         s.metric = query.get("metric") if query.get("metric") in METRICS else "rate"
         nodes = list(campaign.nodes.order_by("position").values_list("pk", flat=True))
         s.node_id = _int(query.get("node"), nodes) or (nodes[0] if nodes else None)
-        variants = list(
-            Variant.objects.filter(node_id=s.node_id).order_by("name").values_list("pk", flat=True)
+        s.variants = list(
+            Variant.objects.filter(node_id=s.node_id)
+            .select_related("template_version__template")
+            .order_by("name")
         )
-        s.variant_id = _int(query.get("variant"), variants)
+        s.variant_id = _int(query.get("variant"), [v.pk for v in s.variants])
         s.format = "amp" if query.get("format") == "amp" else "html"
         s.preview_device = "mobile" if query.get("view") == "mobile" else "desktop"
         s.date_from = _date(query.get("from"), s.problems, "start")
@@ -62,8 +68,8 @@ class Selection:
             s.problems.append("The period ends before it starts; showing all time.")
             s.date_from = s.date_to = None
         s.reliable_only = query.get("reliable") in ("1", "on", "true")
-        segments = list(Segment.objects.values_list("pk", flat=True))
-        s.segment_id = _int(query.get("segment"), segments)
+        s.segments = list(Segment.objects.order_by("name"))
+        s.segment_id = _int(query.get("segment"), [g.pk for g in s.segments])
         s.device = query.get("device") if query.get("device") in DEVICE_FILTERS else None
         s.palette = query.get("palette") if query.get("palette") in PALETTES else "classic"
         s.preview_for = (query.get("for") or "").strip()[:254]
@@ -91,7 +97,7 @@ class Selection:
             date_from=self.date_from,
             date_to=self.date_to,
             reliable_only=self.reliable_only,
-            segment=Segment.objects.get(pk=self.segment_id) if self.segment_id else None,
+            segment=next((g for g in self.segments if g.pk == self.segment_id), None),
             customer_id=self.customer.pk if self.customer else None,
             device=self.device,
         )
@@ -138,13 +144,11 @@ def _date(raw, problems, which):
 def shown_version(selection: Selection) -> TemplateVersion | None:
     """The template version the preview shows: the selected variant's, else the node's
     first variant's for the selected format."""
-    variants = Variant.objects.filter(node_id=selection.node_id).select_related(
-        "template_version__template"
+    variants = [v for v in selection.variants if v.pk == selection.variant_id] or (
+        [] if selection.variant_id else selection.variants
     )
-    if selection.variant_id:
-        variants = variants.filter(pk=selection.variant_id)
-    first = variants.filter(format=selection.format).order_by("name").first()
-    first = first or variants.order_by("name").first()
+    first = next((v for v in variants if v.format == selection.format), None)
+    first = first or next(iter(variants), None)
     return first.template_version if first else None
 
 
@@ -180,7 +184,15 @@ def link_rows(
     found = {m.link.pk: m for m in found}
     if version is None:
         return []
-    links = list(version.links.filter(format=selection.format).order_by("ordinal"))
+    # The scope's inventory (link_metrics) holds the shown version's links in its format.
+    links = sorted(
+        (
+            m.link
+            for m in found.values()
+            if m.link.version_id == version.pk and m.link.format == selection.format
+        ),
+        key=lambda link: link.ordinal,
+    )
     rows = {}
     for link in links:
         m = found.get(link.pk)
@@ -294,7 +306,7 @@ def click_map(selection: Selection) -> dict:
         "metrics": METRICS,
         "device_filters": DEVICE_FILTERS,
         "nodes": selection.campaign.nodes.order_by("position"),
-        "variants": Variant.objects.filter(node_id=selection.node_id).order_by("name"),
-        "segments": Segment.objects.order_by("name"),
+        "variants": selection.variants,
+        "segments": selection.segments,
         "has_amp": Variant.objects.filter(node__campaign=selection.campaign, format="amp").exists(),
     }
