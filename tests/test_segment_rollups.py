@@ -303,27 +303,18 @@ def test_new_customers_join_and_a_deleted_segment_leaves_nothing(world):
         )
         world.customers.append(newcomer)  # counted by the brute force too
         variant = world.variants[0]
-        delivery = Delivery.objects.create(
-            workspace=world.workspace,
-            node=variant.node,
-            variant=variant,
-            customer=newcomer,
-            template_version=variant.template_version,
-            format=variant.format,
-            status="sent",
+        world.deliveries.append(
+            Delivery.objects.create(
+                workspace=world.workspace,
+                node=variant.node,
+                variant=variant,
+                customer=newcomer,
+                template_version=variant.template_version,
+                format=variant.format,
+                status="sent",
+            )
         )
-        link = links_of(delivery)[0]
-        ClickEvent.objects.create(
-            event_id=uuid.uuid4(),
-            workspace=world.workspace,
-            delivery=delivery,
-            link=link,
-            url=link.href,
-            at=T0,
-            reliable=True,
-            device="mobile",
-        )
-        EventChange.objects.create(kind="c", delivery=delivery, link=link)
+        click(world, len(world.deliveries) - 1, 0, 0, True, "mobile")
         aggregate()
         assert SegmentMember.objects.filter(customer=newcomer, segment=world.segment).exists()
         check_segment_exact(world)
