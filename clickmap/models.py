@@ -146,6 +146,8 @@ class EmailRollup(models.Model):
 DAY_ZERO = date(1, 1, 1)  # the start of a customer's first span
 COUNTERS = ("total_all", "total_rel", "window_all", "window_rel")  # of pairs, links, days
 LINK_COUNTERS = (*COUNTERS, "unique_all", "unique_rel")  # of links (and segments' links)
+RECIPIENT_FLAGS = ("clicked_all", "clicked_rel", "opened_all", "opened_rel")  # of recipients
+EMAIL_COUNTERS = ("clickers_all", "clickers_rel", "openers_all", "openers_rel")  # their counts
 
 
 def _scoped():

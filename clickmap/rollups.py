@@ -31,7 +31,9 @@ from clickmap import segment_rollups, spans
 from clickmap.counters import add_counters
 from clickmap.models import (
     COUNTERS,
+    EMAIL_COUNTERS,
     LINK_COUNTERS,
+    RECIPIENT_FLAGS,
     EmailRollup,
     EmailSpanRollup,
     LinkDayRollup,
@@ -475,13 +477,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
     return links, unproven, (day_deltas, span_deltas), segments
 
 
-RECIPIENT_TO_EMAIL = {
-    "clicked_all": "clickers_all",
-    "clicked_rel": "clickers_rel",
-    "opened_all": "openers_all",
-    "opened_rel": "openers_rel",
-}
-EMAIL_COUNTERS = tuple(RECIPIENT_TO_EMAIL.values())
+RECIPIENT_TO_EMAIL = dict(zip(RECIPIENT_FLAGS, EMAIL_COUNTERS, strict=True))
 
 
 def _recompute_recipients_sql(cursor, recipients: dict) -> tuple[list, list]:

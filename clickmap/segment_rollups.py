@@ -40,13 +40,18 @@ from campaigns.models import Customer, Segment
 from campaigns.segments import segment_customers
 from clickmap import spans
 from clickmap.counters import add_counters
-from clickmap.models import COUNTERS, LINK_COUNTERS, MembershipChange, SegmentMember
+from clickmap.models import (
+    COUNTERS,
+    EMAIL_COUNTERS,
+    LINK_COUNTERS,
+    RECIPIENT_FLAGS,
+    MembershipChange,
+    SegmentMember,
+)
 
 SEGMENT_LOCK = 0x5E6_0E17  # pg_advisory lock key: batches shared, `refresh` exclusive
 REFRESH_BATCH = 50_000  # log entries per refresh transaction
 REFRESH_LOCK_TIMEOUT = "2s"  # waiting longer on delivery writers: try again next run
-EMAIL_COUNTERS = ("clickers_all", "clickers_rel", "openers_all", "openers_rel")
-RECIPIENT_FLAGS = ("clicked_all", "clicked_rel", "opened_all", "opened_rel")
 
 
 def kept() -> bool:
@@ -124,7 +129,12 @@ def refresh() -> int:
 @transaction.atomic
 def _refresh_batch() -> int:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [REFRESH_LOCK_TIMEOUT])
+        # Waits on the locks are bounded, and the enclosing transaction's setting restored.
+        cursor.execute(
+            "SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, true)",
+            [REFRESH_LOCK_TIMEOUT],
+        )
+        before = cursor.fetchone()[0]
         lock_exclusively(cursor)
         cursor.execute(
             """
@@ -134,9 +144,11 @@ def _refresh_batch() -> int:
             [REFRESH_BATCH],
         )
         claimed = cursor.fetchall()
+        if claimed:
+            cursor.execute("LOCK TABLE campaigns_delivery IN SHARE MODE")
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [before])
         if not claimed:
             return 0
-        cursor.execute("LOCK TABLE campaigns_delivery IN SHARE MODE")
         _apply(cursor, _membership_changes(cursor, claimed))
         return len(claimed)
 

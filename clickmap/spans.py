@@ -23,10 +23,15 @@ from collections import Counter, defaultdict
 from datetime import UTC
 
 from clickmap.counters import add_counters
-from clickmap.models import COUNTERS, DAY_ZERO, PairDayRollup, RecipientDayRollup
+from clickmap.models import (
+    COUNTERS,
+    DAY_ZERO,
+    RECIPIENT_FLAGS,
+    PairDayRollup,
+    RecipientDayRollup,
+)
 from tracking.models import OpenEvent
 
-FLAGS = ("clicked_all", "clicked_rel", "opened_all", "opened_rel")
 CHUNK = 2000  # ids per IN list (SQLite's bound-parameter limit)
 
 
@@ -163,7 +168,9 @@ def update(old_pair_cells: dict, recipients: dict) -> None:
     for customers in _chunks({c for _, c in recipients}):
         for pk, w, v, c, day, device, *flags in RecipientDayRollup.objects.filter(
             customer_id__in=customers, variant_id__in={v for v, _ in recipients}
-        ).values_list("pk", "workspace_id", "variant_id", "customer_id", "day", "device", *FLAGS):
+        ).values_list(
+            "pk", "workspace_id", "variant_id", "customer_id", "day", "device", *RECIPIENT_FLAGS
+        ):
             if (v, c) in recipients:
                 old_rows[(w, v, c, day, device)] = (pk, flags)
     new_state = _recipient_state(cells, _opens(recipients))
@@ -217,16 +224,18 @@ def _save_recipient_days(old_rows: dict, new_state: dict) -> None:
                     customer_id=customer_id,
                     day=day,
                     device=device,
-                    **dict(zip(FLAGS, flags, strict=True)),
+                    **dict(zip(RECIPIENT_FLAGS, flags, strict=True)),
                 )
             )
         elif list(old_rows[key][1]) != list(flags):
             changed.append(
-                RecipientDayRollup(pk=old_rows[key][0], **dict(zip(FLAGS, flags, strict=True)))
+                RecipientDayRollup(
+                    pk=old_rows[key][0], **dict(zip(RECIPIENT_FLAGS, flags, strict=True))
+                )
             )
     for ids in _chunks(gone):
         RecipientDayRollup.objects.filter(pk__in=ids).delete()
-    RecipientDayRollup.objects.bulk_update(changed, FLAGS, batch_size=1000)
+    RecipientDayRollup.objects.bulk_update(changed, RECIPIENT_FLAGS, batch_size=1000)
     RecipientDayRollup.objects.bulk_create(added, batch_size=1000)
 
 
@@ -294,7 +303,7 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
     if not recipients:
         return
     keys = sorted(recipients)
-    changed = " OR ".join(f"j.{f} IS DISTINCT FROM j.o_{f}" for f in FLAGS)
+    changed = " OR ".join(f"j.{f} IS DISTINCT FROM j.o_{f}" for f in RECIPIENT_FLAGS)
     email_columns = "workspace_id, variant_id, kind, device, reliable, day, since, n"
 
     def segment_spans(rows: str) -> str:
@@ -315,7 +324,7 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
         old AS MATERIALIZED (
             SELECT x.* FROM k CROSS JOIN LATERAL (
                 SELECT x.id, x.workspace_id, x.variant_id, x.customer_id, x.day, x.device,
-                       {", ".join(f"x.{f}" for f in FLAGS)}
+                       {", ".join(f"x.{f}" for f in RECIPIENT_FLAGS)}
                 FROM clickmap_recipientdayrollup x
                 WHERE x.variant_id = k.variant_id AND x.customer_id = k.customer_id
                 OFFSET 0) x),
@@ -340,7 +349,7 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
                       WHERE o.delivery_id = k.delivery_id OFFSET 0) o) s
             GROUP BY workspace_id, variant_id, customer_id, day, device),
         j AS MATERIALIZED (
-            SELECT o.id, r.*, {", ".join(f"o.{f} AS o_{f}" for f in FLAGS)}
+            SELECT o.id, r.*, {", ".join(f"o.{f} AS o_{f}" for f in RECIPIENT_FLAGS)}
             FROM r FULL JOIN old o
               ON o.variant_id = r.variant_id AND o.customer_id = r.customer_id
              AND o.day = r.day AND o.device = r.device),
@@ -349,15 +358,15 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
             WHERE id = ANY(ARRAY(SELECT id FROM j WHERE variant_id IS NULL))),
         changed AS (
             UPDATE clickmap_recipientdayrollup x
-            SET {", ".join(f"{f} = j.{f}" for f in FLAGS)}
+            SET {", ".join(f"{f} = j.{f}" for f in RECIPIENT_FLAGS)}
             FROM j WHERE x.id = j.id
             AND x.id = ANY(ARRAY(SELECT id FROM j
                                  WHERE id IS NOT NULL AND variant_id IS NOT NULL
                                  AND ({changed})))),
         added AS (
             INSERT INTO clickmap_recipientdayrollup (workspace_id, variant_id, customer_id,
-                day, device, {", ".join(FLAGS)})
-            SELECT workspace_id, variant_id, customer_id, day, device, {", ".join(FLAGS)}
+                day, device, {", ".join(RECIPIENT_FLAGS)})
+            SELECT workspace_id, variant_id, customer_id, day, device, {", ".join(RECIPIENT_FLAGS)}
             FROM j WHERE id IS NULL ORDER BY variant_id, customer_id, day, device)
         SELECT -1, NULL::bigint, * FROM ({email_spans_sql("old")}) s
         UNION ALL

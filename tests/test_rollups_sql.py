@@ -12,8 +12,9 @@ from django_scopes import scopes_disabled
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from clickmap import rollups, spans
+from clickmap import rollups
 from clickmap.models import (
+    RECIPIENT_FLAGS,
     EmailRollup,
     EmailSpanRollup,
     LinkDayRollup,
@@ -82,7 +83,7 @@ def rollup_rows():
         ),
         "recipient_days": sorted(
             RecipientDayRollup.objects.values_list(
-                "variant_id", "customer_id", "day", "device", *spans.FLAGS
+                "variant_id", "customer_id", "day", "device", *RECIPIENT_FLAGS
             )
         ),
         "email_spans": sorted(
