@@ -223,19 +223,17 @@ def _has_days(scope: Scope) -> bool:
     return bool(scope.date_from or scope.date_to or scope.device)
 
 
-def _in_period(days: QuerySet, scope: Scope) -> QuerySet:
-    if scope.date_from:
-        days = days.filter(day__gte=scope.date_from)
-    return days.filter(day__lte=scope.date_to) if scope.date_to else days
-
-
 def _per_day(model, scope: Scope) -> QuerySet:
     """Per-day, per-device rows of `model` for the scope's variants, period and device."""
     return _on_days(model.objects.filter(variant_id__in=scope.variant_ids), scope)
 
 
 def _on_days(rows: QuerySet, scope: Scope) -> QuerySet:
-    rows = _in_period(rows, scope)
+    """Day rows within the scope's period, on its device."""
+    if scope.date_from:
+        rows = rows.filter(day__gte=scope.date_from)
+    if scope.date_to:
+        rows = rows.filter(day__lte=scope.date_to)
     return rows.filter(device=scope.device) if scope.device else rows
 
 
