@@ -40,11 +40,22 @@ from django_scopes import ScopedManager
 from campaigns.models import Customer, Segment, TemplateLink, Variant, Workspace
 
 
+def _key(model, index: bool = False):
+    """A key of a per-customer rollup (pairs, recipients, their days): rows derived from
+    the events and written by the thousand in every aggregator batch. No database foreign
+    key: each inserted row would lock its customer's row, one random page more per row to
+    write and log; Django's collector still deletes the rows with what they reference
+    (on_delete runs in Python). An index only where a read or that cascade needs one."""
+    return models.ForeignKey(
+        model, on_delete=models.CASCADE, related_name="+", db_index=index, db_constraint=False
+    )
+
+
 class PairRollup(models.Model):
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
-    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="+")
-    link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    workspace = _key(Workspace)
+    variant = _key(Variant)  # the unique constraint's prefix
+    link = _key(TemplateLink)  # the (link, customer) index's prefix
+    customer = _key(Customer, index=True)
     total_all = models.PositiveIntegerField(default=0)
     total_rel = models.PositiveIntegerField(default=0)
     window_all = models.PositiveIntegerField(default=0)
@@ -63,11 +74,13 @@ class PairRollup(models.Model):
 
 
 class PairDayRollup(models.Model):
-    pair = models.ForeignKey(PairRollup, on_delete=models.CASCADE, related_name="days")
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
-    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="+")
-    link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    pair = models.ForeignKey(
+        PairRollup, on_delete=models.CASCADE, related_name="days", db_constraint=False
+    )
+    workspace = _key(Workspace)
+    variant = _key(Variant)  # the (variant, day) index's prefix
+    link = _key(TemplateLink)
+    customer = _key(Customer, index=True)  # a recipient's cells (clickmap/spans.py)
     day = models.DateField()
     device = models.CharField(max_length=8)
     total_all = models.PositiveIntegerField(default=0)
@@ -110,9 +123,9 @@ class LinkRollup(models.Model):
 
 
 class RecipientRollup(models.Model):
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
-    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="+")
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    workspace = _key(Workspace)
+    variant = _key(Variant)  # the unique constraint's prefix
+    customer = _key(Customer, index=True)
     clicked_all = models.BooleanField(default=False)
     clicked_rel = models.BooleanField(default=False)
     opened_all = models.BooleanField(default=False)
@@ -216,8 +229,9 @@ class LinkSpanRollup(Span):
 
 
 class RecipientDayRollup(models.Model):
-    workspace, variant = _scoped()
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    workspace = _key(Workspace)
+    variant = _key(Variant)  # the unique constraint's prefix
+    customer = _key(Customer, index=True)
     day = models.DateField()
     device = models.CharField(max_length=8)
     clicked_all = models.BooleanField(default=False)

@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from campaigns.models import Delivery
 from campaigns.segments import segment_customers
 from clickmap import metrics
-from clickmap.models import LinkRollup, PairDayRollup, PairRollup
+from clickmap.models import (
+    LinkRollup,
+    PairDayRollup,
+    PairRollup,
+    RecipientDayRollup,
+    RecipientRollup,
+)
 from clickmap.rollups import aggregate, recompute
 from tests.rollup_world import DEVICES, T0, links_of
 from tracking.models import ClickEvent, EventChange, OpenEvent
@@ -253,6 +259,27 @@ def test_recompute_rebuilds_the_same_rollups(world):
         assert before == after and PairDayRollup.objects.count() == days
         assert sum(r[2] for r in after) == ClickEvent.objects.count()
         check_exact(world)
+
+
+def test_deleting_a_customer_deletes_its_per_customer_rollups(world):
+    # These tables have no database foreign keys (clickmap/models.py `_key`): Django's
+    # collector deletes the rows with their customer, whatever deletes it.
+    per_customer = (PairRollup, PairDayRollup, RecipientRollup, RecipientDayRollup)
+    with scopes_disabled():
+        plan = [(i % 4, i, i * 3600, True, DEVICES[i % 4], 0, i % 3 == 0) for i in range(24)]
+        store(world, plan, {0}, 0)
+        gone = world.deliveries[0].customer
+        kept = next(d.customer for d in world.deliveries[1:4] if d.customer_id != gone.pk)
+        for model in per_customer:
+            assert model.objects.filter(customer=gone).exists(), model
+        kept_rows = [model.objects.filter(customer=kept).count() for model in per_customer]
+        gone.delete()
+        for model in per_customer:
+            assert not model.objects.filter(customer_id=gone.pk).exists(), model
+        assert [model.objects.filter(customer=kept).count() for model in per_customer] == (
+            kept_rows
+        )
+        assert not PairDayRollup.objects.exclude(pair__in=PairRollup.objects.all()).exists()
 
 
 def test_applying_the_same_change_twice_adds_nothing(world):
