@@ -266,11 +266,14 @@ SPAN_KEY = ("device", "reliable", "day", "since")  # a span's key after its owne
 SEGMENT_EMAIL_SPAN_KEY = ("workspace_id", "segment_id", "variant_id", "kind", *SPAN_KEY)
 
 
-def email_spans_sql(source: str, by_segment: bool = False, signed: bool = False) -> str:
+def email_spans_sql(
+    source: str, by_segment: bool = False, signed: bool = False, from_day: bool = False
+) -> str:
     """The email spans of `source`'s recipient day rows (variant_id, customer_id,
     workspace_id, day, device, flags): (…key, kind, device, reliable, day, since, n) with
     the key (sign,) workspace_id, (segment_id,) variant_id, per segment `by_segment` and
-    kept apart by a `sign` column when `signed`."""
+    kept apart by a `sign` column when `signed`; only from each row's from_day on when
+    `from_day` (the recipient's first changed day: the spans before it are unchanged)."""
     segment = ["segment_id"] if by_segment else []
     sign = ["sign"] if signed else []
     return _spans_sql(
@@ -278,14 +281,18 @@ def email_spans_sql(source: str, by_segment: bool = False, signed: bool = False)
         [*sign, *segment, "variant_id", "customer_id"],
         [*sign, "workspace_id", *segment, "variant_id"],
         EMAIL_CHAINS,
+        from_day,
     )
 
 
-def link_spans_sql(source: str, by_segment: bool = False, signed: bool = False) -> str:
+def link_spans_sql(
+    source: str, by_segment: bool = False, signed: bool = False, from_day: bool = False
+) -> str:
     """The link spans of `source`'s pair day cells (pair_id, workspace_id, variant_id,
     link_id, day, device, counters): (…key, device, reliable, day, since, n) with the key
     (sign,) workspace_id, (segment_id,) variant_id, link_id, per segment `by_segment` and
-    kept apart by a `sign` column (+1 new, -1 old) when `signed`."""
+    kept apart by a `sign` column (+1 new, -1 old) when `signed`; only from each row's
+    from_day on when `from_day` (as for email spans)."""
     segment = ["segment_id"] if by_segment else []
     sign = ["sign"] if signed else []
     return _spans_sql(
@@ -293,6 +300,7 @@ def link_spans_sql(source: str, by_segment: bool = False, signed: bool = False) 
         [*sign, *segment, "pair_id"],
         [*sign, "workspace_id", *segment, "variant_id", "link_id"],
         LINK_CHAINS,
+        from_day,
     )
 
 
@@ -306,11 +314,22 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
     changed = " OR ".join(f"j.{f} IS DISTINCT FROM j.o_{f}" for f in RECIPIENT_FLAGS)
     email_columns = "workspace_id, variant_id, kind, device, reliable, day, since, n"
 
+    def from_changed(rows: str) -> str:
+        # The rows of recipients with a changed day, with that day (see email_spans_sql).
+        return (
+            f"(SELECT x.*, c.from_day FROM {rows} x JOIN changed_from c "
+            "ON c.variant_id = x.variant_id AND c.customer_id = x.customer_id) AS x"
+        )
+
+    def changed_spans(rows: str) -> str:
+        return email_spans_sql(from_changed(rows), from_day=True)
+
     def segment_spans(rows: str) -> str:
         return email_spans_sql(
-            f"(SELECT x.*, m.segment_id FROM {rows} x "
+            f"(SELECT x.*, m.segment_id FROM {from_changed(rows)} "
             "JOIN member m ON m.customer_id = x.customer_id) AS x",
             by_segment=True,
+            from_day=True,
         )
 
     # The recipients' rows as last counted (old) and anew (r): only the differences are
@@ -349,10 +368,19 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
                       WHERE o.delivery_id = k.delivery_id OFFSET 0) o) s
             GROUP BY workspace_id, variant_id, customer_id, day, device),
         j AS MATERIALIZED (
-            SELECT o.id, r.*, {", ".join(f"o.{f} AS o_{f}" for f in RECIPIENT_FLAGS)}
+            SELECT o.id, r.*, {", ".join(f"o.{f} AS o_{f}" for f in RECIPIENT_FLAGS)},
+                   o.variant_id AS o_variant_id, o.customer_id AS o_customer_id,
+                   o.day AS o_day
             FROM r FULL JOIN old o
               ON o.variant_id = r.variant_id AND o.customer_id = r.customer_id
              AND o.day = r.day AND o.device = r.device),
+        -- Each recipient's first day whose row changes: the spans before it are the same
+        -- before and after, so only those from it on are computed (and subtracted).
+        changed_from AS MATERIALIZED (
+            SELECT coalesce(variant_id, o_variant_id) AS variant_id,
+                   coalesce(customer_id, o_customer_id) AS customer_id,
+                   min(coalesce(day, o_day)) AS from_day
+            FROM j WHERE {changed} GROUP BY 1, 2),
         gone AS (
             DELETE FROM clickmap_recipientdayrollup
             WHERE id = ANY(ARRAY(SELECT id FROM j WHERE variant_id IS NULL))),
@@ -368,9 +396,9 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
                 day, device, {", ".join(RECIPIENT_FLAGS)})
             SELECT workspace_id, variant_id, customer_id, day, device, {", ".join(RECIPIENT_FLAGS)}
             FROM j WHERE id IS NULL ORDER BY variant_id, customer_id, day, device)
-        SELECT -1, NULL::bigint, * FROM ({email_spans_sql("old")}) s
+        SELECT -1, NULL::bigint, * FROM ({changed_spans("old")}) s
         UNION ALL
-        SELECT 1, NULL, * FROM ({email_spans_sql("r")}) s
+        SELECT 1, NULL, * FROM ({changed_spans("r")}) s
         UNION ALL
         -- The same per segment of the recipients (clickmap/segment_rollups.py).
         SELECT -1, segment_id, {email_columns} FROM ({segment_spans("old")}) s
@@ -401,36 +429,43 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
 # --- The PostgreSQL rebuild ---------------------------------------------------------------
 
 
-def _spans_sql(source: str, owner: list, key: list, chains: list) -> str:
+def _spans_sql(source: str, owner: list, key: list, chains: list, from_day: bool) -> str:
     """A SELECT of (key…, [kind,] device, reliable, day, since, n): the spans of
     `source`'s rows (owner columns, key columns, device, day, and what `chains` test),
     one per chain (kind SQL or None, reliable SQL, condition of a day in the chain), per
     device and for any device (''). Two sorts in all: each row (one per owner × day ×
     device) finds the previous day of each chain as a running max over the rows before
     it, per device; then, once per owner and day, over the owner's earlier days on any
-    device."""
+    device. `from_day`: only the spans ending on or after the rows' from_day column."""
     columns = ", ".join(dict.fromkeys(owner + key))
     owners = ", ".join(owner)
     flags = ", ".join(f"{condition} AS f{i}" for i, (_, _, condition) in enumerate(chains))
-    cells = f"SELECT {columns}, device, day, {flags} FROM {source}"
+    since = ", from_day" if from_day else ""
+    cells = f"SELECT {columns}, device, day, {flags}{since} FROM {source}"
+    # After the windows, which still see the earlier days (the spans' starts).
+    later = "WHERE day >= from_day" if from_day else ""
     keys = ", ".join(key)
     kind = ", kind" if chains[0][0] else ""
     each = range(len(chains))
 
     def spans_of(device: str, before: str, windows: str, flag: str) -> str:
         prev = ", ".join(f"max(day) FILTER (WHERE f{i}) OVER ({before}) AS p{i}" for i in each)
+        # Rows alike (same day, flags and previous days) are counted first: a few
+        # thousand groups for millions of rows, and only those are split by chain.
+        alike = ", ".join([f"{flag.format(i=i)} AS g{i}" for i in each] + [f"p{i}" for i in each])
         values = ", ".join(
-            f"({k or 'NULL'}, {reliable}, {flag.format(i=i)}, p{i})"
-            for i, (k, reliable, _) in enumerate(chains)
+            f"({k or 'NULL'}, {reliable}, g{i}, p{i})" for i, (k, reliable, _) in enumerate(chains)
         )
         return f"""
             SELECT {keys}{kind}, {device} AS device, reliable, day,
-                   coalesce(prev, DATE '0001-01-01') AS since, count(*) AS n
-            FROM (SELECT s.*, {prev}{windows} FROM ({cells}) s) s
+                   coalesce(prev, DATE '0001-01-01') AS since, sum(n)::bigint AS n
+            FROM (SELECT {keys}, {device} AS device, day, {alike}, count(*) AS n
+                  FROM (SELECT s.*, {prev}{windows} FROM ({cells}) s) s {later}
+                  -- by place: the device may be the constant ''
+                  GROUP BY {", ".join(str(i) for i in range(1, len(key) + 2 * len(chains) + 3))}) s
             CROSS JOIN LATERAL (VALUES {values}) AS c(kind, reliable, flag, prev)
             WHERE flag
-            -- the device by its place: '' is a constant
-            GROUP BY {keys}{kind}, {1 + len(key) + bool(kind)}, reliable, day, since"""
+            GROUP BY {keys}{kind}, s.device, reliable, day, since"""
 
     day = f"PARTITION BY {owners}, day"
     return (
