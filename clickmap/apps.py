@@ -7,9 +7,13 @@ class ClickmapConfig(AppConfig):
     verbose_name = "Click map"
 
     def ready(self):
+        from django.db.models.signals import pre_delete
+
+        from campaigns.models import Customer
         from tracking.signals import events_stored
 
         events_stored.connect(_aggregate_inline, dispatch_uid="clickmap-aggregate-inline")
+        pre_delete.connect(_take_out_customer, sender=Customer, dispatch_uid="clickmap-customer")
 
 
 def _aggregate_inline(sender, **kwargs):
@@ -18,3 +22,14 @@ def _aggregate_inline(sender, **kwargs):
         from clickmap.rollups import aggregate
 
         aggregate()
+
+
+def _take_out_customer(sender, instance, origin=None, **kwargs):
+    # Its events go with it (cascade): the rollups must lose them too, while its
+    # deliveries still say which pairs and recipients they were. Not when its workspace
+    # is being deleted: every rollup of the workspace goes as well.
+    if getattr(origin, "model", type(origin)) is not sender:
+        return
+    from clickmap.rollups import take_out_customer
+
+    take_out_customer(instance.pk)

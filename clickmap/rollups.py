@@ -131,6 +131,32 @@ def pair_contribution(events, window_hours: int):
 
 
 @transaction.atomic
+def take_out_customer(customer_id: int) -> AggregateReport:
+    """Delete a customer's click and open events and bring the rollups up to date, so
+    its pairs and recipients are recomputed with nothing left and every counter, day row,
+    span and segment rollup loses what the customer added. Run before the customer is
+    deleted (clickmap/apps.py): its deliveries still name the pairs to recompute, and
+    deleting them would leave the counters counting events that no longer exist."""
+    with scopes_disabled():
+        deliveries = Delivery.objects.filter(customer_id=customer_id).values("pk")
+        clicks = ClickEvent.objects.filter(delivery__in=deliveries)
+        opens = OpenEvent.objects.filter(delivery__in=deliveries)
+        changes = [
+            EventChange(kind=EventChange.Kind.CLICK, delivery_id=delivery, link_id=link)
+            for delivery, link in clicks.values_list("delivery_id", "link_id").distinct()
+        ] + [
+            EventChange(kind=EventChange.Kind.OPEN, delivery_id=delivery)
+            for delivery in opens.values_list("delivery_id", flat=True).distinct()
+        ]
+        if not changes:
+            return AggregateReport()
+        clicks.delete()
+        opens.delete()
+        EventChange.objects.bulk_create(changes, batch_size=1000)
+    return aggregate()
+
+
+@transaction.atomic
 def recompute() -> AggregateReport:
     """Rebuild every rollup from the raw events (for a changed window setting, or a check).
 

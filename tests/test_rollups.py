@@ -274,12 +274,33 @@ def test_deleting_a_customer_deletes_its_per_customer_rollups(world):
             assert model.objects.filter(customer=gone).exists(), model
         kept_rows = [model.objects.filter(customer=kept).count() for model in per_customer]
         gone.delete()
+        check_exact(world)  # its clicks and opens left every counter, day row and span
         for model in per_customer:
             assert not model.objects.filter(customer_id=gone.pk).exists(), model
         assert [model.objects.filter(customer=kept).count() for model in per_customer] == (
             kept_rows
         )
         assert not PairDayRollup.objects.exclude(pair__in=PairRollup.objects.all()).exists()
+
+
+def test_a_workspace_deleted_with_its_customers_recounts_none_of_them(make_workspace, monkeypatch):
+    from campaigns.models import Customer
+    from clickmap import rollups
+
+    workspace = make_workspace()
+    with scopes_disabled():
+        customers = [
+            Customer.objects.create(workspace=workspace, external_id=f"c{i}", email=f"c{i}@x.test")
+            for i in range(3)
+        ]
+        ids = [c.pk for c in customers]
+        taken_out = []  # the customers it is called for (a spy, not a stand-in)
+        monkeypatch.setattr(rollups, "take_out_customer", taken_out.append)
+        customers[0].delete()  # a customer deleted alone is taken out of the rollups
+        Customer.objects.filter(pk=customers[1].pk).delete()  # so is a queryset's
+        workspace.delete()  # its workspace's rollups all go: nothing to recount
+        assert taken_out == ids[:2]
+        assert not Customer.objects.filter(pk__in=ids).exists()
 
 
 def test_applying_the_same_change_twice_adds_nothing(world):
