@@ -27,9 +27,14 @@ def _aggregate_inline(sender, **kwargs):
 def _take_out_customer(sender, instance, origin=None, **kwargs):
     # Its events go with it (cascade): the rollups must lose them too, while its
     # deliveries still say which pairs and recipients they were. Not when its workspace
-    # is being deleted: every rollup of the workspace goes as well.
+    # is being deleted: every rollup of the workspace goes as well. A queryset's
+    # customers are taken out together, at the first one's signal (one aggregator run).
     if getattr(origin, "model", type(origin)) is not sender:
         return
-    from clickmap.rollups import take_out_customer
+    from clickmap.rollups import take_out_customers
 
-    take_out_customer(instance.pk)
+    if origin is instance:
+        take_out_customers([instance.pk])
+    elif not getattr(origin, "_taken_out", False):
+        origin._taken_out = True
+        take_out_customers(list(origin.values_list("pk", flat=True)))

@@ -131,14 +131,15 @@ def pair_contribution(events, window_hours: int):
 
 
 @transaction.atomic
-def take_out_customer(customer_id: int) -> AggregateReport:
-    """Delete a customer's click and open events and bring the rollups up to date, so
-    its pairs and recipients are recomputed with nothing left and every counter, day row,
-    span and segment rollup loses what the customer added. Run before the customer is
-    deleted (clickmap/apps.py): its deliveries still name the pairs to recompute, and
-    deleting them would leave the counters counting events that no longer exist."""
+def take_out_customers(customer_ids: list) -> AggregateReport:
+    """Delete the customers' click and open events and bring the rollups up to date, so
+    their pairs and recipients are recomputed with nothing left and every counter, day
+    row, span and segment rollup loses what they added. Run before the customers are
+    deleted (clickmap/apps.py): their deliveries still name the pairs to recompute, and
+    deleting them would leave the counters counting events that no longer exist. Then
+    deletes the deliveries."""
     with scopes_disabled():
-        deliveries = Delivery.objects.filter(customer_id=customer_id).values("pk")
+        deliveries = Delivery.objects.filter(customer_id__in=customer_ids).values("pk")
         clicks = ClickEvent.objects.filter(delivery__in=deliveries)
         opens = OpenEvent.objects.filter(delivery__in=deliveries)
         changes = [
@@ -148,12 +149,14 @@ def take_out_customer(customer_id: int) -> AggregateReport:
             EventChange(kind=EventChange.Kind.OPEN, delivery_id=delivery)
             for delivery in opens.values_list("delivery_id", flat=True).distinct()
         ]
-        if not changes:
-            return AggregateReport()
         clicks.delete()
         opens.delete()
         EventChange.objects.bulk_create(changes, batch_size=1000)
-    return aggregate()
+        report = aggregate() if changes else AggregateReport()
+        # Their deliveries too, now, while their segment memberships are still there to
+        # take them out of each segment's sent and delivered counts (database triggers).
+        Delivery.objects.filter(customer_id__in=customer_ids).delete()
+    return report
 
 
 @transaction.atomic

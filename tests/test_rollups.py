@@ -11,7 +11,7 @@ from django_scopes import scopes_disabled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from campaigns.models import Delivery
+from campaigns.models import Customer, Delivery
 from campaigns.segments import segment_customers
 from clickmap import metrics
 from clickmap.models import (
@@ -266,17 +266,20 @@ def test_deleting_a_customer_deletes_its_per_customer_rollups(world):
     # collector deletes the rows with their customer, whatever deletes it.
     per_customer = (PairRollup, PairDayRollup, RecipientRollup, RecipientDayRollup)
     with scopes_disabled():
-        plan = [(i % 4, i, i * 3600, True, DEVICES[i % 4], 0, i % 3 == 0) for i in range(24)]
+        plan = [(i % 12, i, i * 3600, True, DEVICES[i % 4], 0, i % 3 == 0) for i in range(36)]
         store(world, plan, {0}, 0)
-        gone = world.deliveries[0].customer
-        kept = next(d.customer for d in world.deliveries[1:4] if d.customer_id != gone.pk)
+        customers = list(dict.fromkeys(d.customer for d in world.deliveries))
+        gone, also_gone, kept = customers[0], customers[1], customers[2]
         for model in per_customer:
             assert model.objects.filter(customer=gone).exists(), model
         kept_rows = [model.objects.filter(customer=kept).count() for model in per_customer]
+        gone_ids = [gone.pk, also_gone.pk]
         gone.delete()
         check_exact(world)  # its clicks and opens left every counter, day row and span
+        Customer.objects.filter(pk=also_gone.pk).delete()  # a queryset's, too
+        check_exact(world)
         for model in per_customer:
-            assert not model.objects.filter(customer_id=gone.pk).exists(), model
+            assert not model.objects.filter(customer_id__in=gone_ids).exists(), model
         assert [model.objects.filter(customer=kept).count() for model in per_customer] == (
             kept_rows
         )
@@ -284,7 +287,6 @@ def test_deleting_a_customer_deletes_its_per_customer_rollups(world):
 
 
 def test_a_workspace_deleted_with_its_customers_recounts_none_of_them(make_workspace, monkeypatch):
-    from campaigns.models import Customer
     from clickmap import rollups
 
     workspace = make_workspace()
@@ -295,11 +297,12 @@ def test_a_workspace_deleted_with_its_customers_recounts_none_of_them(make_works
         ]
         ids = [c.pk for c in customers]
         taken_out = []  # the customers it is called for (a spy, not a stand-in)
-        monkeypatch.setattr(rollups, "take_out_customer", taken_out.append)
+        monkeypatch.setattr(rollups, "take_out_customers", taken_out.append)
         customers[0].delete()  # a customer deleted alone is taken out of the rollups
-        Customer.objects.filter(pk=customers[1].pk).delete()  # so is a queryset's
+        Customer.objects.filter(pk__in=ids[1:]).delete()  # a queryset's, in one go
+        Customer.objects.create(workspace=workspace, external_id="last", email="l@x.test")
         workspace.delete()  # its workspace's rollups all go: nothing to recount
-        assert taken_out == ids[:2]
+        assert taken_out == [ids[:1], ids[1:]]
         assert not Customer.objects.filter(pk__in=ids).exists()
 
 
