@@ -9,11 +9,12 @@ class ClickmapConfig(AppConfig):
     def ready(self):
         from django.db.models.signals import pre_delete
 
-        from campaigns.models import Customer
+        from campaigns.models import Customer, Delivery
         from tracking.signals import events_stored
 
         events_stored.connect(_aggregate_inline, dispatch_uid="clickmap-aggregate-inline")
-        pre_delete.connect(_take_out_customer, sender=Customer, dispatch_uid="clickmap-customer")
+        for model in (Customer, Delivery):
+            pre_delete.connect(_take_out, sender=model, dispatch_uid=f"clickmap-{model.__name__}")
 
 
 def _aggregate_inline(sender, **kwargs):
@@ -24,17 +25,19 @@ def _aggregate_inline(sender, **kwargs):
         aggregate()
 
 
-def _take_out_customer(sender, instance, origin=None, **kwargs):
-    # Its events go with it (cascade): the rollups must lose them too, while its
-    # deliveries still say which pairs and recipients they were. Not when its workspace
-    # is being deleted: every rollup of the workspace goes as well. A queryset's
-    # customers are taken out together, at the first one's signal (one aggregator run).
+def _take_out(sender, instance, origin=None, **kwargs):
+    # A customer's or delivery's events go with it (cascade): the rollups must lose them
+    # too, while its deliveries still say which pairs and recipients they were. Only
+    # when the deletion starts from customers or deliveries: a workspace's or campaign's
+    # takes its rollups along. A queryset's rows are taken out together, at the first
+    # one's signal (one aggregator run).
     if getattr(origin, "model", type(origin)) is not sender:
         return
-    from clickmap.rollups import take_out_customers
+    from clickmap.rollups import take_out
 
+    key = "customer_id__in" if sender._meta.model_name == "customer" else "pk__in"
     if origin is instance:
-        take_out_customers([instance.pk])
+        take_out(**{key: [instance.pk]})
     elif not getattr(origin, "_taken_out", False):
         origin._taken_out = True
-        take_out_customers(list(origin.values_list("pk", flat=True)))
+        take_out(**{key: list(origin.values_list("pk", flat=True))})

@@ -131,17 +131,18 @@ def pair_contribution(events, window_hours: int):
 
 
 @transaction.atomic
-def take_out_customers(customer_ids: list) -> AggregateReport:
-    """Delete the customers' click and open events and bring the rollups up to date, so
-    their pairs and recipients are recomputed with nothing left and every counter, day
-    row, span and segment rollup loses what they added. Run before the customers are
-    deleted (clickmap/apps.py): their deliveries still name the pairs to recompute, and
-    deleting them would leave the counters counting events that no longer exist. Then
-    deletes the deliveries."""
+def take_out(**deliveries) -> AggregateReport:
+    """Delete the click and open events of the deliveries (a filter: customer_id__in=…
+    or pk__in=…) and bring the rollups up to date, so their pairs and recipients are
+    recomputed with nothing left and every counter, day row, span and segment rollup
+    loses what they added; then delete the deliveries. Run before customers or
+    deliveries are deleted (clickmap/apps.py): the deliveries still name the pairs to
+    recompute, and deleting them first would leave the counters counting events that no
+    longer exist."""
     with scopes_disabled():
-        deliveries = Delivery.objects.filter(customer_id__in=customer_ids).values("pk")
-        clicks = ClickEvent.objects.filter(delivery__in=deliveries)
-        opens = OpenEvent.objects.filter(delivery__in=deliveries)
+        chosen = Delivery.objects.filter(**deliveries)
+        clicks = ClickEvent.objects.filter(delivery__in=chosen.values("pk"))
+        opens = OpenEvent.objects.filter(delivery__in=chosen.values("pk"))
         changes = [
             EventChange(kind=EventChange.Kind.CLICK, delivery_id=delivery, link_id=link)
             for delivery, link in clicks.values_list("delivery_id", "link_id").distinct()
@@ -153,9 +154,10 @@ def take_out_customers(customer_ids: list) -> AggregateReport:
         opens.delete()
         EventChange.objects.bulk_create(changes, batch_size=1000)
         report = aggregate() if changes else AggregateReport()
-        # Their deliveries too, now, while their segment memberships are still there to
-        # take them out of each segment's sent and delivered counts (database triggers).
-        Delivery.objects.filter(customer_id__in=customer_ids).delete()
+        # The deliveries now, while their customers' segment memberships are still there
+        # to take them out of each segment's sent and delivered counts (database triggers).
+        chosen._taken_out = True  # nothing left to take out (clickmap/apps.py)
+        chosen.delete()
     return report
 
 

@@ -286,6 +286,22 @@ def test_deleting_a_customer_deletes_its_per_customer_rollups(world):
         assert not PairDayRollup.objects.exclude(pair__in=PairRollup.objects.all()).exists()
 
 
+def test_deleting_deliveries_takes_their_events_out_of_the_rollups(world):
+    with scopes_disabled():
+        plan = [(i % 12, i, i * 3600, i % 5 != 0, DEVICES[i % 4], 0, i % 3 == 0) for i in range(36)]
+        store(world, plan, {0}, 0)
+        clicked = list(
+            Delivery.objects.filter(pk__in=ClickEvent.objects.values("delivery_id"))
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        Delivery.objects.get(pk=clicked[0]).delete()
+        check_exact(world)
+        Delivery.objects.filter(pk__in=clicked[1:3]).delete()
+        check_exact(world)
+        assert not Delivery.objects.filter(pk__in=clicked[:3]).exists()
+
+
 def test_a_workspace_deleted_with_its_customers_recounts_none_of_them(make_workspace, monkeypatch):
     from clickmap import rollups
 
@@ -297,12 +313,12 @@ def test_a_workspace_deleted_with_its_customers_recounts_none_of_them(make_works
         ]
         ids = [c.pk for c in customers]
         taken_out = []  # the customers it is called for (a spy, not a stand-in)
-        monkeypatch.setattr(rollups, "take_out_customers", taken_out.append)
+        monkeypatch.setattr(rollups, "take_out", lambda **chosen: taken_out.append(chosen))
         customers[0].delete()  # a customer deleted alone is taken out of the rollups
         Customer.objects.filter(pk__in=ids[1:]).delete()  # a queryset's, in one go
         Customer.objects.create(workspace=workspace, external_id="last", email="l@x.test")
         workspace.delete()  # its workspace's rollups all go: nothing to recount
-        assert taken_out == [ids[:1], ids[1:]]
+        assert taken_out == [{"customer_id__in": ids[:1]}, {"customer_id__in": ids[1:]}]
         assert not Customer.objects.filter(pk__in=ids).exists()
 
 
