@@ -33,9 +33,10 @@ def _take_out(sender, instance, origin=None, **kwargs):
     # one's signal (one aggregator run).
     if getattr(origin, "model", type(origin)) is not sender:
         return
+    from campaigns.models import Customer
     from clickmap.rollups import take_out
 
-    key = "customer_id__in" if sender._meta.model_name == "customer" else "pk__in"
+    key = "customer_id__in" if sender is Customer else "pk__in"
     if origin is instance:
         take_out(**{key: [instance.pk]})
     elif not getattr(origin, "_taken_out", False):

@@ -382,12 +382,6 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
         ]
     )
 
-    def from_changed(cells: str) -> str:  # the cells of pairs whose spans change
-        return (
-            f"(SELECT s.*, f.from_day FROM {cells} s "
-            "JOIN span_from f ON f.pair_id = s.pair_id) AS s"
-        )
-
     rows = _fetch(
         cursor,
         f"""
@@ -472,7 +466,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
         UNION ALL
         SELECT 'span', workspace_id, variant_id, link_id, day, device, reliable, since, NULL,
                sum(sign * n)::bigint, 0, 0, 0, 0, 0
-        FROM ({spans.link_spans_sql(from_changed("signed"), signed=True, from_day=True)}) s
+        FROM ({spans.link_spans_sql("signed", signed=True, from_days="span_from")}) s
         GROUP BY workspace_id, variant_id, link_id, day, device, reliable, since
         HAVING sum(sign * n) <> 0
         UNION ALL
@@ -490,7 +484,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
                since, segment_id, sum(sign * n)::bigint, 0, 0, 0, 0, 0
         FROM ({
             spans.link_spans_sql(
-                from_changed("segment_signed"), by_segment=True, signed=True, from_day=True
+                "segment_signed", by_segment=True, signed=True, from_days="span_from"
             )
         }) s
         GROUP BY workspace_id, segment_id, variant_id, link_id, day, device, reliable, since

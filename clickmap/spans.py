@@ -267,13 +267,14 @@ SEGMENT_EMAIL_SPAN_KEY = ("workspace_id", "segment_id", "variant_id", "kind", *S
 
 
 def email_spans_sql(
-    source: str, by_segment: bool = False, signed: bool = False, from_day: bool = False
+    source: str, by_segment: bool = False, signed: bool = False, from_days: str | None = None
 ) -> str:
     """The email spans of `source`'s recipient day rows (variant_id, customer_id,
     workspace_id, day, device, flags): (…key, kind, device, reliable, day, since, n) with
     the key (sign,) workspace_id, (segment_id,) variant_id, per segment `by_segment` and
-    kept apart by a `sign` column when `signed`; only from each row's from_day on when
-    `from_day` (the recipient's first changed day: the spans before it are unchanged)."""
+    kept apart by a `sign` column when `signed`. `from_days`: a table of (variant_id,
+    customer_id, from_day), each recipient's first changed day: only its recipients, and
+    only their spans from that day on (the spans before it are unchanged)."""
     segment = ["segment_id"] if by_segment else []
     sign = ["sign"] if signed else []
     return _spans_sql(
@@ -281,18 +282,18 @@ def email_spans_sql(
         [*sign, *segment, "variant_id", "customer_id"],
         [*sign, "workspace_id", *segment, "variant_id"],
         EMAIL_CHAINS,
-        from_day,
+        from_days and (from_days, ["variant_id", "customer_id"]),
     )
 
 
 def link_spans_sql(
-    source: str, by_segment: bool = False, signed: bool = False, from_day: bool = False
+    source: str, by_segment: bool = False, signed: bool = False, from_days: str | None = None
 ) -> str:
     """The link spans of `source`'s pair day cells (pair_id, workspace_id, variant_id,
     link_id, day, device, counters): (…key, device, reliable, day, since, n) with the key
     (sign,) workspace_id, (segment_id,) variant_id, link_id, per segment `by_segment` and
-    kept apart by a `sign` column (+1 new, -1 old) when `signed`; only from each row's
-    from_day on when `from_day` (as for email spans)."""
+    kept apart by a `sign` column (+1 new, -1 old) when `signed`. `from_days`: a table
+    of (pair_id, from_day), as for email spans."""
     segment = ["segment_id"] if by_segment else []
     sign = ["sign"] if signed else []
     return _spans_sql(
@@ -300,7 +301,7 @@ def link_spans_sql(
         [*sign, *segment, "pair_id"],
         [*sign, "workspace_id", *segment, "variant_id", "link_id"],
         LINK_CHAINS,
-        from_day,
+        from_days and (from_days, ["pair_id"]),
     )
 
 
@@ -314,22 +315,12 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
     changed = " OR ".join(f"j.{f} IS DISTINCT FROM j.o_{f}" for f in RECIPIENT_FLAGS)
     email_columns = "workspace_id, variant_id, kind, device, reliable, day, since, n"
 
-    def from_changed(rows: str) -> str:
-        # The rows of recipients with a changed day, with that day (see email_spans_sql).
-        return (
-            f"(SELECT x.*, c.from_day FROM {rows} x JOIN changed_from c "
-            "ON c.variant_id = x.variant_id AND c.customer_id = x.customer_id) AS x"
-        )
-
-    def changed_spans(rows: str) -> str:
-        return email_spans_sql(from_changed(rows), from_day=True)
-
     def segment_spans(rows: str) -> str:
         return email_spans_sql(
-            f"(SELECT x.*, m.segment_id FROM {from_changed(rows)} "
+            f"(SELECT x.*, m.segment_id FROM {rows} x "
             "JOIN member m ON m.customer_id = x.customer_id) AS x",
             by_segment=True,
-            from_day=True,
+            from_days="changed_from",
         )
 
     # The recipients' rows as last counted (old) and anew (r): only the differences are
@@ -396,9 +387,9 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
                 day, device, {", ".join(RECIPIENT_FLAGS)})
             SELECT workspace_id, variant_id, customer_id, day, device, {", ".join(RECIPIENT_FLAGS)}
             FROM j WHERE id IS NULL ORDER BY variant_id, customer_id, day, device)
-        SELECT -1, NULL::bigint, * FROM ({changed_spans("old")}) s
+        SELECT -1, NULL::bigint, * FROM ({email_spans_sql("old", from_days="changed_from")}) s
         UNION ALL
-        SELECT 1, NULL, * FROM ({changed_spans("r")}) s
+        SELECT 1, NULL, * FROM ({email_spans_sql("r", from_days="changed_from")}) s
         UNION ALL
         -- The same per segment of the recipients (clickmap/segment_rollups.py).
         SELECT -1, segment_id, {email_columns} FROM ({segment_spans("old")}) s
@@ -429,21 +420,27 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
 # --- The PostgreSQL rebuild ---------------------------------------------------------------
 
 
-def _spans_sql(source: str, owner: list, key: list, chains: list, from_day: bool) -> str:
+def _spans_sql(source: str, owner: list, key: list, chains: list, from_days: tuple | None) -> str:
     """A SELECT of (key…, [kind,] device, reliable, day, since, n): the spans of
     `source`'s rows (owner columns, key columns, device, day, and what `chains` test),
     one per chain (kind SQL or None, reliable SQL, condition of a day in the chain), per
     device and for any device (''). Two sorts in all: each row (one per owner × day ×
     device) finds the previous day of each chain as a running max over the rows before
     it, per device; then, once per owner and day, over the owner's earlier days on any
-    device. `from_day`: only the spans ending on or after the rows' from_day column."""
-    columns = ", ".join(dict.fromkeys(owner + key))
+    device. `from_days` (table, its owner columns): only the owners it names, and only
+    their spans ending on or after its from_day."""
+    columns = ", ".join(f"s.{c}" for c in dict.fromkeys(owner + key))
     owners = ", ".join(owner)
     flags = ", ".join(f"{condition} AS f{i}" for i, (_, _, condition) in enumerate(chains))
-    since = ", from_day" if from_day else ""
-    cells = f"SELECT {columns}, device, day, {flags}{since} FROM {source}"
+    cells = f"SELECT {columns}, s.device, s.day, {flags}"
+    if from_days:
+        table, on = from_days
+        on = " AND ".join(f"f.{c} = s.{c}" for c in on)
+        cells += f", f.from_day FROM (SELECT * FROM {source}) s JOIN {table} f ON {on}"
+    else:
+        cells += f" FROM (SELECT * FROM {source}) s"
     # After the windows, which still see the earlier days (the spans' starts).
-    later = "WHERE day >= from_day" if from_day else ""
+    later = "WHERE day >= from_day" if from_days else ""
     keys = ", ".join(key)
     kind = ", kind" if chains[0][0] else ""
     each = range(len(chains))
