@@ -432,15 +432,14 @@ def _spans_sql(source: str, owner: list, key: list, chains: list, from_days: tup
     columns = ", ".join(f"s.{c}" for c in dict.fromkeys(owner + key))
     owners = ", ".join(owner)
     flags = ", ".join(f"{condition} AS f{i}" for i, (_, _, condition) in enumerate(chains))
-    cells = f"SELECT {columns}, s.device, s.day, {flags}"
+    rows, since, later = f"(SELECT * FROM {source}) s", "", ""
     if from_days:
         table, on = from_days
-        on = " AND ".join(f"f.{c} = s.{c}" for c in on)
-        cells += f", f.from_day FROM (SELECT * FROM {source}) s JOIN {table} f ON {on}"
-    else:
-        cells += f" FROM (SELECT * FROM {source}) s"
-    # After the windows, which still see the earlier days (the spans' starts).
-    later = "WHERE day >= from_day" if from_days else ""
+        rows += f" JOIN {table} f ON " + " AND ".join(f"f.{c} = s.{c}" for c in on)
+        since = ", f.from_day"
+        # After the windows, which still see the earlier days (the spans' starts).
+        later = "WHERE day >= from_day"
+    cells = f"SELECT {columns}, s.device, s.day, {flags}{since} FROM {rows}"
     keys = ", ".join(key)
     kind = ", kind" if chains[0][0] else ""
     each = range(len(chains))
