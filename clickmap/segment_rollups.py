@@ -113,7 +113,8 @@ def refresh() -> int:
     if not kept():
         return 0
     applied = 0
-    while True:
+    # An empty log needs no lock: the exclusive one would wait for other runs' batches.
+    while MembershipChange.objects.exists():
         try:
             with scopes_disabled():
                 done = _refresh_batch()
@@ -124,6 +125,7 @@ def refresh() -> int:
         if not done:
             return applied
         applied += done
+    return applied
 
 
 @transaction.atomic

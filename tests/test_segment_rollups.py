@@ -292,6 +292,47 @@ def test_refresh_waits_for_delivery_writers_and_loses_nothing(world, monkeypatch
         check_segment_exact(world)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_refresh_with_an_empty_log_waits_for_no_batch(world, monkeypatch):
+    """Another run's batch holds the segment lock (shared) for seconds at scale; a refresh
+    with nothing to apply must not wait for it (it would hold up its own run)."""
+    monkeypatch.setattr(segment_rollups, "REFRESH_LOCK_TIMEOUT", "0")  # wait for ever
+    with scopes_disabled():
+        aggregate()
+        assert not MembershipChange.objects.exists()
+    batch_started, release = threading.Event(), threading.Event()
+
+    def batch():
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                segment_rollups.lock_for_batch(cursor)
+                batch_started.set()
+                release.wait(60)
+        finally:
+            connections.close_all()
+
+    refreshed = []
+
+    def refresh():
+        try:
+            refreshed.append(segment_rollups.refresh())
+        finally:
+            connections.close_all()
+
+    holder, runner = threading.Thread(target=batch), threading.Thread(target=refresh)
+    holder.start()
+    try:
+        assert batch_started.wait(30)
+        runner.start()
+        runner.join(30)
+        assert refreshed == [0], "the refresh waited for the other run's batch"
+    finally:
+        release.set()
+        holder.join()
+        if runner.is_alive():
+            runner.join()
+
+
 def test_new_customers_join_and_a_deleted_segment_leaves_nothing(world):
     with scopes_disabled():
         aggregate()
