@@ -9,6 +9,9 @@ differences to the per-link and per-email counters, delete the change rows. So:
 - safe with several workers: rows are locked in one global order (pairs, recipients,
   link counters, email counters; each by key), and a killed worker's transaction rolls
   back whole;
+- parallel without waiting: Celery's runs (`aggregate_free_shards`) split the change log
+  by customer into shards, each drained by one run at a time, so overlapping runs share
+  the work instead of queueing on each other's pair locks;
 - incremental: the cost follows the changed pairs, not the history.
 
 On PostgreSQL a batch is a handful of set-based statements (the pairs' clicks are read
@@ -22,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django_scopes import scopes_disabled
@@ -56,6 +60,10 @@ RECOMPUTE_WORK_MEM = "256MB"
 RECOMPUTE_MAINTENANCE_WORK_MEM = "1GB"
 
 
+# Advisory lock key (the two-int space) of the change log's shards: classid, shard number.
+SHARD_LOCK = 0x636D  # "cm"
+
+
 @dataclass
 class AggregateReport:
     changes: int = 0
@@ -63,19 +71,32 @@ class AggregateReport:
     recipients: int = 0
     batches: int = 0
     memberships: int = 0  # membership log entries applied (clickmap/segment_rollups.py)
+    busy_shards: int = 0  # left to the runs that held them (aggregate_free_shards)
     # The largest change id applied so far: the run's next batch starts after it, so it
     # does not walk again over the rows it deleted (rows another worker held when they
     # were passed are left to a later run).
     applied_up_to: int = field(default=0, repr=False, compare=False)
 
+    def add(self, other: "AggregateReport") -> None:
+        for name in ("changes", "pairs", "recipients", "batches", "memberships", "busy_shards"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
-def aggregate(batch_size: int = BATCH_SIZE, max_batches: int | None = None) -> AggregateReport:
-    """Apply the change log until it is empty (or `max_batches` were applied)."""
+
+def aggregate(
+    batch_size: int = BATCH_SIZE, max_batches: int | None = None, shard: tuple | None = None
+) -> AggregateReport:
+    """Apply the change log until it is empty (or `max_batches` were applied).
+
+    shard: (number, of), PostgreSQL only: just the change rows of the customers in that
+    shard (see `aggregate_free_shards`); the first shard's run applies the segments'
+    membership log too.
+    """
     report = AggregateReport()
     with scopes_disabled():
-        report.memberships = segment_rollups.refresh()
+        if not shard or shard[0] == 0:
+            report.memberships = segment_rollups.refresh()
         while max_batches is None or report.batches < max_batches:
-            if not apply_batch(batch_size, report):
+            if not apply_batch(batch_size, report, shard):
                 if not report.applied_up_to:
                     break
                 # Once more from the start, for rows another worker held when passed.
@@ -85,16 +106,54 @@ def aggregate(batch_size: int = BATCH_SIZE, max_batches: int | None = None) -> A
     return report
 
 
+def aggregate_free_shards(batch_size: int = BATCH_SIZE) -> AggregateReport:
+    """What Celery runs: `aggregate` each shard of the change log (its rows split by
+    customer into settings.AGGREGATE_SHARDS) that no other run holds, under a session
+    advisory lock.
+
+    Beat starts a run every few seconds, however long the last one takes. Overlapping
+    runs so drain different customers side by side (no two ever touch the same pair or
+    recipient), and a run that finds every shard taken returns at once instead of
+    waiting on row locks, which would hold its worker from ingestion and previews. Each
+    run drains every shard it can take, so one worker alone still covers them all.
+    Elsewhere (SQLite, or inside a transaction) it is `aggregate`.
+    """
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return aggregate(batch_size)
+    shards = settings.AGGREGATE_SHARDS
+    report = AggregateReport()
+    for number in range(shards):
+        with connection.cursor() as cursor, _shard_taken(cursor, number) as taken:
+            if taken:
+                report.add(aggregate(batch_size, shard=(number, shards)))
+            else:
+                report.busy_shards += 1
+    return report
+
+
+@contextmanager
+def _shard_taken(cursor, number: int):
+    """Whether this session took shard `number` (never waiting for it), held until the
+    block ends."""
+    taken = _fetch(cursor, "SELECT pg_try_advisory_lock(%s, %s)", [SHARD_LOCK, number])[0][0]
+    try:
+        yield taken
+    finally:
+        if taken:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [SHARD_LOCK, number])
+
+
 @transaction.atomic
-def apply_batch(batch_size: int, report: AggregateReport) -> int:
-    """Apply up to `batch_size` change rows in one transaction; returns how many.
+def apply_batch(batch_size: int, report: AggregateReport, shard: tuple | None = None) -> int:
+    """Apply up to `batch_size` change rows (of the customers in `shard`, when given) in
+    one transaction; returns how many.
 
     Every pair and recipient the rows name is recomputed from its raw events under a row
     lock and the difference to its stored contribution is added to the link and email
     counters, so the result is exact and applying a row again changes nothing.
     """
     if connection.vendor == "postgresql":
-        return _apply_batch_sql(batch_size, report)
+        return _apply_batch_sql(batch_size, report, shard)
     return _apply_batch_python(min(batch_size, PYTHON_BATCH_SIZE), report)
 
 
@@ -248,7 +307,15 @@ def _settings(cursor, **values):
     )
 
 
-def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
+# The shard of a change row: its delivery's customer, hashed (customer ids need not be
+# spread evenly). Pairs and recipients belong to one customer, so to one shard.
+SHARD_OF_CHANGE = """
+    CROSS JOIN LATERAL (SELECT d.customer_id FROM campaigns_delivery d
+                        WHERE d.id = c.delivery_id OFFSET 0) d
+    WHERE (hashint8(d.customer_id) & 2147483647) %% %s = %s AND"""
+
+
+def _apply_batch_sql(batch_size: int, report: AggregateReport, shard: tuple | None) -> int:
     # The batch's sets are CTEs whose sizes the planner cannot know: lookups into the
     # tables are written as LATERAL index walks, and joins between the sets are hashed
     # (no nested loops over CTE scans). Plans are cheap to run, too cheap to compile
@@ -260,13 +327,14 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
         _commit_without_waiting(cursor)
         segment_rollups.lock_for_batch(cursor)
         # Claim and delete the rows in one statement; the deletion commits with the batch.
+        in_shard = SHARD_OF_CHANGE if shard else "WHERE"
         changes = _fetch(
             cursor,
-            """
+            f"""
             WITH claimed AS (
                 DELETE FROM tracking_eventchange
-                WHERE id = ANY(ARRAY(SELECT id FROM tracking_eventchange WHERE id > %s
-                                     ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED))
+                WHERE id = ANY(ARRAY(SELECT c.id FROM tracking_eventchange c {in_shard} c.id > %s
+                                     ORDER BY c.id LIMIT %s FOR UPDATE OF c SKIP LOCKED))
                 RETURNING id, kind, delivery_id, link_id)
             SELECT c.id, c.kind, c.delivery_id, c.link_id, d.workspace_id, d.variant_id,
                    d.customer_id, w.unique_window_hours
@@ -275,7 +343,7 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport) -> int:
                 SELECT d.workspace_id, d.variant_id, d.customer_id FROM campaigns_delivery d
                 WHERE d.id = c.delivery_id OFFSET 0) d ON true
             LEFT JOIN campaigns_workspace w ON w.id = d.workspace_id""",
-            [report.applied_up_to, batch_size],
+            [*(tuple(reversed(shard)) if shard else ()), report.applied_up_to, batch_size],
         )
         if not changes:
             return 0

@@ -110,9 +110,17 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Aggregator runs that overlap split the change log into this many shards (by customer),
+# one run each (clickmap.rollups.aggregate_free_shards): the worker's concurrency.
+AGGREGATE_SHARDS = env.int("AGGREGATE_SHARDS", default=2)
 CELERY_BEAT_SCHEDULE = {
     "ingest-tracking-events": {"task": "tracking.ingest_events", "schedule": 2.0},
-    "aggregate-rollups": {"task": "clickmap.aggregate", "schedule": 3.0},
+    # A run still queued when the next is due is dropped: the next one does its work.
+    "aggregate-rollups": {
+        "task": "clickmap.aggregate",
+        "schedule": 3.0,
+        "options": {"expires": 3.0},
+    },
     "ensure-event-partitions": {"task": "tracking.ensure_partitions", "schedule": 86400.0},
 }
 

@@ -1,9 +1,18 @@
-"""With REDIS_URL set, a task round-trips through the real Redis broker and backend."""
+"""With REDIS_URL set, a task round-trips through the real Redis broker and backend, and
+beat's aggregator task drains the change log."""
+
+import time
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from django.conf import settings
+from django_scopes import scopes_disabled
 
+import clickmap.tasks  # noqa: F401 (registers the tasks with the worker)
 from clickmap.celery import app
+from tests.test_rollups import check_exact
+from tests.test_rollups_workers import backlog
+from tracking.models import EventChange
 
 
 @app.task(name="tests.add")
@@ -25,3 +34,19 @@ def test_task_round_trips_through_real_redis(redis_worker, redis_client):
     assert result.get(timeout=20) == 42
     # The result really lives in Redis, under Celery's key for this task id.
     assert redis_client.exists(f"celery-task-meta-{result.id}") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_beats_aggregator_task_drains_the_change_log(redis_worker, world):
+    with scopes_disabled():
+        backlog(world, 300)
+    entry = settings.CELERY_BEAT_SCHEDULE["aggregate-rollups"]
+    # A run still queued when the next is due is dropped rather than piling up.
+    assert entry["options"]["expires"] <= entry["schedule"]
+    app.send_task(entry["task"], **entry["options"])
+    deadline = time.monotonic() + 60
+    with scopes_disabled():
+        while EventChange.objects.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not EventChange.objects.exists()
+        check_exact(world)

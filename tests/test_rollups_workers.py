@@ -1,5 +1,6 @@
-"""Aggregation with real workers against PostgreSQL: two at once give exact numbers, and
-one killed with SIGKILL in the middle of a batch leaves nothing half-applied."""
+"""Aggregation with real workers against PostgreSQL: two at once give exact numbers (on the
+whole change log, or on shards of it), a run leaves the shards another run holds without
+waiting, and one killed with SIGKILL in the middle of a batch leaves nothing half-applied."""
 
 import os
 import signal
@@ -11,12 +12,13 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.db import connection, connections
 from django_scopes import scopes_disabled
 
 from clickmap.models import LinkRollup
-from clickmap.rollups import aggregate
+from clickmap.rollups import SHARD_LOCK, aggregate, aggregate_free_shards
 from tests.rollup_world import DEVICES, T0, links_of
 from tests.test_rollups import check_exact
 from tracking.models import ClickEvent, EventChange, OpenEvent
@@ -58,7 +60,8 @@ def backlog(world, clicks: int) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_workers_on_the_same_backlog_give_exact_numbers(world):
+@pytest.mark.parametrize("run", [aggregate, aggregate_free_shards], ids=["whole log", "shards"])
+def test_two_workers_on_the_same_backlog_give_exact_numbers(world, run):
     with scopes_disabled():
         world.workspace.unique_window_hours = 2
         world.workspace.save()
@@ -67,7 +70,7 @@ def test_two_workers_on_the_same_backlog_give_exact_numbers(world):
 
     def worker():
         try:
-            reports.append(aggregate(batch_size=40))
+            reports.append(run(batch_size=40))
         except Exception as error:  # surfaced by the assertion below
             errors.append(error)
         finally:
@@ -86,9 +89,55 @@ def test_two_workers_on_the_same_backlog_give_exact_numbers(world):
         check_exact(world)
 
 
-def _database_url() -> str:
+def _database_url(name: str = "crashme") -> str:
     s = connection.settings_dict
-    return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}?application_name=crashme"
+    return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}?application_name={name}"
+
+
+def _changes_by_shard(shards: int) -> dict:
+    """{shard: change row ids}, a change row's shard being its customer's."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (hashint8(d.customer_id) & 2147483647) %% %s, array_agg(c.id ORDER BY c.id) "
+            "FROM tracking_eventchange c JOIN campaigns_delivery d ON d.id = c.delivery_id "
+            "GROUP BY 1",
+            [shards],
+        )
+        return dict(cursor.fetchall())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_takes_only_the_shards_no_other_run_holds_and_never_waits(world, settings):
+    settings.AGGREGATE_SHARDS = 3
+    with scopes_disabled():
+        backlog(world, 600)
+    before = _changes_by_shard(3)
+    free = next(iter(before))  # a shard with rows
+    other = psycopg.connect(_database_url("other-run"), autocommit=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '10s'")  # waiting on the other run fails the test
+    try:
+        for shard in range(3):
+            other.execute("SELECT pg_advisory_lock(%s, %s)", [SHARD_LOCK, shard])
+        report = aggregate_free_shards(batch_size=50)
+        assert (report.busy_shards, report.changes) == (3, 0)
+        assert _changes_by_shard(3) == before
+
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", [SHARD_LOCK, free])
+        report = aggregate_free_shards(batch_size=50)
+        assert report.busy_shards == 2
+        assert report.changes == len(before[free])
+        assert _changes_by_shard(3) == {k: v for k, v in before.items() if k != free}
+    finally:
+        other.close()
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+    report = aggregate_free_shards(batch_size=50)
+    assert report.busy_shards == 0
+    with scopes_disabled():
+        assert not EventChange.objects.exists()
+        assert sum(LinkRollup.objects.values_list("total_all", flat=True)) == 600
+        check_exact(world)
 
 
 def _aggregator_state():
