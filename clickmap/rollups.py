@@ -372,6 +372,12 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport, shard: tuple | No
         email_deltas, segment_deltas["clickmap_segmentemailrollup"] = _recompute_recipients_sql(
             cursor, recipients
         )
+        email_spans = spans.recipient_days_sql(
+            cursor, {k: tuple(r[:2]) for k, r in recipients.items()}
+        )
+        # The counters every batch adds to come last, in one table order: their rows stay
+        # locked only for the end of the transaction, so another shard's batch waits for
+        # them moments, not for this batch's recipient statements.
         add_counters(
             "clickmap_linkrollup",
             ("workspace_id", "variant_id", "link_id"),
@@ -382,7 +388,7 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport, shard: tuple | No
             "clickmap_emailrollup", ("workspace_id", "variant_id"), EMAIL_COUNTERS, email_deltas
         )
         segment_rollups.add_batch_deltas(segment_deltas)
-        spans.update_sql(cursor, *link_days, {k: tuple(r[:2]) for k, r in recipients.items()})
+        spans.add_deltas_sql(*link_days, *email_spans)
     report.applied_up_to = max(change[0] for change in changes)
     report.changes += len(changes)
     report.pairs += len(pairs)
@@ -416,7 +422,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
     Returns the link deltas as (workspace, variant, link, *LINK_COUNTERS) rows, for
     each recipient whose pairs here do not show both a click and a reliable click, what
     they do show: {(variant, customer): (clicked_all, clicked_rel)}, the changes to
-    the link day rows and link spans (clickmap.spans.update_sql), and the segments'
+    the link day rows and link spans (clickmap.spans.add_deltas_sql), and the segments'
     link and day deltas ({table: rows}, clickmap/segment_rollups.py).
     """
     if not pairs:

@@ -14,7 +14,7 @@ reads the cells again and the recipients' opens, and applies the differences:
 Counters are added in key order, after the batch's other rollups, so workers lock rows
 in one global order. On PostgreSQL the same is set-based: the link day and span changes
 come out of the pairs' own statement (clickmap/rollups.py, `link_spans_sql`), the
-recipients' from `update_sql`; the chains are window functions and only differences
+recipients' from `recipient_days_sql`, and `add_deltas_sql` adds them; the chains are window functions and only differences
 travel. `rebuild_sql` fills the four tables from scratch. tests/test_rollups_sql.py
 holds every path to the Python code, row for row.
 """
@@ -305,12 +305,13 @@ def link_spans_sql(
     )
 
 
-def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict) -> None:
-    """`update` on PostgreSQL: the link day and span changes come with the pairs'
-    recompute (clickmap.rollups); recipients (variant, customer) -> (workspace,
-    delivery), locked."""
+def recipient_days_sql(cursor, recipients: dict) -> tuple[Counter, Counter]:
+    """`update`'s recipient half on PostgreSQL: write the recipients' day rows; returns
+    the changes to the email spans, for everyone and per segment, for `add_deltas_sql`
+    (the link day and span changes come with the pairs' recompute, clickmap.rollups).
+    recipients: (variant, customer) -> (workspace, delivery), locked."""
     if not recipients:
-        return
+        return Counter(), Counter()
     keys = sorted(recipients)
     changed = " OR ".join(f"j.{f} IS DISTINCT FROM j.o_{f}" for f in RECIPIENT_FLAGS)
     email_columns = "workspace_id, variant_id, kind, device, reliable, day, since, n"
@@ -408,6 +409,14 @@ def update_sql(cursor, day_deltas: dict, link_deltas: Counter, recipients: dict)
             email_deltas[(workspace, *key)] += sign * n
         else:
             segment_deltas[(workspace, segment, *key)] += sign * n
+    return email_deltas, segment_deltas
+
+
+def add_deltas_sql(
+    day_deltas: dict, link_deltas: Counter, email_deltas: Counter, segment_deltas: Counter
+) -> None:
+    """Add a batch's link day and span changes and `recipient_days_sql`'s email span
+    changes."""
     _add_deltas(day_deltas, link_deltas, email_deltas)
     add_counters(
         "clickmap_segmentemailspanrollup",
