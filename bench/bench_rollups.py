@@ -22,9 +22,9 @@ The incremental run takes 100,000 new clicks with their change rows as ingestion
 them: 80% first clicks on the campaign just sent, 20% late clicks on the older ones
 (plus some opens and reclassified clicks); the `_spread` run puts them all on the
 history's pairs instead, so each touched pair is recomputed from more clicks. Timed until
-the change log is empty: beat's aggregator task as the Compose worker (concurrency 2)
-runs it under a backlog, two runs at once, each on the shards of the log the other does
-not hold (`clickmap.rollups.aggregate_free_shards`).
+the change log is empty: `clickmap.rollups.aggregate_now` (`manage.py aggregate`), two
+runs at once (AGGREGATE_SHARDS, as the Compose worker's two slots run beat's task under a
+backlog), each on the shards of the log the other does not hold.
 
 Exactness is checked, not assumed: after the rebuild and after each incremental run the
 rollups (LinkRollup for every variant, and clickmap.metrics for the benchmarked campaign
@@ -54,7 +54,6 @@ PG_SERVER = os.environ.get("BENCH_ROLLUPS_PG", "postgresql://postgres@127.0.0.1:
 PG_ADMIN_URL = f"{PG_SERVER}/postgres"
 DATABASE_URL = f"{PG_SERVER}/{DB_NAME}"
 INCREMENTAL_EVENTS = 100_000
-WORKERS = 2  # the Compose worker's concurrency (and settings.AGGREGATE_SHARDS)
 DASHBOARD_REPEATS = 40
 DASHBOARD_SECONDS = 20  # per scope; at least 5 repetitions
 BENCH_CAMPAIGN = 3  # index of the campaign the dashboard and exactness checks look at
@@ -66,6 +65,7 @@ ENV = {
     "HTTPS_ONLY": "0",
     "STATIC_MANIFEST": "0",
     "DJANGO_SETTINGS_MODULE": "clickmap.settings",
+    "AGGREGATE_SHARDS": "2",
 }
 os.environ.update(ENV)
 os.environ.pop("REDIS_URL", None)
@@ -298,33 +298,6 @@ def add_incremental_events(world, count: int, spread: bool = False) -> tuple[int
     return before, changes
 
 
-def drain_like_the_workers():
-    """WORKERS overlapping runs of beat's aggregator task, each on its own connection;
-    returns their reports."""
-    import threading
-
-    from django.db import connections
-
-    from clickmap import rollups
-
-    reports = []
-
-    def run():
-        try:
-            reports.append(rollups.aggregate_free_shards())
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run) for _ in range(WORKERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if len(reports) < WORKERS:
-        raise RuntimeError("an aggregator run failed (see above)")
-    return reports
-
-
 def timed(function, *args):
     started = time.perf_counter()
     result = function(*args)
@@ -385,8 +358,8 @@ def main() -> int:
         for spread, line, goal in ((False, name, "<2s"), (True, f"{name}_spread", "info")):
             before, changes = add_incremental_events(world, count, spread=spread)
             inc_floor, _ = floor("AND e.id > %(b)s", {"b": before})
-            seconds, reports = timed(drain_like_the_workers)
-            log(f"aggregate: {seconds:.2f}s over {changes:,} change rows ({reports})")
+            seconds, report = timed(rollups.aggregate_now)
+            log(f"aggregate: {seconds:.2f}s over {changes:,} change rows ({report})")
             (left,) = sql("SELECT count(*) FROM tracking_eventchange")[0]
             ok &= left == 0
             bench_line(line, seconds, inc_floor, goal)

@@ -18,7 +18,7 @@ from django.db import connection, connections
 from django_scopes import scopes_disabled
 
 from clickmap.models import LinkRollup
-from clickmap.rollups import SHARD_LOCK, aggregate, aggregate_free_shards
+from clickmap.rollups import SHARD_LOCK, aggregate, aggregate_free_shards, aggregate_now
 from tests.rollup_world import DEVICES, T0, links_of
 from tests.test_rollups import check_exact
 from tracking.models import ClickEvent, EventChange, OpenEvent
@@ -86,6 +86,20 @@ def test_two_workers_on_the_same_backlog_give_exact_numbers(world, run):
     with scopes_disabled():
         assert not EventChange.objects.exists()
         assert sum(LinkRollup.objects.values_list("total_all", flat=True)) == 3000
+        check_exact(world)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_aggregate_now_runs_every_shard_at_once_and_gives_exact_numbers(world, settings):
+    settings.AGGREGATE_SHARDS = 3
+    with scopes_disabled():
+        backlog(world, 2000)
+        changes = EventChange.objects.count()
+    report = aggregate_now(batch_size=40)
+    assert (report.changes, report.busy_shards) == (changes, 0)
+    with scopes_disabled():
+        assert not EventChange.objects.exists()
+        assert sum(LinkRollup.objects.values_list("total_all", flat=True)) == 2000
         check_exact(world)
 
 

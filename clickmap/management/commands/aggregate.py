@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from clickmap.rollups import BATCH_SIZE, aggregate
+from clickmap.rollups import BATCH_SIZE, aggregate_now
 from tracking.ingest import ingest_spool
 
 
@@ -12,7 +12,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, batch_size, **options):
         ingested = ingest_spool()
-        report = aggregate(batch_size=batch_size)
+        report = aggregate_now(batch_size=batch_size)
         self.stdout.write(
             f"ingested {ingested.clicks} clicks and {ingested.opens} opens; applied "
             f"{report.changes} changes ({report.pairs} link pairs, {report.recipients} "
