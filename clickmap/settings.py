@@ -7,6 +7,7 @@ tasks inline, local-memory cache. See README.md for the variables.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from clickmap.config import (
     database_config,
@@ -113,6 +114,8 @@ CELERY_TIMEZONE = "UTC"
 # Aggregator runs that overlap split the change log into this many shards (by customer),
 # one run each (clickmap.rollups.aggregate_free_shards): the worker's concurrency.
 AGGREGATE_SHARDS = env.int("AGGREGATE_SHARDS", default=2)
+if AGGREGATE_SHARDS < 1:  # no shard: no run would ever apply the change log
+    raise ImproperlyConfigured(f"AGGREGATE_SHARDS must be 1 or more, not {AGGREGATE_SHARDS}")
 CELERY_BEAT_SCHEDULE = {
     "ingest-tracking-events": {"task": "tracking.ingest_events", "schedule": 2.0},
     # A run still queued when the next is due is dropped: the next one does its work.

@@ -107,6 +107,12 @@ def test_embedded_default_is_sqlite_with_inline_tasks():
     assert eager == "True" and cache.endswith("LocMemCache")
 
 
+def test_no_aggregator_shard_is_refused_at_start():
+    result = run_manage("check", DEBUG="1", AGGREGATE_SHARDS="0")
+    assert result.returncode != 0
+    assert "AGGREGATE_SHARDS must be 1 or more, not 0" in result.stderr
+
+
 def test_redis_url_makes_celery_use_the_real_broker():
     result = run_manage(
         "shell",
