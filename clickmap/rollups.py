@@ -119,7 +119,7 @@ def aggregate_free_shards(batch_size: int = BATCH_SIZE) -> AggregateReport:
     run drains every shard it can take, so one worker alone still covers them all.
     Elsewhere (SQLite, or inside a transaction) it is `aggregate`.
     """
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+    if _single_run():
         return aggregate(batch_size)
     shards = settings.AGGREGATE_SHARDS
     report = AggregateReport()
@@ -138,7 +138,7 @@ def aggregate_now(batch_size: int = BATCH_SIZE) -> AggregateReport:
     with its own connection, as that many Celery workers would; elsewhere (SQLite, or
     inside a transaction) `aggregate`."""
     runs = settings.AGGREGATE_SHARDS
-    if connection.vendor != "postgresql" or connection.in_atomic_block or runs < 2:
+    if _single_run() or runs < 2:
         return aggregate(batch_size)
     reports, errors = [], []
 
@@ -162,6 +162,12 @@ def aggregate_now(batch_size: int = BATCH_SIZE) -> AggregateReport:
         report.add(each)
     report.busy_shards = 0  # held by these runs themselves
     return report
+
+
+def _single_run() -> bool:
+    # SQLite writes one transaction at a time; inside a caller's transaction other
+    # connections would not see its writes, and session locks would outlive it.
+    return connection.vendor != "postgresql" or connection.in_atomic_block
 
 
 @contextmanager

@@ -14,9 +14,9 @@ reads the cells again and the recipients' opens, and applies the differences:
 Counters are added in key order, after the batch's other rollups, so workers lock rows
 in one global order. On PostgreSQL the same is set-based: the link day and span changes
 come out of the pairs' own statement (clickmap/rollups.py, `link_spans_sql`), the
-recipients' from `recipient_days_sql`, and `add_deltas_sql` adds them; the chains are window functions and only differences
-travel. `rebuild_sql` fills the four tables from scratch. tests/test_rollups_sql.py
-holds every path to the Python code, row for row.
+recipients' from `recipient_days_sql`, and `add_deltas_sql` adds them; the chains are
+window functions and only differences travel. `rebuild_sql` fills the four tables from
+scratch. tests/test_rollups_sql.py holds every path to the Python code, row for row.
 """
 
 from collections import Counter, defaultdict
