@@ -26,7 +26,9 @@ holds it exclusively and campaigns_delivery in SHARE mode, so while members chan
 batch and no delivery write is in flight, and every later one reads the new members.
 
 The membership log lags by one aggregator run (seconds, like every rollup). A segment
-that is new or has a new rule is counted live until its rollups are rebuilt (`current`).
+that is new or has a new rule is counted live until its rollups are rebuilt (`current`);
+a big one is rebuilt REFRESH_MEMBERS members a transaction, so the locks above are
+held seconds at a time, and batches and delivery writes go on between them.
 On SQLite, the embedded default, segments are always counted live: nothing here runs.
 """
 
@@ -51,6 +53,11 @@ from clickmap.models import (
 
 SEGMENT_LOCK = 0x5E6_0E17  # pg_advisory lock key: batches shared, `refresh` exclusive
 REFRESH_BATCH = 50_000  # log entries per refresh transaction
+# Members joining or leaving a segment evaluated whole, per refresh transaction, so
+# batches and delivery writers wait seconds for its locks, not a whole build: a rule
+# moving 666k members (bench_clickmap's segment) took 7 transactions of at most 12 s
+# where one took 52 s; 72 s in all, as smaller sets read the members' rows by index.
+REFRESH_MEMBERS = 100_000
 REFRESH_LOCK_TIMEOUT = "2s"  # waiting longer on delivery writers: try again next run
 
 
@@ -151,7 +158,7 @@ def _refresh_batch() -> int:
         cursor.execute("SELECT set_config('lock_timeout', %s, true)", [before])
         if not claimed:
             return 0
-        _apply(cursor, _membership_changes(cursor, claimed))
+        _apply(cursor, _membership_changes(cursor, claimed, REFRESH_MEMBERS))
         return len(claimed)
 
 
@@ -172,10 +179,15 @@ def rebuild(cursor) -> None:
     _apply(cursor, _membership_changes(cursor, [(None, pk) for pk in segments]))
 
 
-def _membership_changes(cursor, claimed) -> list[tuple[int, int, int]]:
+def _membership_changes(cursor, claimed, limit: int | None = None) -> list[tuple[int, int, int]]:
     """(segment, customer, +1 joined / -1 left) for the claimed log entries: a segment
     alone is evaluated whole, a customer alone against every segment of its workspace,
-    a customer with a segment against that segment."""
+    a customer with a segment against that segment.
+
+    limit: at most this many changes of the segments evaluated whole (after the
+    customers' own); a segment with more is logged whole again, so the next transaction
+    goes on where this one stops and the segment is counted live (`current`) until its
+    last member is in. Its members and rollups agree after each transaction."""
     whole = {s for c, s in claimed if c is None and s is not None}
     candidates = defaultdict(set)  # segment -> customers to evaluate
     anywhere = set()
@@ -196,15 +208,21 @@ def _membership_changes(cursor, claimed) -> list[tuple[int, int, int]]:
             candidates[segment_id] |= by_workspace[workspace_id]
     segments = Segment.objects.in_bulk(whole | set(candidates))
     changes = []
-    for pk in sorted(segments):
-        who = None if pk in whole else candidates[pk]
-        changes += [(pk, c, sign) for c, sign in _diff(cursor, segments[pk], who)]
+    for pk in sorted(set(segments) - whole):
+        changes += [(pk, c, sign) for c, sign in _diff(cursor, segments[pk], candidates[pk])]
+    for pk in sorted(set(segments) & whole):
+        room = None if limit is None else max(limit - len(changes), 0)
+        found = _diff(cursor, segments[pk], None, room if room is None else room + 1)
+        if room is not None and len(found) > room:
+            found = found[:room]
+            cursor.execute("INSERT INTO clickmap_membershipchange (segment_id) VALUES (%s)", [pk])
+        changes += [(pk, c, sign) for c, sign in found]
     return changes
 
 
-def _diff(cursor, segment, candidates) -> list[tuple[int, int]]:
+def _diff(cursor, segment, candidates, limit: int | None = None) -> list[tuple[int, int]]:
     """(customer, +1 / -1): who joined or left the segment, among `candidates` (None:
-    every customer of its workspace)."""
+    every customer of its workspace); `limit`: the first that many by customer id."""
     now = segment_customers(segment).filter(workspace_id=segment.workspace_id)
     before = SegmentMember.objects.filter(segment_id=segment.pk)
     if candidates is not None:
@@ -216,8 +234,9 @@ def _diff(cursor, segment, candidates) -> list[tuple[int, int]]:
         f"""
         SELECT coalesce(n.id, b.id), CASE WHEN b.id IS NULL THEN 1 ELSE -1 END
         FROM ({now_sql}) AS n(id) FULL JOIN ({before_sql}) AS b(id) ON b.id = n.id
-        WHERE n.id IS NULL OR b.id IS NULL""",
-        [*now_params, *before_params],
+        WHERE n.id IS NULL OR b.id IS NULL
+        {"" if limit is None else "ORDER BY 1 LIMIT %s"}""",
+        [*now_params, *before_params, *([] if limit is None else [limit])],
     )
     return cursor.fetchall()
 

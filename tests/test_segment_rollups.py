@@ -26,7 +26,7 @@ from clickmap.models import (
     SegmentLinkSpanRollup,
     SegmentMember,
 )
-from clickmap.rollups import aggregate, recompute
+from clickmap.rollups import AggregateReport, aggregate, apply_batch, recompute
 from tests.rollup_world import DEVICES, T0, links_of
 from tests.test_rollups import check_exact
 from tracking.models import ClickEvent, EventChange, OpenEvent
@@ -168,7 +168,9 @@ def run(world, op):
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(ops=st.lists(operation, max_size=40), window=st.sampled_from([0, 24]))
-def test_segment_numbers_stay_exact_while_members_change(world, ops, window):
+def test_segment_numbers_stay_exact_while_members_change(world, monkeypatch, ops, window):
+    # A rule change moving more than two members is applied over several transactions.
+    monkeypatch.setattr(segment_rollups, "REFRESH_MEMBERS", 2)
     with scopes_disabled():
         for model in (ClickEvent, OpenEvent, EventChange):
             model.objects.all().delete()
@@ -204,6 +206,50 @@ def test_a_new_or_edited_segment_is_counted_live_until_its_rollups_are_built(wor
         report = aggregate()
         assert report.memberships == 1 and segment_rollups.current(world.segment)
         assert numbers() == live
+        check_segment_exact(world)
+
+
+def test_a_segment_evaluated_whole_is_built_a_few_members_per_transaction(world, monkeypatch):
+    """A segment's new rule moves its members a few per refresh transaction: between
+    them its members and rollups agree, it is counted live, and batches that run in
+    between (adding to the members already in) leave it exact once the last is in."""
+    monkeypatch.setattr(segment_rollups, "REFRESH_MEMBERS", 2)
+    with scopes_disabled():
+        for i in range(12):
+            click(world, i, i, i * 3600, i % 3 != 0, DEVICES[i % 4])
+            open_(world, i, i * 1800, i % 2 == 0)
+        aggregate()
+        check_segment_exact(world)
+        old = set(SegmentMember.objects.values_list("customer_id", flat=True))
+        world.segment.rule = [{"attribute": "tier", "op": "eq", "value": 0}]
+        world.segment.save()
+        new = set(
+            segment_customers(world.segment)
+            .filter(workspace=world.workspace)
+            .values_list("pk", flat=True)
+        )
+        assert len(old ^ new) == 6  # three leave, three join: three transactions
+        members, moved = old, []
+        while not segment_rollups.current(world.segment):
+            assert segment_rollups._refresh_batch()
+            now = set(SegmentMember.objects.values_list("customer_id", flat=True))
+            moved.append(len(now ^ members))
+            members = now
+            # The segment's sums hold its members' rows and nothing else: taking the
+            # members out leaves nothing.
+            saved = transaction.savepoint()
+            with connection.cursor() as cursor:
+                segment_rollups._apply(cursor, [(world.segment.pk, c, -1) for c in members])
+            assert not any(stored(model) for model in SEGMENT_TABLES)
+            transaction.savepoint_rollback(saved)
+            # A batch between two transactions, on customers in, out and on their way.
+            click(world, len(moved) * 2, 1, 86400 + len(moved), True, "mobile")
+            click(world, len(moved) * 2 + 1, 2, 86400 + len(moved), False, "desktop")
+            report = AggregateReport()
+            while apply_batch(100, report):
+                pass
+        assert moved == [2, 2, 2] and members == new
+        assert not MembershipChange.objects.exists()
         check_segment_exact(world)
 
 
