@@ -61,8 +61,10 @@ RECOMPUTE_WORK_MEM = "256MB"
 RECOMPUTE_MAINTENANCE_WORK_MEM = "1GB"
 
 
-# Advisory lock key (the two-int space) of the change log's shards: classid, shard number.
+# Advisory lock key (the two-int space) of the change log's shards: classid, shard number;
+# and, with MEMBERSHIP_TURN for number, of the run applying the segments' membership log.
 SHARD_LOCK = 0x636D  # "cm"
+MEMBERSHIP_TURN = -1
 
 
 @dataclass
@@ -89,12 +91,11 @@ def aggregate(
     """Apply the change log until it is empty (or `max_batches` were applied).
 
     shard: (number, of), PostgreSQL only: just the change rows of the customers in that
-    shard (see `aggregate_free_shards`); the first shard's run applies the segments'
-    membership log too.
+    shard (see `aggregate_free_shards`, which applies the segments' membership log).
     """
     report = AggregateReport()
     with scopes_disabled():
-        if not shard or shard[0] == 0:
+        if not shard:
             report.memberships = segment_rollups.refresh()
         while max_batches is None or report.batches < max_batches:
             if not apply_batch(batch_size, report, shard):
@@ -117,12 +118,20 @@ def aggregate_free_shards(batch_size: int = BATCH_SIZE) -> AggregateReport:
     recipient), and a run that finds every shard taken returns at once instead of
     waiting on row locks, which would hold its worker from ingestion and previews. Each
     run drains every shard it can take, so one worker alone still covers them all.
+    The segments' membership log is applied first, by one run at a time (the same kind
+    of lock) and under no shard: a big segment's build, many transactions long
+    (clickmap/segment_rollups.py), holds up no shard, whose events other runs go on
+    applying between its transactions.
     Elsewhere (SQLite, or inside a transaction) it is `aggregate`.
     """
     if _single_run():
         return aggregate(batch_size)
     shards = settings.AGGREGATE_SHARDS
     report = AggregateReport()
+    with connection.cursor() as cursor, _shard_taken(cursor, MEMBERSHIP_TURN) as taken:
+        if taken:
+            with scopes_disabled():
+                report.memberships = segment_rollups.refresh()
     for number in range(shards):
         with connection.cursor() as cursor, _shard_taken(cursor, number) as taken:
             if taken:
@@ -172,8 +181,8 @@ def _single_run() -> bool:
 
 @contextmanager
 def _shard_taken(cursor, number: int):
-    """Whether this session took shard `number` (never waiting for it), held until the
-    block ends."""
+    """Whether this session took shard `number` (or MEMBERSHIP_TURN), never waiting for
+    it, held until the block ends."""
     taken = _fetch(cursor, "SELECT pg_try_advisory_lock(%s, %s)", [SHARD_LOCK, number])[0][0]
     try:
         yield taken

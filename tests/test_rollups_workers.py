@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,8 +18,14 @@ import pytest
 from django.db import connection, connections
 from django_scopes import scopes_disabled
 
-from clickmap.models import LinkRollup
-from clickmap.rollups import SHARD_LOCK, aggregate, aggregate_free_shards, aggregate_now
+from clickmap.models import LinkRollup, MembershipChange, SegmentMember
+from clickmap.rollups import (
+    MEMBERSHIP_TURN,
+    SHARD_LOCK,
+    aggregate,
+    aggregate_free_shards,
+    aggregate_now,
+)
 from tests.rollup_world import DEVICES, T0, links_of
 from tests.test_rollups import check_exact
 from tracking.models import ClickEvent, EventChange, OpenEvent
@@ -120,6 +127,21 @@ def _changes_by_shard(shards: int) -> dict:
         return dict(cursor.fetchall())
 
 
+@contextmanager
+def other_run():
+    """A connection standing for another aggregator run, to hold advisory locks; waiting
+    on it for more than 10 s fails the test."""
+    other = psycopg.connect(_database_url("other-run"), autocommit=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '10s'")
+    try:
+        yield other
+    finally:
+        other.close()
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_run_takes_only_the_shards_no_other_run_holds_and_never_waits(world, settings):
     settings.AGGREGATE_SHARDS = 3
@@ -127,10 +149,7 @@ def test_a_run_takes_only_the_shards_no_other_run_holds_and_never_waits(world, s
         backlog(world, 600)
     before = _changes_by_shard(3)
     free = next(iter(before))  # a shard with rows
-    other = psycopg.connect(_database_url("other-run"), autocommit=True)
-    with connection.cursor() as cursor:
-        cursor.execute("SET lock_timeout = '10s'")  # waiting on the other run fails the test
-    try:
+    with other_run() as other:
         for shard in range(3):
             other.execute("SELECT pg_advisory_lock(%s, %s)", [SHARD_LOCK, shard])
         report = aggregate_free_shards(batch_size=50)
@@ -142,15 +161,48 @@ def test_a_run_takes_only_the_shards_no_other_run_holds_and_never_waits(world, s
         assert report.busy_shards == 2
         assert report.changes == len(before[free])
         assert _changes_by_shard(3) == {k: v for k, v in before.items() if k != free}
-    finally:
-        other.close()
-        with connection.cursor() as cursor:
-            cursor.execute("RESET lock_timeout")
     report = aggregate_free_shards(batch_size=50)
     assert report.busy_shards == 0
     with scopes_disabled():
         assert not EventChange.objects.exists()
         assert sum(LinkRollup.objects.values_list("total_all", flat=True)) == 600
+        check_exact(world)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_membership_log_is_applied_by_one_run_under_no_shard(world, settings):
+    """A run applies the segments' membership log though other runs hold every shard (a
+    big segment's build holds up no shard), and leaves it, without waiting, to the run
+    that has the membership turn."""
+    settings.AGGREGATE_SHARDS = 2
+    with scopes_disabled():
+        backlog(world, 50)
+        aggregate()
+        joining = world.customers[0]  # tier 0
+
+    def tier(value: int) -> tuple[int, bool, bool]:
+        """Move `joining` to tier `value` and run: (memberships applied, a member now,
+        its log entry left)."""
+        with scopes_disabled():
+            joining.attributes = {"tier": value}
+            joining.save()
+            report = aggregate_free_shards()
+            assert report.busy_shards == 2
+            return (
+                report.memberships,
+                SegmentMember.objects.filter(customer=joining).exists(),
+                MembershipChange.objects.filter(customer_id=joining.pk).exists(),
+            )
+
+    with other_run() as other:
+        for shard in range(2):
+            other.execute("SELECT pg_advisory_lock(%s, %s)", [SHARD_LOCK, shard])
+        assert tier(1) == (1, True, False)
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [SHARD_LOCK, MEMBERSHIP_TURN])
+        assert tier(0) == (0, True, True)
+    assert aggregate_free_shards().memberships == 1
+    with scopes_disabled():
+        assert not SegmentMember.objects.filter(customer=joining).exists()
         check_exact(world)
 
 
