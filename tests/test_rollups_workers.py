@@ -90,10 +90,7 @@ def test_two_workers_on_the_same_backlog_give_exact_numbers(world, run):
         thread.join()
     assert errors == []
     assert all(report.batches > 0 for report in reports), "both workers took part"
-    with scopes_disabled():
-        assert not EventChange.objects.exists()
-        assert sum(LinkRollup.objects.values_list("total_all", flat=True)) == 3000
-        check_exact(world)
+    assert_drained_exactly(world, 3000)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -104,15 +101,20 @@ def test_aggregate_now_runs_every_shard_at_once_and_gives_exact_numbers(world, s
         changes = EventChange.objects.count()
     report = aggregate_now(batch_size=40)
     assert (report.changes, report.busy_shards) == (changes, 0)
-    with scopes_disabled():
-        assert not EventChange.objects.exists()
-        assert sum(LinkRollup.objects.values_list("total_all", flat=True)) == 2000
-        check_exact(world)
+    assert_drained_exactly(world, 2000)
 
 
 def _database_url(name: str = "crashme") -> str:
     s = connection.settings_dict
     return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}?application_name={name}"
+
+
+def assert_drained_exactly(world, clicks: int) -> None:
+    """The change log is empty and every rollup equals the brute force over `clicks`."""
+    with scopes_disabled():
+        assert not EventChange.objects.exists()
+        assert sum(LinkRollup.objects.values_list("total_all", flat=True)) == clicks
+        check_exact(world)
 
 
 def _changes_by_shard(shards: int) -> dict:
@@ -163,10 +165,7 @@ def test_a_run_takes_only_the_shards_no_other_run_holds_and_never_waits(world, s
         assert _changes_by_shard(3) == {k: v for k, v in before.items() if k != free}
     report = aggregate_free_shards(batch_size=50)
     assert report.busy_shards == 0
-    with scopes_disabled():
-        assert not EventChange.objects.exists()
-        assert sum(LinkRollup.objects.values_list("total_all", flat=True)) == 600
-        check_exact(world)
+    assert_drained_exactly(world, 600)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -250,6 +249,4 @@ def test_a_worker_killed_mid_batch_leaves_nothing_half_applied(world, spool_dir)
         left = EventChange.objects.count()
         assert 0 < left < before  # some batches committed, the killed one did not
         aggregate()  # the restarted worker
-        assert not EventChange.objects.exists()
-        assert sum(LinkRollup.objects.values_list("total_all", flat=True)) == 20000
-        check_exact(world)
+    assert_drained_exactly(world, 20000)
