@@ -211,11 +211,16 @@ def _membership_changes(cursor, claimed, limit: int | None = None) -> list[tuple
     for pk in sorted(set(segments) - whole):
         changes += [(pk, c, sign) for c, sign in _diff(cursor, segments[pk], candidates[pk])]
     for pk in sorted(set(segments) & whole):
-        room = None if limit is None else max(limit - len(changes), 0)
-        found = _diff(cursor, segments[pk], None, room if room is None else room + 1)
-        if room is not None and len(found) > room:
-            found = found[:room]
-            cursor.execute("INSERT INTO clickmap_membershipchange (segment_id) VALUES (%s)", [pk])
+        if limit is None:
+            found = _diff(cursor, segments[pk], None)
+        else:
+            room = max(limit - len(changes), 0)
+            found = _diff(cursor, segments[pk], None, room + 1)  # one more: is there more?
+            if len(found) > room:
+                found = found[:room]
+                cursor.execute(
+                    "INSERT INTO clickmap_membershipchange (segment_id) VALUES (%s)", [pk]
+                )
         changes += [(pk, c, sign) for c, sign in found]
     return changes
 
