@@ -130,8 +130,7 @@ def aggregate_free_shards(batch_size: int = BATCH_SIZE) -> AggregateReport:
     report = AggregateReport()
     with connection.cursor() as cursor, _shard_taken(cursor, MEMBERSHIP_TURN) as taken:
         if taken:
-            with scopes_disabled():
-                report.memberships = segment_rollups.refresh()
+            report.memberships = segment_rollups.refresh()
     for number in range(shards):
         with connection.cursor() as cursor, _shard_taken(cursor, number) as taken:
             if taken:
