@@ -31,6 +31,7 @@ could not place (see linktags.py) and cannot be tracked by index.
 import codecs
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import webencodings
 
@@ -293,6 +294,21 @@ def declared_encoding(data: bytes) -> str | None:
     if encoding.name == "x-user-defined":
         return "cp1252"
     return encoding.codec_info.name
+
+
+def read_template_file(path: Path) -> str:
+    """The text of a template file on disk (see decode_template). Raises
+    TemplateInputError for a missing, unreadable, too large or undecodable file; a
+    file over the limit is refused before it is read."""
+    try:
+        if not path.is_file():
+            raise TemplateInputError("no such file." if not path.exists() else "not a file.")
+        size = path.stat().st_size
+        if size > MAX_TEMPLATE_BYTES:
+            raise TemplateInputError(_too_large_message(size))
+        return decode_template(path.read_bytes())
+    except OSError as error:
+        raise TemplateInputError(f"cannot read it ({error.strerror or error}).") from None
 
 
 def decode_template(data: bytes) -> str:

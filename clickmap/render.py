@@ -108,6 +108,7 @@ class RenderResult:
     scale: float
     boxes: dict[int, list[Box]]
     render_ms: int
+    html: str = ""  # the document exactly as Chromium loaded it
 
 
 class RenderError(RuntimeError):
@@ -149,6 +150,8 @@ def render_preview(
     *,
     marker_links: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
+    scale: float | None = None,
+    picture: bool = True,
 ) -> RenderResult:
     """Render ``html`` for ``device`` ('desktop' or 'mobile') and measure link boxes.
 
@@ -156,11 +159,17 @@ def render_preview(
     whose xpath holds ``#mso``, get no boxes: Chromium does not show them). With
     ``marker_links`` every ``a``/``area`` whose href is ``MARKER_PREFIX<id>`` adds a
     box to link ``id``. Boxes are measured in the very page the screenshot is taken
-    of. Raises RenderError (Chromium missing or crashed, timeout).
+    of, and at its pixel ratio: Chromium snaps layout to device pixels, so the same
+    email can lie a few CSS px apart at ratios 1 and 3. ``scale`` fixes the ratio
+    (default: the device's, lowered for wide or huge pictures). Without ``picture``
+    only the boxes are measured (``image`` is empty). Raises RenderError (Chromium
+    missing or crashed, timeout).
     """
     _device(device)
     prepared = placeholder_images(html)
-    job = _RenderJob(prepared, device, dict(link_xpaths or {}), marker_links, timeout)
+    job = _RenderJob(
+        prepared, device, dict(link_xpaths or {}), marker_links, timeout, scale, picture
+    )
     return _CHROMIUM.call(job.run, timeout=timeout * 2 + 30)
 
 
@@ -186,10 +195,17 @@ _SIZE_JS = """() => {
           Math.max(d.scrollHeight, b ? b.scrollHeight : 0, d.clientHeight)];
 }"""
 
-# Boxes of link elements: by xpath, and/or by marker href. An <area> has no layout box
-# of its own: its box is its shape's bounds on the image that uses its map.
+# Boxes of link elements, by xpath and/or by marker href: everything the browser draws
+# for a link (docs/clickmap.md, "Link boxes"). An element link's boxes are its own line
+# fragments (getClientRects: a wrapped text link is its lines, not one rectangle over the
+# paragraph) and the border boxes of every rendered descendant (an image inside an
+# inline <a> is not inside the <a>'s own rectangle), each clipped by the ancestors whose
+# overflow is not visible; empty or fully clipped ones are dropped, and boxes that lie
+# inside another or mostly overlap it become their union. An <area> has no layout box of
+# its own: its box is its shape's bounds on the image that uses its map.
 _BOXES_JS = """([xpaths, prefix]) => {
   const sx = window.scrollX, sy = window.scrollY;
+  const root = document.documentElement, body = document.body;
   const out = {};
   const maps = new Map();
   for (const img of document.querySelectorAll("img[usemap], input[usemap], object[usemap]")) {
@@ -199,9 +215,9 @@ _BOXES_JS = """([xpaths, prefix]) => {
   const areaBox = (area) => {
     const map = area.closest("map");
     const img = map && (maps.get(map.getAttribute("name") || "") || maps.get(map.id));
-    if (!img) return null;
+    if (!img) return [];
     const r = img.getBoundingClientRect();
-    if (!r.width || !r.height) return null;
+    if (!r.width || !r.height) return [];
     const cs = getComputedStyle(img);
     const left = r.left + parseFloat(cs.borderLeftWidth) + parseFloat(cs.paddingLeft);
     const top = r.top + parseFloat(cs.borderTopWidth) + parseFloat(cs.paddingTop);
@@ -217,32 +233,96 @@ _BOXES_JS = """([xpaths, prefix]) => {
     } else if (n.length >= 4) {
       x0 = Math.min(n[0], n[2]); x1 = Math.max(n[0], n[2]);
       y0 = Math.min(n[1], n[3]); y1 = Math.max(n[1], n[3]);
-    } else return null;
-    if (n.some(Number.isNaN) || x1 <= x0 || y1 <= y0) return null;
-    return [left + x0 + sx, top + y0 + sy, x1 - x0, y1 - y0];
+    } else return [];
+    if (n.some(Number.isNaN) || x1 <= x0 || y1 <= y0) return [];
+    return [[left + x0 + sx, top + y0 + sy, x1 - x0, y1 - y0]];
   };
-  const box = (node) => {
-    if (!node || node.nodeType !== 1) return null;
+  // The part of the viewport an element's boxes can show in: the intersection of the
+  // padding boxes of its ancestors that clip (overflow not visible). The root and body
+  // pass their overflow to the viewport, which the full-page picture does not clip.
+  const clips = new Map();
+  const clipOf = (el) => {
+    if (!el || el === root || el === body || el.nodeType !== 1) return null;
+    if (clips.has(el)) return clips.get(el);
+    let clip = clipOf(el.parentElement);
+    const cs = getComputedStyle(el);
+    if (cs.overflowX !== "visible" || cs.overflowY !== "visible") {
+      const r = el.getBoundingClientRect();
+      const left = r.left + el.clientLeft, top = r.top + el.clientTop;
+      const own = [
+        cs.overflowX === "visible" ? -Infinity : left,
+        cs.overflowY === "visible" ? -Infinity : top,
+        cs.overflowX === "visible" ? Infinity : left + el.clientWidth,
+        cs.overflowY === "visible" ? Infinity : top + el.clientHeight,
+      ];
+      clip = clip ? [Math.max(clip[0], own[0]), Math.max(clip[1], own[1]),
+                     Math.min(clip[2], own[2]), Math.min(clip[3], own[3])] : own;
+    }
+    clips.set(el, clip);
+    return clip;
+  };
+  const shown = (el) => {
+    const cs = getComputedStyle(el);
+    return cs.display !== "none" && cs.visibility !== "hidden";
+  };
+  const rectsOf = (el, found) => {
+    const clip = clipOf(el.parentElement);
+    for (const r of el.getClientRects()) {
+      let x0 = r.left, y0 = r.top, x1 = r.right, y1 = r.bottom;
+      if (clip) {
+        x0 = Math.max(x0, clip[0]); y0 = Math.max(y0, clip[1]);
+        x1 = Math.min(x1, clip[2]); y1 = Math.min(y1, clip[3]);
+      }
+      if (x1 - x0 > 0 && y1 - y0 > 0) found.push([x0 + sx, y0 + sy, x1 - x0, y1 - y0]);
+    }
+  };
+  const inside = (a, b) => a[0] >= b[0] - 0.5 && a[1] >= b[1] - 0.5 &&
+    a[0] + a[2] <= b[0] + b[2] + 0.5 && a[1] + a[3] <= b[1] + b[3] + 0.5;
+  const boxes = (node) => {
+    if (!node || node.nodeType !== 1) return [];
     if (node.localName === "area") return areaBox(node);
-    const r = node.getBoundingClientRect();
-    if (!(r.width > 0 && r.height > 0)) return null;
-    return [r.left + sx, r.top + sy, r.width, r.height];
+    const found = [];
+    if (getComputedStyle(node).visibility !== "hidden") rectsOf(node, found);
+    for (const d of node.querySelectorAll("*")) if (shown(d)) rectsOf(d, found);
+    // Boxes that mostly overlap are one shape (an image and the line box of the inline
+    // <a> around it); lines of a wrapped link, which touch or barely overlap, stay apart.
+    const area = (b) => b[2] * b[3];
+    const span = (a0, a1, b0, b1) => Math.max(0, Math.min(a1, b1) - Math.max(a0, b0));
+    const overlap = (a, b) => span(a[0], a[0] + a[2], b[0], b[0] + b[2]) *
+      span(a[1], a[1] + a[3], b[1], b[1] + b[3]);
+    let merged = true;
+    while (merged) {
+      merged = false;
+      for (let i = 0; i < found.length && !merged; i++) {
+        for (let j = i + 1; j < found.length && !merged; j++) {
+          const a = found[i], b = found[j];
+          if (inside(a, b) || inside(b, a) || overlap(a, b) * 2 >= Math.min(area(a), area(b))) {
+            const x0 = Math.min(a[0], b[0]), y0 = Math.min(a[1], b[1]);
+            found[i] = [x0, y0, Math.max(a[0] + a[2], b[0] + b[2]) - x0,
+                        Math.max(a[1] + a[3], b[1] + b[3]) - y0];
+            found.splice(j, 1);
+            merged = true;
+          }
+        }
+      }
+    }
+    return found;
   };
-  const add = (id, b) => { (out[id] = out[id] || []); if (b) out[id].push(b); };
+  const add = (id, found) => { (out[id] = out[id] || []).push(...found); };
   for (const [id, xpath] of Object.entries(xpaths)) {
     let node = null;
     try {
       node = document.evaluate(
         xpath, document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue;
     } catch (e) { node = null; }
-    add(id, box(node));
+    add(id, boxes(node));
   }
   if (prefix) {
     for (const link of document.querySelectorAll("a[href], area[href]")) {
       const href = (link.getAttribute("href") || "").trim();
       if (!href.startsWith(prefix)) continue;
       const id = href.slice(prefix.length);
-      if (/^[0-9]+$/.test(id)) add(id, box(link));
+      if (/^[0-9]+$/.test(id)) add(id, boxes(link));
     }
   }
   return out;
@@ -256,17 +336,19 @@ class _RenderJob:
     link_xpaths: dict[int, str]
     marker_links: bool
     timeout: float
+    scale: float | None = None
+    picture: bool = True
 
     def run(self, pages: "_Pages") -> RenderResult:
         started = time.perf_counter()
         profile = DEVICES[self.device]
-        scale = profile.scale
+        scale = self.scale or profile.scale
         page = None
         try:
             page = pages.open(self.device, scale, self.timeout)
             page.set_content(self.html, wait_until="load")
             doc_width, doc_height = page.evaluate(_SIZE_JS)
-            wanted = _fitting_scale(profile, doc_width, doc_height)
+            wanted = self.scale or _fitting_scale(profile, doc_width, doc_height)
             if wanted != scale:
                 # The scale is a context option: lay out again (same CSS size) at it.
                 pages.release(page)
@@ -274,13 +356,15 @@ class _RenderJob:
                 page = pages.open(self.device, scale, self.timeout)
                 page.set_content(self.html, wait_until="load")
                 doc_width, doc_height = page.evaluate(_SIZE_JS)
-            max_height = int(MAX_PIXELS / (max(doc_width, 1) * scale * scale))
-            clip = None
-            if doc_height > max_height:
-                clip = {"x": 0, "y": 0, "width": doc_width, "height": max_height}
-            shot = page.screenshot(
-                full_page=True, clip=clip, type="png", animations="disabled", caret="hide"
-            )
+            shot = None
+            if self.picture:
+                max_height = int(MAX_PIXELS / (max(doc_width, 1) * scale * scale))
+                clip = None
+                if doc_height > max_height:
+                    clip = {"x": 0, "y": 0, "width": doc_width, "height": max_height}
+                shot = page.screenshot(
+                    full_page=True, clip=clip, type="png", animations="disabled", caret="hide"
+                )
             xpaths = {
                 str(link_id): xpath
                 for link_id, xpath in self.link_xpaths.items()
@@ -292,9 +376,12 @@ class _RenderJob:
                 pages.release(page, broken=True)
             raise _render_error(error) from error
         pages.release(page)
-        image, pixel_width, pixel_height = _optimised_png(shot)
-        width = round(pixel_width / scale)
-        height = round(pixel_height / scale)
+        if shot is None:
+            image, width, height = b"", doc_width, doc_height
+        else:
+            image, pixel_width, pixel_height = _optimised_png(shot)
+            width = round(pixel_width / scale)
+            height = round(pixel_height / scale)
         boxes: dict[int, list[Box]] = {int(link_id): [] for link_id in self.link_xpaths}
         for link_id, found_boxes in found.items():
             boxes[int(link_id)] = [
@@ -308,6 +395,7 @@ class _RenderJob:
             scale=scale,
             boxes=boxes,
             render_ms=round((time.perf_counter() - started) * 1000),
+            html=self.html,
         )
 
 

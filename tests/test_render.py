@@ -28,14 +28,6 @@ from tests.factories import customers
 pytestmark = pytest.mark.browser
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-FIDELITY_CORPUS = [
-    "cerberus-hybrid.html",
-    "cerberus-responsive.html",
-    "edge-cases.html",
-    "konsav-explorational.html",
-    "postmark-receipt.html",
-    "mailgun-billing.html",
-]
 
 
 def picture(result) -> Image.Image:
@@ -186,40 +178,7 @@ def test_scripts_in_the_email_never_run(browser):
         context.close()
 
 
-# --- Overlay fidelity ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("device", ["desktop", "mobile"])
-@pytest.mark.parametrize("name", FIDELITY_CORPUS)
-def test_link_boxes_are_where_chromium_lays_the_links_out(browser, name, device):
-    html = (CORPUS / name).read_text(encoding="utf-8")
-    rows = [row for row in inventory_links(html) if not row.mso]
-    result = render_preview(html, device, {i: row.xpath for i, row in enumerate(rows)})
-
-    image = Image.open(io.BytesIO(result.image))
-    assert abs(image.width - result.width * result.scale) <= 1
-    assert abs(image.height - result.height * result.scale) <= 1
-    if result.scale == int(result.scale):
-        assert image.size == (result.width * result.scale, result.height * result.scale)
-
-    context, page = fresh_page(browser, device, result.scale)
-    try:
-        page.set_content(placeholder_images(html), wait_until="load")
-        shown = 0
-        for i, row in enumerate(rows):
-            expected = page.locator(f"xpath={row.xpath}").bounding_box()
-            if row.kind == "area" or expected is None or not expected["width"] * expected["height"]:
-                continue  # areas have no layout box of their own; hidden links have none
-            shown += 1
-            assert len(result.boxes[i]) == 1, row
-            (x, y, w, h) = result.boxes[i][0]
-            assert abs(x - expected["x"]) <= 1, row
-            assert abs(y - expected["y"]) <= 1, row
-            assert abs(w - expected["width"]) <= 1, row
-            assert abs(h - expected["height"]) <= 1, row
-        assert shown
-    finally:
-        context.close()
+# --- Boxes in the picture (their fidelity: tests/test_overlay.py) ------------------------
 
 
 @pytest.mark.parametrize("device", ["desktop", "mobile"])

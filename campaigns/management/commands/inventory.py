@@ -11,13 +11,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from campaigns.inventory import (
-    FORMATS,
-    MAX_TEMPLATE_BYTES,
-    TemplateInputError,
-    decode_template,
-    inventory_links,
-)
+from campaigns.inventory import FORMATS, TemplateInputError, inventory_links, read_template_file
 
 _COLUMNS = (("#", 3), ("kind", 4), ("flags", 9), ("href", 48), ("text", 28), ("xpath", 0))
 
@@ -36,8 +30,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, file, as_json: bool, format: str, **options):
-        html = _read_template(Path(file))
         try:
+            html = read_template_file(Path(file))
             rows = inventory_links(html, format)
         except TemplateInputError as error:
             raise CommandError(f"{file}: {error}") from None
@@ -45,26 +39,6 @@ class Command(BaseCommand):
             self.stdout.write(_as_json(rows))
         else:
             self.stdout.write(_as_table(rows))
-
-
-def _read_template(path: Path) -> str:
-    try:
-        if not path.exists():
-            raise CommandError(f"{path}: no such file.")
-        if not path.is_file():
-            raise CommandError(f"{path}: not a file.")
-        size = path.stat().st_size
-        if size > MAX_TEMPLATE_BYTES:
-            # Refused before reading, so a huge file costs nothing.
-            raise TemplateInputError(
-                f"The template is {size / 1_048_576:.1f} MB; the limit is "
-                f"{MAX_TEMPLATE_BYTES // 1_048_576} MB."
-            )
-        return decode_template(path.read_bytes())
-    except TemplateInputError as error:
-        raise CommandError(f"{path}: {error}") from None
-    except OSError as error:
-        raise CommandError(f"{path}: cannot read it ({error.strerror or error}).") from None
 
 
 def _as_json(rows) -> str:
