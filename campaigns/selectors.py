@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
+from campaigns.linkmatch import match_links
 from campaigns.models import Campaign, Template, TemplateLink, TemplateVersion
 
 CAMPAIGN_SORTS = {
@@ -54,39 +55,17 @@ class LinkChange:
 
 
 def version_diff(old: TemplateVersion, new: TemplateVersion) -> list[LinkChange]:
-    """Links added, removed, moved (same href, text and kind at another XPath) or changed
-    (same XPath, other href or text) from `old` to `new`; unchanged links are left out."""
-
-    def key(link):
-        return (link.format, link.kind, link.mso, link.href, link.text)
-
-    old_links = list(old.links.all())
-    new_links = list(new.links.all())
-    at = {(link.format, link.xpath, key(link)) for link in new_links}
-    old_rest = [link for link in old_links if (link.format, link.xpath, key(link)) not in at]
-    was = {(link.format, link.xpath, key(link)) for link in old_links}
-    new_rest = [link for link in new_links if (link.format, link.xpath, key(link)) not in was]
-
-    changes = []
-    # Same content elsewhere: moved. Pair in document order within each identical key.
-    waiting = {}
-    for link in old_rest:
-        waiting.setdefault(key(link), []).append(link)
-    unmatched_new = []
-    for link in new_rest:
-        if waiting.get(key(link)):
-            changes.append(LinkChange("moved", waiting[key(link)].pop(0), link))
-        else:
-            unmatched_new.append(link)
-    unmatched_old = [link for links in waiting.values() for link in links]
-    # Same place, other content: changed.
-    old_at = {(link.format, link.xpath): link for link in unmatched_old}
-    for link in unmatched_new:
-        before = old_at.pop((link.format, link.xpath), None)
-        changes.append(LinkChange("changed" if before else "added", before, link))
-    changes += [LinkChange("removed", link, None) for link in old_at.values()]
-    order = {"removed": 0, "changed": 1, "moved": 2, "added": 3}
+    """Links added, removed, moved (out of order) or changed (another href or text on the
+    same link) from `old` to `new`, matched by campaigns.linkmatch (what a link is before
+    where it is: a row inserted at the top moves nothing); unchanged links are left out."""
+    order = ("format", "ordinal")
+    changes = [
+        LinkChange(match.change, match.old, match.new)
+        for match in match_links(list(old.links.order_by(*order)), list(new.links.order_by(*order)))
+        if match.change != "same"
+    ]
+    rank = {"removed": 0, "changed": 1, "moved": 2, "added": 3}
     return sorted(
         changes,
-        key=lambda c: (order[c.change], (c.new or c.old).format, (c.new or c.old).ordinal),
+        key=lambda c: (rank[c.change], (c.new or c.old).format, (c.new or c.old).ordinal),
     )

@@ -153,14 +153,38 @@ def test_diff_names_added_removed_moved_and_changed_links(ws):
         v1 = template_create(workspace=workspace, name="Diff", html=V1)
         v2, _ = template_version_save(template=v1.template, html=v2_html)
         changes = {(c.change, (c.new or c.old).href) for c in version_diff(v1, v2)}
-    # "Sale" became "Sale!" and moved: another link as far as positions go.
+    # The table moved into a div: every xpath changed, but "New arrivals" is the same link;
+    # "Sale" became "Sale!" (same link, new text); "Old page" went, "Blog" came.
     assert changes == {
-        ("moved", "https://shop.example/new"),
-        ("removed", "https://shop.example/sale"),
-        ("added", "https://shop.example/sale"),
+        ("changed", "https://shop.example/sale"),
         ("removed", "https://shop.example/old"),
         ("added", "https://shop.example/blog"),
     }
+
+
+def test_diff_a_row_inserted_at_the_top_moves_nothing(ws):
+    workspace, _ = ws
+    top = '<tr><td><a href="https://shop.example/banner">Banner</a></td></tr>'
+    v2_html = V1.replace("<table>", "<table>" + top).replace("/sale", "/sale-2026")
+    with scope(workspace=workspace):
+        v1 = template_create(workspace=workspace, name="Inserted", html=V1)
+        v2, _ = template_version_save(template=v1.template, html=v2_html)
+        diff = version_diff(v1, v2)
+    assert [(c.change, c.old and c.old.href, c.new and c.new.href) for c in diff] == [
+        ("changed", "https://shop.example/sale", "https://shop.example/sale-2026"),
+        ("added", None, "https://shop.example/banner"),
+    ]
+
+
+def test_diff_a_link_put_elsewhere_in_the_order_has_moved(ws):
+    workspace, _ = ws
+    rows = V1.split("\n")
+    swapped = "\n".join([rows[0], rows[3], rows[1], rows[2], *rows[4:]])
+    with scope(workspace=workspace):
+        v1 = template_create(workspace=workspace, name="Swapped", html=V1)
+        v2, _ = template_version_save(template=v1.template, html=swapped)
+        diff = version_diff(v1, v2)
+    assert [(c.change, c.new.href) for c in diff] == [("moved", "https://shop.example/old")]
 
 
 def test_diff_same_place_other_destination_is_changed(ws):
