@@ -11,7 +11,7 @@ import html
 from collections.abc import Callable
 from functools import lru_cache
 
-from jinja2 import TemplateError, pass_context
+from jinja2 import ChainableUndefined, TemplateError, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from markupsafe import escape
 
@@ -43,14 +43,18 @@ class _StrictSandbox(ImmutableSandboxedEnvironment):
         raise SecurityError(f"access to {attribute!r} is not allowed in templates")
 
 
-def _environment(autoescape: bool) -> ImmutableSandboxedEnvironment:
-    env = _StrictSandbox(autoescape=autoescape, keep_trailing_newline=True)
+def _environment(autoescape: bool, lenient: bool = False) -> ImmutableSandboxedEnvironment:
+    options = {"undefined": ChainableUndefined} if lenient else {}
+    env = _StrictSandbox(autoescape=autoescape, keep_trailing_newline=True, **options)
     env.filters["cm_track"] = _cm_track
     return env
 
 
 HTML_ENV = _environment(autoescape=True)
 TEXT_ENV = _environment(autoescape=False)
+# Previews for a sample customer: a name the customer lacks (and anything under it)
+# renders as nothing and loops over it run zero times, instead of failing the render.
+LENIENT_HTML_ENV = _environment(autoescape=True, lenient=True)
 
 
 def tracked_source(source: str, link_ids: dict[int, int]) -> str:
@@ -67,8 +71,8 @@ def tracked_source(source: str, link_ids: dict[int, int]) -> str:
 
 
 @lru_cache(maxsize=64)
-def _compiled(source: str, autoescape: bool):
-    env = HTML_ENV if autoescape else TEXT_ENV
+def _compiled(source: str, autoescape: bool, lenient: bool = False):
+    env = LENIENT_HTML_ENV if lenient else HTML_ENV if autoescape else TEXT_ENV
     try:
         return env.from_string(source)
     except TemplateError as error:
@@ -77,10 +81,19 @@ def _compiled(source: str, autoescape: bool):
         raise PersonaliseError(f"Template syntax error{where}: {error.message}") from error
 
 
-def render(source: str, context: dict, click_url: ClickUrl | None = None, html_mode=True) -> str:
+def render(
+    source: str,
+    context: dict,
+    click_url: ClickUrl | None = None,
+    html_mode=True,
+    *,
+    lenient: bool = False,
+) -> str:
     """Render a (tracked) source for one customer. Raises PersonaliseError, never leaks
-    a sandbox escape: attribute access to internals is refused by the sandbox."""
-    template = _compiled(source, html_mode)
+    a sandbox escape: attribute access to internals is refused by the sandbox.
+    ``lenient`` (HTML only): names missing from ``context`` render as nothing, as a
+    sample customer's preview shows them, instead of failing where a send would."""
+    template = _compiled(source, html_mode, lenient and html_mode)
     values = dict(context)
     values[_CLICK_URL] = click_url or (lambda link_id, url: None)
     try:

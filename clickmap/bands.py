@@ -27,14 +27,30 @@ PALETTES = {
         "gray": "#9e9e9e",
     },
 }
+# What each band's swatch looks like in each palette: the legend names the colour shown.
 BAND_LABELS = {
-    "red": "Red",
-    "orange": "Orange",
-    "yellow": "Yellow",
-    "green": "Green",
-    "blue": "Blue",
-    "gray": "Gray",
+    "classic": {
+        "red": "Red",
+        "orange": "Orange",
+        "yellow": "Yellow",
+        "green": "Green",
+        "blue": "Blue",
+        "gray": "Gray",
+    },
+    "colourblind": {
+        "red": "Purple",
+        "orange": "Blue",
+        "yellow": "Teal",
+        "green": "Green",
+        "blue": "Yellow",
+        "gray": "Gray",
+    },
 }
+
+
+def band_labels(palette: str) -> dict[str, str]:
+    """Band name -> the colour name its swatch shows in ``palette``."""
+    return BAND_LABELS[palette]
 
 
 @dataclass(frozen=True)

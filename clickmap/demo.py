@@ -386,8 +386,9 @@ def _record(kind, delivery, at, user_agent, link=None, ip="203.0.113.0"):
 
 def _render_previews():
     """Render the shown emails' previews now, so the demo opens on a finished map."""
-    from clickmap.previews import preview_for
+    from clickmap.previews import preview_for, sample_customer
 
-    for variant in Variant.objects.select_related("template_version"):
+    for variant in Variant.objects.select_related("template_version__template"):
+        sample = sample_customer(variant.template_version.template.workspace_id)
         for device in ("desktop", "mobile"):
-            preview_for(variant.template_version, variant.format, device)
+            preview_for(variant.template_version, variant.format, device, sample)

@@ -5,13 +5,15 @@ call the same writers, so one scope and one metric give one file. The numbers co
 clickmap.metrics only and reflect the rollups as they are (`manage.py aggregate` brings
 them up to date); nothing here recounts.
 
-CSV is one plain table for machines: the header row, then one row per link, ranked.
+CSV is one plain table for machines: the header row, then one row per link, ranked (or,
+for the compare view, the whole email and then each link paired across two variants).
 Comma-separated, CRLF line ends (RFC 4180), UTF-8 *without* a BOM (a BOM turns the first
 header into "\\ufeffRank" for most CSV readers; spreadsheet users get the XLSX), '.'
-decimals, percentages in percent units with the 4 decimals metrics rounds them to. Text
+decimals, percentages in percent units with the 4 decimals metrics rounds them to,
+p-values with 6. Text
 starting with = + - @ tab or CR gets a leading apostrophe (OWASP CSV injection).
 
-XLSX has the same table on sheet "Links" (numbers as numbers, percentages as Excel
+XLSX has the same table on sheet "Links" or "Compare" (numbers as numbers, percentages as Excel
 percents) and the scope and email totals on sheet "Summary". Text is written as text,
 never as a formula or a link. The document date is fixed, so the same data gives the
 same bytes.
@@ -34,7 +36,6 @@ from campaigns.models import (
     Customer,
     EmailNode,
     Template,
-    TemplateLink,
     TemplateVersion,
     Variant,
 )
@@ -56,17 +57,44 @@ HEADER = (
     "Destination",
     "Position (XPath)",
     "Kind",
-    "Outlook only",
-    "Shown on link #",
     "Unsubscribe",
+    "Outlook-only copies",
+    "Outlook-only clicks",
     "Total clicks",
     "Unique clicks",
     "Click rate %",
     "Click share %",
     "% of unique clicks",
 )
-PERCENT_COLUMNS = frozenset({13, 14, 15})
-COLUMN_WIDTHS = (6, 7, 20, 7, 30, 40, 40, 6, 8, 9, 11, 11, 11, 11, 11, 11)
+COLUMN_WIDTHS = (6, 7, 20, 7, 30, 40, 40, 6, 11, 10, 10, 11, 11, 11, 11, 11)
+COMPARE_HEADER = (
+    "Link # (A)",
+    "Link # (B)",
+    "Text",
+    "Destination",
+    "Change in B",
+    "A: total clicks",
+    "A: unique clicks",
+    "A: click rate %",
+    "B: total clicks",
+    "B: unique clicks",
+    "B: click rate %",
+    "Difference (points)",
+    "p-value",
+    "Significant",
+)
+COMPARE_WIDTHS = (8, 8, 30, 40, 10, 10, 10, 10, 10, 10, 10, 12, 10, 10)
+PERCENT_HEADERS = frozenset(
+    {
+        "Click rate %",
+        "Click share %",
+        "% of unique clicks",
+        "A: click rate %",
+        "B: click rate %",
+    }
+)
+# The compare table's first row: the email as a whole (its clickers and CTR).
+WHOLE_EMAIL = "Whole email (clickers, CTR)"
 # OWASP "CSV Injection": cells starting with these are formulas in spreadsheet apps.
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 CSV_CHUNK_CHARS = 16 * 1024
@@ -84,42 +112,37 @@ CLICKERS_HEADER = (
 )
 
 
-def export_rows(scope: metrics.Scope, metric: str = "rate") -> tuple[tuple, Iterator[tuple]]:
-    """The export table: (HEADER, rows), ranked by `metric`, highest first.
+def export_rows(
+    scope: metrics.Scope, metric: str = "rate", compare: metrics.Scope | None = None
+) -> tuple[tuple, Iterator[tuple]]:
+    """The export table: (header, rows), lazily (the queries run on the first pull, so
+    the workspace's scope must be active then).
 
-    `metric` is "rate", "unique", "total" or "share"; ties keep inventory order (version,
-    format, ordinal). Each row has the HEADER's columns: rank (1…n, the row's place),
-    link # (ordinal + 1), the template version ("Name vN": A/B variants may send
-    different versions, each numbering its own links), format, text, href as written,
-    XPath, kind (a, area, vml), "yes"/"no" for
-    Outlook-only, the twin's link # (None without one), "yes"/"no" for unsubscribe, then
-    total, unique, rate, share and unique share exactly as metrics.link_metrics gives
-    them (percentages in percent units). The rows are lazy: the queries run on the first
-    pull, so the workspace's scope must be active then.
+    The link table (HEADER): one row per link the click map shows (metrics.link_table:
+    an Outlook-only copy folded into its visible twin), ranked by ``metric``, highest
+    first, ties in inventory order: rank, link # (ordinal + 1), the template version
+    ("Name vN"), format, text, href as written, XPath, kind (a, area, vml), "yes"/"no"
+    for unsubscribe, the folded Outlook-only copies' link #s and their clicks, then
+    total, unique, rate, share and unique share exactly as the map shows them
+    (percentages in percent units).
+
+    With ``compare`` (the compare view, COMPARE_HEADER): the email as a whole, then one
+    row per link paired across the two variants (metrics.compare), with each side's
+    numbers, B's rate minus A's in points, the p-value and "yes"/"no" for significant.
     """
     _check_metric(metric)
+    if compare is not None:
+        return COMPARE_HEADER, _compare_rows(scope, compare, metric)
     return HEADER, _rows(scope, metric)
 
 
 def _rows(scope: metrics.Scope, metric: str) -> Iterator[tuple]:
-    found = metrics.link_metrics(scope)
-    ordinal_of = {m.link.pk: m.link.ordinal for m in found}
-    # A twin is in the same version and format, so normally already here.
-    missing = {m.link.twin_id for m in found if m.link.twin_id} - ordinal_of.keys()
-    if missing:
-        ordinal_of.update(TemplateLink.objects.filter(pk__in=missing).values_list("pk", "ordinal"))
-    versions = {
-        v.pk: str(v)
-        for v in TemplateVersion.objects.filter(
-            pk__in={m.link.version_id for m in found}
-        ).select_related("template")
-    }
-    ranked = sorted(found, key=lambda m: (-getattr(m, metric), m.link.ordinal))
-    for rank, m in enumerate(ranked, 1):
-        link = m.link
-        twin = ordinal_of.get(link.twin_id) if link.twin_id else None
+    table = metrics.link_table(scope, metric)
+    versions = _version_names(row.link for row in table)
+    for row in table:
+        link = row.link
         yield (
-            rank,
+            row.rank,
             link.ordinal + 1,
             versions[link.version_id],
             link.format,
@@ -127,35 +150,94 @@ def _rows(scope: metrics.Scope, metric: str) -> Iterator[tuple]:
             link.href,
             link.xpath,
             link.kind,
-            _yes_no(link.mso),
-            twin + 1 if twin is not None else None,
             _yes_no(link.unsubscribe),
-            m.total,
-            m.unique,
-            m.rate,
-            m.share,
-            m.unique_share,
+            ", ".join(f"#{copy.ordinal + 1}" for copy in row.copies),
+            row.copies_total,
+            row.total,
+            row.unique,
+            row.rate,
+            row.share,
+            row.unique_share,
         )
 
 
-def csv_chunks(scope: metrics.Scope, metric: str = "rate") -> Iterator[bytes]:
+def _compare_rows(scope: metrics.Scope, other: metrics.Scope, metric: str) -> Iterator[tuple]:
+    found = metrics.compare(scope, other, metric)
+    a, b = found.a, found.b
+    yield (
+        None,
+        None,
+        WHOLE_EMAIL,
+        "",
+        "",
+        a.total_clicks,
+        a.clickers,
+        a.ctr,
+        b.total_clicks,
+        b.clickers,
+        b.ctr,
+        found.ctr_difference,
+        _p_value(found.test),
+        _significant(found.test),
+    )
+    for pair in found.links:
+        shown = pair.a or pair.b
+        yield (
+            pair.a.link.ordinal + 1 if pair.a else None,
+            pair.b.link.ordinal + 1 if pair.b else None,
+            shown.link.text,
+            shown.link.href,
+            pair.change,
+            *(_side(pair.a) + _side(pair.b)),
+            pair.difference,
+            _p_value(pair.test),
+            _significant(pair.test),
+        )
+
+
+def _side(row) -> tuple:
+    return (row.total, row.unique, row.rate) if row is not None else (None, None, None)
+
+
+class _PValue(float):
+    """A p-value: written with 6 decimals (percentages get 4), small ones matter."""
+
+
+def _p_value(test) -> float | None:
+    return _PValue(round(test.p_value, 6)) if test is not None else None
+
+
+def _significant(test) -> str:
+    return "" if test is None else _yes_no(test.significant)
+
+
+def _version_names(links) -> dict[int, str]:
+    return {
+        v.pk: str(v)
+        for v in TemplateVersion.objects.filter(
+            pk__in={link.version_id for link in links}
+        ).select_related("template")
+    }
+
+
+def csv_chunks(scope: metrics.Scope, metric: str = "rate", compare=None) -> Iterator[bytes]:
     """The CSV file as UTF-8 chunks of about 16 KB, produced as the rows are.
 
     A generator: nothing is queried before the first pull, and the workspace's scope must
     be active at every pull (csv_streaming_response sees to that).
     """
-    header, rows = export_rows(scope, metric)
+    header, rows = export_rows(scope, metric, compare)
     yield from _csv_stream(header, rows)
 
 
-def write_csv(scope: metrics.Scope, file, metric: str = "rate") -> None:
+def write_csv(scope: metrics.Scope, file, metric: str = "rate", compare=None) -> None:
     """Write the CSV export to `file`, a binary file object (see csv_chunks)."""
-    for chunk in csv_chunks(scope, metric):
+    for chunk in csv_chunks(scope, metric, compare):
         file.write(chunk)
 
 
 def csv_streaming_response(
-    scope: metrics.Scope, filename: str, metric: str = "rate"
+    scope: metrics.Scope, filename: str, metric: str = "rate", compare=None
 ) -> StreamingHttpResponse:
     """The CSV export as a download, streamed while the rows are produced.
 
@@ -164,21 +246,24 @@ def csv_streaming_response(
     """
     _check_metric(metric)
     response = StreamingHttpResponse(
-        _scoped(scope.workspace, csv_chunks(scope, metric)), content_type=CSV_CONTENT_TYPE
+        _scoped(scope.workspace, csv_chunks(scope, metric, compare)),
+        content_type=CSV_CONTENT_TYPE,
     )
     response.headers["Content-Disposition"] = content_disposition_header(True, filename)
     return response
 
 
-def write_xlsx(scope: metrics.Scope, file, metric: str = "rate") -> None:
+def write_xlsx(scope: metrics.Scope, file, metric: str = "rate", compare=None) -> None:
     """Write the Excel export to `file` (a path, or a seekable binary file object).
 
-    Sheet "Links": the export_rows table, percentages as Excel percents; sheet
-    "Summary": what the scope selects and the email totals. Rows go to disk as they are
-    written (constant_memory), so the size of the email does not matter. Runs its
-    queries at once: the workspace's scope must be active.
+    Sheet "Links" (or "Compare"): the export_rows table, percentages as Excel percents;
+    sheet "Summary": what the scope selects and the email totals (each variant's, when
+    comparing). Rows go to disk as they are written (constant_memory), so the size of
+    the email does not matter. Runs its queries at once: the workspace's scope must be
+    active.
     """
-    header, rows = export_rows(scope, metric)
+    header, rows = export_rows(scope, metric, compare)
+    percent_columns = {i for i, title in enumerate(header) if title in PERCENT_HEADERS}
     workbook = xlsxwriter.Workbook(
         file,
         {
@@ -193,8 +278,8 @@ def write_xlsx(scope: metrics.Scope, file, metric: str = "rate") -> None:
     bold = workbook.add_format({"bold": True})
     percent = workbook.add_format({"num_format": "0.00%"})
 
-    sheet = workbook.add_worksheet("Links")
-    for column, width in enumerate(COLUMN_WIDTHS):
+    sheet = workbook.add_worksheet("Compare" if compare is not None else "Links")
+    for column, width in enumerate(COMPARE_WIDTHS if compare is not None else COLUMN_WIDTHS):
         sheet.set_column(column, column, width)
     sheet.freeze_panes(1, 0)
     for column, title in enumerate(header):
@@ -206,7 +291,7 @@ def write_xlsx(scope: metrics.Scope, file, metric: str = "rate") -> None:
                 continue
             if isinstance(value, str):
                 sheet.write_string(last, column, value)
-            elif column in PERCENT_COLUMNS:
+            elif column in percent_columns:
                 sheet.write_number(last, column, value / 100, percent)
             else:
                 sheet.write_number(last, column, value)
@@ -216,10 +301,15 @@ def write_xlsx(scope: metrics.Scope, file, metric: str = "rate") -> None:
     summary.set_column(0, 0, 22)
     summary.set_column(1, 1, 40)
     line = 0
-    for title, lines in (
-        ("Scope", describe_scope(scope, metric)),
-        ("Email totals", _totals_lines(metrics.email_totals(scope))),
-    ):
+    sections = [("Scope", describe_scope(scope, metric))]
+    if compare is not None:
+        compared = Variant.objects.filter(pk=compare.variant_id).first()
+        sections.append(("Compared with variant", [("Variant", str(compared.name))]))
+        sections.append(("Email totals (A)", _totals_lines(metrics.email_totals(scope))))
+        sections.append(("Email totals (B)", _totals_lines(metrics.email_totals(compare))))
+    else:
+        sections.append(("Email totals", _totals_lines(metrics.email_totals(scope))))
+    for title, lines in sections:
         summary.write_string(line, 0, title, bold)
         line += 1
         for label, value in lines:
@@ -235,13 +325,15 @@ def write_xlsx(scope: metrics.Scope, file, metric: str = "rate") -> None:
     workbook.close()
 
 
-def xlsx_response(scope: metrics.Scope, filename: str, metric: str = "rate") -> FileResponse:
+def xlsx_response(
+    scope: metrics.Scope, filename: str, metric: str = "rate", compare=None
+) -> FileResponse:
     """The Excel export as a download: written to a temporary file now (inside the view's
     scope), then sent from disk; the file vanishes when the response is closed."""
     _check_metric(metric)
     tmp = tempfile.TemporaryFile()  # noqa: SIM115 - FileResponse closes it
     try:
-        write_xlsx(scope, tmp, metric)
+        write_xlsx(scope, tmp, metric, compare)
         tmp.seek(0)
     except BaseException:
         tmp.close()
@@ -249,14 +341,14 @@ def xlsx_response(scope: metrics.Scope, filename: str, metric: str = "rate") -> 
     return FileResponse(tmp, as_attachment=True, filename=filename, content_type=XLSX_CONTENT_TYPE)
 
 
-def copy_xlsx(scope: metrics.Scope, stream, metric: str = "rate") -> None:
+def copy_xlsx(scope: metrics.Scope, stream, metric: str = "rate", compare=None) -> None:
     """Write the Excel export to a stream that may not seek (a pipe).
 
     A zip written to an unseekable stream gets different bytes (data descriptors), so
     it is written to a temporary file first: the bytes equal write_xlsx's to a file.
     """
     with tempfile.TemporaryFile() as tmp:
-        write_xlsx(scope, tmp, metric)
+        write_xlsx(scope, tmp, metric, compare)
         tmp.seek(0)
         shutil.copyfileobj(tmp, stream)
 
@@ -351,6 +443,8 @@ def _csv_cell(value) -> str:
         return ""
     if isinstance(value, str):
         return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+    if isinstance(value, _PValue):
+        return f"{value:.6f}"
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)

@@ -23,13 +23,14 @@ Definitions (PRODUCT.md "Metric definitions"), with X = all events or reliable o
 """
 
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property
 from urllib.parse import urlsplit
 
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 
+from campaigns.linkmatch import Match, match_links
 from campaigns.models import Delivery, DeliveryCount, TemplateLink, Variant
 from campaigns.segments import segment_customers
 from clickmap import segment_rollups
@@ -52,6 +53,7 @@ from clickmap.models import (
     SegmentLinkSpanRollup,
     SegmentMember,
 )
+from clickmap.significance import ProportionTest, two_proportion_test
 from tracking.models import ClickEvent, Unsubscribe
 
 SENT = (Delivery.Status.SENT, Delivery.Status.DELIVERED, Delivery.Status.BOUNCED)
@@ -387,22 +389,70 @@ def link_metrics(scope: Scope, *, counts=None, delivered=None) -> list[LinkMetri
     `counts` (link_counts) and `delivered` may be passed when the caller has them."""
     counts = link_counts(scope) if counts is None else counts
     delivered = delivered_customers(scope) if delivered is None else delivered
-    all_total = sum(total for total, _ in counts.values())
-    all_unique = sum(unique for _, unique in counts.values())
-    result = []
-    for link in links(scope):
-        total, unique = counts.get(link.pk, (0, 0))
-        result.append(
-            LinkMetrics(
-                link=link,
-                total=total,
-                unique=unique,
-                rate=_pct(unique, delivered),
-                share=_pct(total, all_total),
-                unique_share=_pct(unique, all_unique),
-            )
-        )
-    return result
+    return _with_figures(
+        [LinkMetrics(link, *counts.get(link.pk, (0, 0))) for link in links(scope)], delivered
+    )
+
+
+def _with_figures(rows: list, delivered: int) -> list:
+    """``rows`` (with ``total`` and ``unique`` set) with rate, share and unique share:
+    the one place their formulas live (docs/metrics.md)."""
+    all_total = sum(row.total for row in rows)
+    all_unique = sum(row.unique for row in rows)
+    for row in rows:
+        row.rate = _pct(row.unique, delivered)
+        row.share = _pct(row.total, all_total)
+        row.unique_share = _pct(row.unique, all_unique)
+    return rows
+
+
+METRIC_NAMES = ("rate", "unique", "total", "share")
+
+
+@dataclass
+class LinkRow(LinkMetrics):
+    """A link as the click map shows it: its Outlook-only copies (drawn on it) folded in,
+    their clicks and unique clicks added to its own."""
+
+    copies: list = field(default_factory=list)  # the Outlook-only TemplateLinks
+    copies_total: int = 0  # clicks on those copies
+    value: float = 0  # the ranking metric's value
+    rank: int = 0
+
+    @property
+    def value_label(self) -> str:
+        return f"{self.value:.1f} %" if isinstance(self.value, float) else f"{self.value:,}"
+
+    @property
+    def domain(self) -> str:
+        return urlsplit(self.link.href).hostname or ""
+
+
+def link_table(scope: Scope, metric: str = "rate", *, counts=None, delivered=None):
+    """The click map's link table for the scope: one row per link shown (an Outlook-only
+    copy is folded into its visible twin; one without a twin stays a row of its own),
+    with figures over those rows, ranked by ``metric`` (highest first, then inventory
+    order). Every view and export of a link table reads this one function."""
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"metric must be one of {METRIC_NAMES}, not {metric!r}")
+    counts = link_counts(scope) if counts is None else counts
+    delivered = delivered_customers(scope) if delivered is None else delivered
+    inventory = list(links(scope))
+    rows = {link.pk: LinkRow(link, *counts.get(link.pk, (0, 0))) for link in inventory}
+    for link in inventory:
+        if link.mso and link.twin_id in rows:
+            copy, twin = rows.pop(link.pk), rows[link.twin_id]
+            twin.copies.append(link)
+            twin.copies_total += copy.total
+            twin.total += copy.total
+            twin.unique += copy.unique
+    shown = _with_figures(list(rows.values()), delivered)
+    for row in shown:
+        row.value = getattr(row, metric)
+    shown.sort(key=lambda r: (-r.value, r.link.version_id, r.link.format, r.link.ordinal))
+    for rank, row in enumerate(shown, 1):
+        row.rank = rank
+    return shown
 
 
 def email_totals(scope: Scope, *, counts=None, delivered=None) -> EmailTotals:
@@ -416,7 +466,9 @@ def email_totals(scope: Scope, *, counts=None, delivered=None) -> EmailTotals:
     totals = EmailTotals(
         sent=customers["sent"],
         delivered=customers["delivered"],
-        unsubscribes=Unsubscribe.objects.filter(delivery__in=deliveries).count(),
+        unsubscribes=_on_period(
+            Unsubscribe.objects.filter(delivery__in=deliveries), "at", scope
+        ).count(),
     )
     counts = link_counts(scope) if counts is None else counts
     totals.total_clicks = sum(total for total, _ in counts.values())
@@ -473,6 +525,15 @@ def clicks_per_day(scope: Scope) -> list[tuple[date, int]]:
     return [(r["day"], r["n"] or 0) for r in rows]
 
 
+def _on_period(events: QuerySet, field: str, scope: Scope) -> QuerySet:
+    """Events whose moment ``field`` lies in the scope's period (whole UTC days)."""
+    if scope.date_from:
+        events = events.filter(**{f"{field}__gte": _utc_midnight(scope.date_from)})
+    if scope.date_to:
+        events = events.filter(**{f"{field}__lt": _utc_midnight(scope.date_to + timedelta(days=1))})
+    return events
+
+
 def _clicks(scope: Scope) -> QuerySet:
     """Raw click events of the scope (for breakdowns the rollups do not keep)."""
     clicks = ClickEvent.objects.filter(
@@ -482,10 +543,7 @@ def _clicks(scope: Scope) -> QuerySet:
         clicks = clicks.filter(reliable=True)
     if scope.device:
         clicks = clicks.filter(device=scope.device)
-    if scope.date_from:
-        clicks = clicks.filter(at__gte=_utc_midnight(scope.date_from))
-    if scope.date_to:
-        clicks = clicks.filter(at__lt=_utc_midnight(scope.date_to + timedelta(days=1)))
+    clicks = _on_period(clicks, "at", scope)
     who = _customers(scope, "delivery__customer_id")
     return clicks.filter(who) if who is not None else clicks
 
@@ -534,3 +592,76 @@ def link_clickers(scope: Scope, link_ids) -> QuerySet:
         .filter(**({"reliable_clicks__gt": 0} if scope.reliable_only else {}))
         .order_by("-last", "delivery__customer_id")
     )
+
+
+@dataclass
+class ComparedLink:
+    """One link of two variants side by side: matched across their templates
+    (campaigns.linkmatch) when they differ, or the same inventory row when they share one."""
+
+    a: LinkRow | None
+    b: LinkRow | None
+    change: str = "same"  # how B's link differs from A's: same, changed, moved, added, removed
+    test: ProportionTest | None = None
+
+    @property
+    def difference(self) -> float | None:
+        """B's click rate minus A's, in percentage points."""
+        if self.a is None or self.b is None:
+            return None
+        return round(self.b.rate - self.a.rate, 4)
+
+
+@dataclass
+class Comparison:
+    a: EmailTotals
+    b: EmailTotals
+    links: list[ComparedLink]  # the links paired across the variants
+    test: ProportionTest | None  # of the click-through rates (clickers ÷ delivered)
+    tables: tuple[list[LinkRow], list[LinkRow]]  # each side's link table (link_table)
+
+    @property
+    def ctr_difference(self) -> float:
+        return round(self.b.ctr - self.a.ctr, 4)
+
+
+def compare(scope_a: Scope, scope_b: Scope, metric: str = "rate") -> Comparison:
+    """Two scopes (two variants of one email, with the same filters) side by side: each
+    side's email totals and link table (ranked by ``metric``), and each link's click
+    rates with their difference and a two-proportion test of unique clicks over
+    delivered customers, the same for the email's clickers. Links are paired by
+    inventory row when both variants send one template version, else by what they are
+    (campaigns.linkmatch); A's links come in A's order, B's own links last."""
+    sides = []
+    for scope in (scope_a, scope_b):
+        counts = link_counts(scope)
+        totals = email_totals(scope, counts=counts)
+        sides.append((totals, link_table(scope, metric, counts=counts, delivered=totals.delivered)))
+    (totals_a, table_a), (totals_b, table_b) = sides
+    rows_a = {row.link.pk: row for row in table_a}
+    rows_b = {row.link.pk: row for row in table_b}
+    in_order = sorted(
+        (*table_a, *table_b), key=lambda r: (r.link.version_id, r.link.format, r.link.ordinal)
+    )
+    old = [r.link for r in in_order if r.link.pk in rows_a]
+    new = [r.link for r in in_order if r.link.pk in rows_b]
+    if {link.version_id for link in old} == {link.version_id for link in new}:
+        pairs = [Match("same", link, link) for link in old]
+    else:
+        pairs = match_links(old, new)
+    compared = []
+    for pair in pairs:
+        a = rows_a.get(pair.old.pk) if pair.old else None
+        b = rows_b.get(pair.new.pk) if pair.new else None
+        row = ComparedLink(a, b, pair.change)
+        if a is not None and b is not None:
+            row.test = two_proportion_test(
+                a.unique, totals_a.delivered, b.unique, totals_b.delivered
+            )
+        compared.append(row)
+    order = {link.pk: n for n, link in enumerate(old)}
+    compared.sort(key=lambda c: (c.a is None, order.get(c.a.link.pk) if c.a else 0))
+    test = two_proportion_test(
+        totals_a.clickers, totals_a.delivered, totals_b.clickers, totals_b.delivered
+    )
+    return Comparison(totals_a, totals_b, compared, test, (table_a, table_b))

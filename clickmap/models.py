@@ -449,8 +449,9 @@ class SegmentDeliveryCount(models.Model):
 class Preview(models.Model):
     """A rendered picture of a template version (clickmap/render.py) with its link boxes.
 
-    One per version × format × device, and per customer for "Preview for" renders
-    (``customer`` None: the template itself, placeholders visible). ``boxes`` maps each
+    One per version × format × device × customer × ``exact``: personalised for a sample
+    ``customer`` (None: one without data) with missing names left empty, or ``exact``ly
+    as that customer was sent it ("Preview for"). ``boxes`` maps each
     TemplateLink id (a string, as JSON keys are) to its boxes ``[x, y, width, height]`` in
     CSS pixels of the picture, which is ``width`` × ``height`` CSS pixels at ``scale``.
     ``input_hash`` names what was rendered, so a changed customer renders again.
@@ -479,6 +480,7 @@ class Preview(models.Model):
     customer = models.ForeignKey(
         Customer, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
+    exact = models.BooleanField(default=False)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     error = models.TextField(blank=True)
     input_hash = models.CharField(max_length=64, blank=True)
@@ -502,7 +504,7 @@ class Preview(models.Model):
                 name="one_template_preview",
             ),
             models.UniqueConstraint(
-                fields=["version", "format", "device", "customer"],
+                fields=["version", "format", "device", "customer", "exact"],
                 condition=models.Q(customer__isnull=False),
                 name="one_customer_preview",
             ),
@@ -510,4 +512,5 @@ class Preview(models.Model):
 
     def __str__(self):
         whose = f" for customer {self.customer_id}" if self.customer_id else ""
+        whose += " (exact)" if self.exact else ""
         return f"{self.device} {self.format} preview of version {self.version_id}{whose}"

@@ -4,12 +4,14 @@
 and queues the render (Celery task ``clickmap.render_preview``) when one is needed.
 ``render_stored_preview`` does the work for a row, idempotently.
 
-Template previews render the raw source (Jinja placeholders show as text) and take
-each link's box from its inventory xpath. "Preview for" renders personalise the
-template for the customer with every link's href replaced by a marker naming its
-TemplateLink (campaigns.personalise tracks links by their place in the source), so a
-loop that repeats a link gives that link one box per copy. Outlook-only links show
-on their visible twin's boxes.
+Every preview is personalised: the shared one for a sample customer (the workspace's
+first unless the page names another; with none, an empty one), where a name the customer
+lacks renders as nothing rather than failing, so no raw ``{{ … }}`` ever shows; "Preview
+for" (``exact``) renders exactly what that customer was sent, failing where a send
+would. Every link's href is replaced by a marker naming its TemplateLink
+(campaigns.personalise tracks links by their place in the source), so a loop that
+repeats a link gives that link one box per copy. Outlook-only links show on their
+visible twin's boxes.
 """
 
 import dataclasses
@@ -29,19 +31,25 @@ from clickmap.models import Preview
 log = logging.getLogger(__name__)
 
 # Bump when the renderer's output changes, so stored previews render again.
-RENDERER_VERSION = "1"
+RENDERER_VERSION = "2"  # 2: boxes are everything a link draws; personalised for a sample
 # A pending or running row older than this lost its worker: it is queued again.
 STALE_AFTER = timedelta(minutes=5)
 
 
 def preview_for(
-    version: TemplateVersion, format: str, device: str, customer: Customer | None = None
+    version: TemplateVersion,
+    format: str,
+    device: str,
+    customer: Customer | None = None,
+    *,
+    exact: bool = False,
 ) -> Preview:
-    """The preview of ``version`` in ``format`` for ``device`` (and as ``customer`` saw
-    it, when given), without its image bytes. Created and queued when missing; a done
-    preview of the same input is returned as it is (the cached path: at most two
-    queries).
-    A failed one is returned with its error; it renders again once its input changed.
+    """The preview of ``version`` in ``format`` for ``device``, personalised for
+    ``customer`` as a sample (missing names render as nothing), or, ``exact``, as that
+    customer was sent it; without its image bytes. Created and queued when missing; a
+    done preview of the same input is returned as it is (the cached path: at most two
+    queries). A failed one is returned with its error; it renders again once its input
+    changed.
     """
     if format not in Preview.Format.values:
         raise ValueError(f"format must be one of {Preview.Format.values}, not {format!r}")
@@ -50,9 +58,17 @@ def preview_for(
     workspace_id = version.template.workspace_id
     if customer is not None and customer.workspace_id != workspace_id:
         raise ValueError("The customer belongs to another workspace than the template.")
-    digest = _input_hash(version, format, customer)
+    if exact and customer is None:
+        raise ValueError("An exact preview is a customer's: name the customer.")
+    digest = _input_hash(version, format, customer, exact)
     previews = Preview.objects.with_scopes_disabled().defer("image")
-    lookup = {"version": version, "format": format, "device": device, "customer": customer}
+    lookup = {
+        "version": version,
+        "format": format,
+        "device": device,
+        "customer": customer,
+        "exact": exact,
+    }
     preview = previews.filter(**lookup).first()
     if preview is None:
         try:
@@ -81,6 +97,17 @@ def preview_for(
             _enqueue(preview.pk)
         preview = previews.get(pk=preview.pk)
     return preview
+
+
+def sample_customer(workspace_id: int) -> Customer | None:
+    """Whose data personalises a workspace's shared previews unless the page names
+    someone else: the workspace's first customer (None when it has none)."""
+    return (
+        Customer.objects.with_scopes_disabled()
+        .filter(workspace_id=workspace_id)
+        .order_by("pk")
+        .first()
+    )
 
 
 def render_stored_preview(preview_id: int) -> Preview | None:
@@ -126,23 +153,31 @@ def _failed(preview: Preview, reason: str) -> None:
     preview.render_ms = None
 
 
-def _render(preview: Preview) -> renderer.RenderResult:
+def _links(preview: Preview) -> list[dict]:
+    return list(
+        TemplateLink.objects.with_scopes_disabled()
+        .filter(version=preview.version, format=preview.format)
+        .order_by("ordinal")
+        .values("pk", "xpath", "mso", "twin_id", "source_index")
+    )
+
+
+def preview_document(preview: Preview, links: list[dict] | None = None) -> str:
+    """The HTML a preview renders: the version's part personalised as the preview says
+    (for its sample customer, or exactly for its customer), every link's href the
+    marker of its inventory row. Raises RenderError or PersonaliseError."""
     version = preview.version
     source = version.amp_html if preview.format == Preview.Format.AMP else version.html
     if not source:
         raise renderer.RenderError(f"This version has no {preview.get_format_display()} part.")
-    links = list(
-        TemplateLink.objects.with_scopes_disabled()
-        .filter(version=version, format=preview.format)
-        .order_by("ordinal")
-        .values("pk", "xpath", "mso", "twin_id", "source_index")
-    )
-    if preview.customer is None:
-        xpaths = {link["pk"]: link["xpath"] for link in links if not link["mso"]}
-        result = renderer.render_preview(source, preview.device, xpaths)
-    else:
-        html = _personalised(source, links, preview.customer)
-        result = renderer.render_preview(html, preview.device, marker_links=True)
+    links = _links(preview) if links is None else links
+    return _personalised(source, links, preview.customer, lenient=not preview.exact)
+
+
+def _render(preview: Preview) -> renderer.RenderResult:
+    links = _links(preview)
+    html = preview_document(preview, links)
+    result = renderer.render_preview(html, preview.device, marker_links=True)
     boxes = {link["pk"]: result.boxes.get(link["pk"], []) for link in links}
     for link in links:
         if link["mso"]:
@@ -150,19 +185,20 @@ def _render(preview: Preview) -> renderer.RenderResult:
     return dataclasses.replace(result, boxes=boxes)
 
 
-def _personalised(source: str, links: list[dict], customer: Customer) -> str:
-    """The source rendered for ``customer``, each link's href the marker of its row."""
+def _personalised(source: str, links: list[dict], customer: Customer | None, lenient: bool) -> str:
+    """The source rendered for ``customer`` (None: no data at all), each link's href the
+    marker of its row; ``lenient`` as campaigns.personalise.render has it."""
     link_ids: dict[int, int] = {}
     for link in links:
         if link["source_index"] >= 0:
             link_ids.setdefault(link["source_index"], link["pk"])  # clones share a tag
-    context = customer_context(customer)
+    context = customer_context(customer) if customer is not None else {}
     context["unsubscribe_url"] = f"{renderer.MARKER_PREFIX}unsubscribe"
 
     def marker(link_id: int, url: str) -> str:
         return f"{renderer.MARKER_PREFIX}{link_id}"
 
-    return render(tracked_source(source, link_ids), context, marker)
+    return render(tracked_source(source, link_ids), context, marker, lenient=lenient)
 
 
 def _needs_render(preview: Preview, digest: str) -> bool:
@@ -173,9 +209,12 @@ def _needs_render(preview: Preview, digest: str) -> bool:
     return preview.updated_at < timezone.now() - STALE_AFTER  # its task was lost
 
 
-def _input_hash(version: TemplateVersion, format: str, customer: Customer | None) -> str:
-    """What a render depends on: the version's content, the customer's data, the renderer."""
-    data = [RENDERER_VERSION, version.content_hash, format]
+def _input_hash(
+    version: TemplateVersion, format: str, customer: Customer | None, exact: bool
+) -> str:
+    """What a render depends on: the version's content, the customer's data and whether
+    the render is exact, the renderer."""
+    data = [RENDERER_VERSION, version.content_hash, format, exact]
     if customer is not None:
         data.append(customer_context(customer))
     text = json.dumps(data, sort_keys=True, default=str)

@@ -8,47 +8,16 @@ from django.shortcuts import get_object_or_404, render
 from campaigns.models import Campaign, TemplateLink
 from campaigns.tenancy import workspace_view
 from clickmap import dashboard, exports, metrics
-from clickmap.dashboard import Selection, click_map, shown_version, svg_number
+from clickmap.dashboard import Selection, click_map, shown_version
 from clickmap.models import Preview
-from clickmap.previews import preview_for
 
 CLICKERS_PER_PAGE = 25
 
 
-def _preview(selection, version):
-    if version is None:
-        return None
-    fmt = selection.format if (selection.format != "amp" or version.amp_html) else "html"
-    return preview_for(version, fmt, selection.preview_device, selection.customer)
-
-
-def _overlay(preview, rows):
-    """Boxes to draw: each link's boxes in % of the image, with its row."""
-    if preview is None or preview.status != Preview.Status.DONE:
-        return []
-    boxes = preview.boxes or {}
-    drawn = []
-    for row in rows:  # Outlook-only copies are drawn on their twin, which is the row's link
-        for x, y, w, h in boxes.get(str(row.link.pk), []):
-            drawn.append(
-                {
-                    "row": row,
-                    "left": svg_number(100 * x / preview.width, 4),
-                    "top": svg_number(100 * y / preview.height, 4),
-                    "width": svg_number(100 * w / preview.width, 4),
-                    "height": svg_number(100 * h / preview.height, 4),
-                }
-            )
-    return drawn
-
-
 def _map_context(request, campaign_id) -> dict:
     campaign = get_object_or_404(Campaign.objects.select_related("workspace"), pk=campaign_id)
-    selection = Selection.from_query(campaign, request.GET)
-    context = click_map(selection)
+    context = click_map(Selection.from_query(campaign, request.GET))
     context["campaign"] = campaign
-    context["preview"] = _preview(selection, context["version"])
-    context["overlay"] = _overlay(context["preview"], context["rows"])
     return context
 
 
@@ -65,8 +34,14 @@ def clickmap_page(request, campaign_id):
 
 @workspace_view
 def preview_panel(request, campaign_id):
-    """The preview with its overlay (htmx polls it while the render runs)."""
-    return render(request, "clickmap/partials/_preview.html", _map_context(request, campaign_id))
+    """One map's preview with its overlay (htmx polls it while the render runs): the
+    selected variant's, or with ``side=b`` the compared one's."""
+    campaign = get_object_or_404(Campaign.objects.select_related("workspace"), pk=campaign_id)
+    selection = Selection.from_query(campaign, request.GET)
+    side = dashboard.map_side(selection, compared=request.GET.get("side") == "b")
+    context = {"campaign": campaign, "selection": selection, "side": side}
+    context["metric_label"] = dashboard.METRICS[selection.metric]
+    return render(request, "clickmap/partials/_preview.html", context)
 
 
 @workspace_view
@@ -113,11 +88,14 @@ def export(request, campaign_id):
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     selection = Selection.from_query(campaign, request.GET)
     fmt = request.GET.get("export")
-    name = f"clickmap-{campaign.pk}-{selection.metric}"
+    other = selection.compare_scope() if selection.compared else None
+    name = f"clickmap-{campaign.pk}-{'compare' if other else selection.metric}"
     if fmt == "xlsx":
-        return exports.xlsx_response(selection.scope(), f"{name}.xlsx", metric=selection.metric)
+        return exports.xlsx_response(
+            selection.scope(), f"{name}.xlsx", metric=selection.metric, compare=other
+        )
     if fmt == "csv":
         return exports.csv_streaming_response(
-            selection.scope(), f"{name}.csv", metric=selection.metric
+            selection.scope(), f"{name}.csv", metric=selection.metric, compare=other
         )
     raise Http404("Unknown export format.")

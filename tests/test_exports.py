@@ -14,10 +14,11 @@ from django.http import FileResponse, StreamingHttpResponse
 from django_scopes import ScopeError, scopes_disabled
 from django_scopes import scope as tenant_scope
 
-from campaigns.models import Campaign, Delivery
+from campaigns.models import Campaign, Delivery, TemplateLink, Variant
 from clickmap import exports, metrics
 from clickmap.rollups import aggregate
-from tests.factories import sendable_campaign
+from tests.clickmap_truth import recount
+from tests.factories import customers, sendable_campaign
 from tests.rollup_world import T0, links_of
 from tracking.models import ClickEvent, EventChange
 
@@ -65,6 +66,13 @@ def campaign_scope(world, **fields):
     return metrics.Scope(workspace=world.workspace, campaign_id=world.campaign.pk, **fields)
 
 
+def default_scope(world):
+    """The click map's default selection of the world's campaign."""
+    return campaign_scope(
+        world, node_id=world.nodes[0].pk, variant_id=world.variants[0].pk, format="html"
+    )
+
+
 def csv_bytes(scope, metric="rate"):
     out = io.BytesIO()
     with tenant_scope(workspace=scope.workspace):
@@ -83,32 +91,45 @@ def parse_csv(data: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
 
 
-def expected_rows(scope, metric):
-    """The export table built straight from metrics.link_metrics, as CSV text."""
-    with tenant_scope(workspace=scope.workspace):
-        found = metrics.link_metrics(scope)
-    ordinal = {m.link.pk: m.link.ordinal for m in found}
-    ranked = sorted(found, key=lambda m: (-getattr(m, metric), m.link.ordinal))
+def expected_rows(world, metric):
+    """The export table of the whole campaign, recounted from the raw clicks."""
+    with scopes_disabled():
+        truth = recount([v.pk for v in world.variants], fmt=None)
+        links = {link.pk: link for link in TemplateLink.objects.filter(pk__in=truth.rows)}
+        copies = {
+            twin: [c for c in TemplateLink.objects.filter(twin_id=twin, mso=True)]
+            for twin in truth.rows
+        }
+        names = {link.pk: str(link.version) for link in links.values()}
+    ranked = sorted(
+        truth.rows.values(),
+        key=lambda r: (
+            -getattr(r, metric),
+            links[r.link].version_id,
+            links[r.link].format,
+            links[r.link].ordinal,
+        ),
+    )
     return [
         [
             str(rank),
-            str(m.link.ordinal + 1),
-            str(m.link.version),
-            m.link.format,
-            m.link.text,
-            m.link.href,
-            m.link.xpath,
-            m.link.kind,
-            "yes" if m.link.mso else "no",
-            str(ordinal[m.link.twin_id] + 1) if m.link.twin_id else "",
-            "yes" if m.link.unsubscribe else "no",
-            str(m.total),
-            str(m.unique),
-            f"{m.rate:.4f}",
-            f"{m.share:.4f}",
-            f"{m.unique_share:.4f}",
+            str(links[r.link].ordinal + 1),
+            names[r.link],
+            links[r.link].format,
+            links[r.link].text,
+            links[r.link].href,
+            links[r.link].xpath,
+            links[r.link].kind,
+            "yes" if links[r.link].unsubscribe else "no",
+            ", ".join(f"#{c.ordinal + 1}" for c in copies[r.link]),
+            "0",
+            str(r.total),
+            str(r.unique),
+            f"{r.rate:.4f}",
+            f"{r.share:.4f}",
+            f"{r.unique_share:.4f}",
         ]
-        for rank, m in enumerate(ranked, 1)
+        for rank, r in enumerate(ranked, 1)
     ]
 
 
@@ -117,7 +138,7 @@ def test_csv_rows_are_link_metrics_ranked_by_the_metric(clicked, metric):
     scope = campaign_scope(clicked)
     header, *rows = parse_csv(csv_bytes(scope, metric))
     assert header == list(exports.HEADER)
-    assert rows == expected_rows(scope, metric)
+    assert rows == expected_rows(clicked, metric)
     assert len(rows) == 6  # A's three links, B's two, the AMP part's one
     column = {"total": TOTAL, "unique": UNIQUE, "rate": RATE, "share": COL["Click share %"]}[metric]
     values = [float(row[column]) for row in rows]
@@ -157,23 +178,13 @@ def test_xlsx_holds_the_same_table_as_numbers_and_a_summary(clicked):
     sheet = book["Links"]
     header, *rows = list(sheet.iter_rows(values_only=True))
     assert header == exports.HEADER
-    with tenant_scope(workspace=scope.workspace):
-        by_rank = sorted(metrics.link_metrics(scope), key=lambda m: (-m.unique, m.link.ordinal))
-    assert len(rows) == len(by_rank)
-    for row, m in zip(rows, by_rank, strict=True):
-        assert row[1:9] == (
-            m.link.ordinal + 1,
-            str(m.link.version),
-            m.link.format,
-            m.link.text,
-            m.link.href,
-            m.link.xpath,
-            m.link.kind,
-            "no",
-        )
-        assert row[TOTAL : UNIQUE + 1] == (m.total, m.unique)
+    expected = expected_rows(clicked, "unique")
+    assert len(rows) == len(expected)
+    for row, want in zip(rows, expected, strict=True):
+        assert [str(v) if v is not None else "" for v in row[1:9]] == want[1:9]
+        assert row[TOTAL : UNIQUE + 1] == (int(want[TOTAL]), int(want[UNIQUE]))
         assert [100 * v for v in row[RATE:]] == pytest.approx(
-            [m.rate, m.share, m.unique_share], abs=1e-9
+            [float(v) for v in want[RATE:]], abs=1e-9
         )
     assert [row[0] for row in rows] == list(range(1, len(rows) + 1))
     assert sheet.cell(row=2, column=RATE + 1).number_format == "0.00%"
@@ -238,6 +249,54 @@ def test_csv_neutralises_text_a_spreadsheet_would_run_as_a_formula(formula_campa
     assert texts == [*("'" + f for f in FORMULAS), 'Say "hi", then go — café']
 
 
+@pytest.mark.parametrize("trigger", ["=", "+", "-", "@", "\t", "\r"])
+def test_every_cell_from_tenant_data_is_neutralised(make_workspace, trigger):
+    """Template names, link texts and destinations (link and compare tables) and who
+    clicked (email, customer id) all come from tenants or their customers."""
+    workspace = make_workspace()
+    html = f'<a href="{trigger}1+2">{trigger}text</a>'
+    campaign = sendable_campaign(
+        workspace,
+        html,
+        name=f"{trigger}name",
+        variants=[("A", 1, html, "html"), ("B", 1, html, "html")],
+    )
+    scope = metrics.Scope(workspace=workspace, campaign_id=campaign.pk)
+    with scopes_disabled():
+        a, b = Variant.objects.filter(node__campaign=campaign).order_by("name")
+    compare = metrics.Scope(workspace=workspace, campaign_id=campaign.pk, variant_id=b.pk)
+    base = metrics.Scope(workspace=workspace, campaign_id=campaign.pk, variant_id=a.pk)
+    out = io.BytesIO()
+    with tenant_scope(workspace=workspace):
+        exports.write_csv(base, out, "rate", compare)
+    cells = [
+        cell for row in parse_csv(csv_bytes(scope)) + parse_csv(out.getvalue()) for cell in row
+    ]
+    assert [c for c in cells if c.startswith(trigger)] == []
+    assert f"'{trigger}name A v1" in cells
+    if trigger not in ("\t", "\r"):  # (link texts are whitespace-trimmed when inventoried)
+        assert f"'{trigger}text" in cells and f"'{trigger}1+2" in cells
+    with scopes_disabled():
+        [person] = customers(workspace, [(f"{trigger}id", "someone@example.test", {})])
+        delivery = Delivery.objects.create(
+            workspace=workspace,
+            node=a.node,
+            variant=a,
+            customer=person,
+            template_version=a.template_version,
+            status="sent",
+            sent_at=T0,
+        )
+        link = a.template_version.links.get()
+        click(workspace, delivery, link)
+        with tenant_scope(workspace=workspace):
+            response = exports.clickers_csv_response(
+                metrics.link_clickers(base, [link.pk]), "c.csv", workspace
+            )
+    clickers = parse_csv(b"".join(response.streaming_content))
+    assert clickers[1][1] == f"'{trigger}id"
+
+
 def test_xlsx_writes_formula_like_text_as_text(formula_campaign):
     scope = metrics.Scope(workspace=formula_campaign.workspace, campaign_id=formula_campaign.pk)
     sheet = openpyxl.load_workbook(io.BytesIO(xlsx_bytes(scope)))["Links"]
@@ -246,28 +305,45 @@ def test_xlsx_writes_formula_like_text_as_text(formula_campaign):
     assert {row[TEXT].data_type for row in cells} == {"s"}
 
 
-def test_an_outlook_copy_names_the_link_it_is_shown_on(make_workspace):
+def test_an_outlook_copy_is_counted_on_the_link_it_is_shown_on(make_workspace):
     html = (
         '<p><a href="https://x.example/top">Top</a></p>'
         '<!--[if mso]><v:roundrect href="https://x.example/cta">Buy now</v:roundrect>'
         '<![endif]--><a href="https://x.example/cta">Buy now</a>'
     )
     campaign = sendable_campaign(make_workspace(), html)
-    rows = parse_csv(csv_bytes(metrics.Scope(workspace=campaign.workspace)))[1:]
-    outlook, shown_on = COL["Outlook only"], COL["Shown on link #"]
-    [vml] = [row for row in rows if row[KIND] == "vml"]
-    [twin] = [row for row in rows if row[KIND] == "a" and row[HREF] == "https://x.example/cta"]
-    assert (vml[outlook], vml[shown_on]) == ("yes", twin[1])  # shown on the visible twin
-    assert (twin[outlook], twin[shown_on]) == ("no", "")
+    workspace = campaign.workspace
+    with scopes_disabled():
+        [customer] = customers(workspace, [("x1", "x1@example.test", {})])
+        variant = Variant.objects.get(node__campaign=campaign)
+        delivery = Delivery.objects.create(
+            workspace=workspace,
+            node=variant.node,
+            variant=variant,
+            customer=customer,
+            template_version=variant.template_version,
+            status="sent",
+            sent_at=T0,
+        )
+        links = {(link.kind, link.href): link for link in variant.template_version.links.all()}
+        vml, twin = links["vml", "https://x.example/cta"], links["a", "https://x.example/cta"]
+        click(workspace, delivery, vml, times=2)
+        click(workspace, delivery, twin, minutes=5)
+        aggregate()
+    rows = parse_csv(csv_bytes(metrics.Scope(workspace=workspace, campaign_id=campaign.pk)))[1:]
+    assert [row[KIND] for row in rows] == ["a", "a"]  # the copy is no row of its own
+    [cta] = [row for row in rows if row[HREF] == "https://x.example/cta"]
+    assert cta[COL["Outlook-only copies"]] == f"#{vml.ordinal + 1}"
+    assert (cta[COL["Outlook-only clicks"]], cta[TOTAL], cta[UNIQUE]) == ("2", "3", "2")
 
 
 def test_command_writes_the_dashboard_default_export(clicked, tmp_path):
     out = tmp_path / "map.csv"
     call_command("export_clickmap", str(clicked.campaign.pk), "--format", "csv", "--out", out)
-    # The page's default: first email node, HTML, ranked by click rate.
-    scope = campaign_scope(clicked, node_id=clicked.nodes[0].pk, format="html")
-    assert out.read_bytes() == csv_bytes(scope)
-    assert len(parse_csv(out.read_bytes())) == 1 + 5
+    # The page's default: first email node, its first variant (A and B send different
+    # templates, so they are not summed), HTML, ranked by click rate.
+    assert out.read_bytes() == csv_bytes(default_scope(clicked))
+    assert len(parse_csv(out.read_bytes())) == 1 + 3
 
 
 def test_command_options_select_like_the_dashboard(clicked, tmp_path):
@@ -301,19 +377,17 @@ def test_command_writes_the_same_xlsx_bytes_as_the_writer(clicked, tmp_path):
     out = tmp_path / "map.xlsx"
     args = (str(clicked.campaign.pk), "--format", "xlsx", "--out", out, "--metric", "share")
     call_command("export_clickmap", *args)
-    scope = campaign_scope(clicked, node_id=clicked.nodes[0].pk, format="html")
-    assert out.read_bytes() == xlsx_bytes(scope, "share")
+    assert out.read_bytes() == xlsx_bytes(default_scope(clicked), "share")
 
 
 def test_command_csv_to_stdout_is_the_same_text(clicked):
     stdout = io.StringIO()
     call_command("export_clickmap", str(clicked.campaign.pk), stdout=stdout)
-    scope = campaign_scope(clicked, node_id=clicked.nodes[0].pk, format="html")
-    assert stdout.getvalue() == csv_bytes(scope).decode()
+    assert stdout.getvalue() == csv_bytes(default_scope(clicked)).decode()
 
 
 def test_command_writes_binary_to_a_piped_stdout(clicked):
-    scope = campaign_scope(clicked, node_id=clicked.nodes[0].pk, format="html")
+    scope = default_scope(clicked)
     for fmt, expected in (("csv", csv_bytes(scope)), ("xlsx", xlsx_bytes(scope))):
         pipe = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
         call_command("export_clickmap", str(clicked.campaign.pk), "--format", fmt, stdout=pipe)

@@ -18,10 +18,11 @@ from PIL import Image
 
 from campaigns.inventory import inventory_links
 from campaigns.models import TemplateLink
+from campaigns.personalise import PersonaliseError
 from campaigns.services import template_create
 from clickmap import render
 from clickmap.models import Preview
-from clickmap.previews import preview_for, render_stored_preview
+from clickmap.previews import preview_document, preview_for, render_stored_preview
 from clickmap.render import block_network, context_options, placeholder_images, render_preview
 from tests.factories import customers
 
@@ -346,9 +347,10 @@ def _products(count):
 
 
 def rendered(django_capture_on_commit_callbacks, *args):
-    """preview_for, with the render it queues run (inline, under ``eager_tasks``)."""
+    """preview_for, with the render it queues run (inline, under ``eager_tasks``); a
+    sixth argument is ``exact``."""
     with django_capture_on_commit_callbacks(execute=True):
-        preview = preview_for(*args)
+        preview = preview_for(*args[:4], exact=bool(args[4:] and args[4]))
     preview.refresh_from_db()
     return preview
 
@@ -367,17 +369,39 @@ def test_preview_for_a_customer_boxes_every_copy_of_a_looped_link(
     assert outlook.twin_id == all_products.pk
 
     for customer, count in ((ann, 3), (bob, 1)):
-        preview = rendered(django_capture_on_commit_callbacks, version, "html", "desktop", customer)
-        assert preview.status == Preview.Status.DONE, preview.error
-        boxes = boxes_of(preview, product)
-        assert len(boxes) == count
-        assert len({y for _, y, _, _ in boxes}) == count  # one per copy, one below another
-        assert len(boxes_of(preview, all_products)) == 1
-        assert boxes_of(preview, outlook) == boxes_of(preview, all_products)
+        for exact in (True, False):  # Preview for, and the shared preview with them as sample
+            preview = rendered(
+                django_capture_on_commit_callbacks, version, "html", "desktop", customer, exact
+            )
+            assert preview.status == Preview.Status.DONE, preview.error
+            boxes = boxes_of(preview, product)
+            assert len(boxes) == count
+            assert len({y for _, y, _, _ in boxes}) == count  # one per copy, one below another
+            assert len(boxes_of(preview, all_products)) == 1
+            assert boxes_of(preview, outlook) == boxes_of(preview, all_products)
 
-    template = rendered(django_capture_on_commit_callbacks, version, "html", "desktop")
-    assert template.status == Preview.Status.DONE
-    assert len(boxes_of(template, product)) == 1  # the source, as written
+    nobody = rendered(django_capture_on_commit_callbacks, version, "html", "desktop")
+    assert nobody.status == Preview.Status.DONE
+    assert boxes_of(nobody, product) == []  # no customer data: no products to loop over
+    assert len(boxes_of(nobody, all_products)) == 1
+
+
+def test_the_shared_preview_shows_no_raw_personalisation(shop, make_workspace):
+    _, version, _, ann, _ = shop
+    source = (
+        "<p>Hi {{ first_name }} {{ customer.address.city }},</p>{% if tier == 'gold' %}"
+        "<p>Gold!</p>{% endif %}<a href='{{ customer.portal.url }}'>Portal</a>"
+    )
+    with scope(workspace=ann.workspace):
+        lenient = template_create(workspace=ann.workspace, name="Lenient", html=source)
+    for customer in (ann, None):
+        for template in (version, lenient):
+            preview = Preview(version=template, format="html", device="desktop", customer=customer)
+            html = preview_document(preview)
+            assert "{{" not in html and "{%" not in html, html
+    exact = Preview(version=lenient, format="html", device="desktop", customer=ann, exact=True)
+    with pytest.raises(PersonaliseError):  # what a send to Ann would do
+        preview_document(exact)
 
 
 def test_a_customer_whose_data_changed_is_rendered_again(
@@ -453,16 +477,19 @@ def test_a_template_error_fails_the_preview_with_its_reason(
         version = template_create(workspace=workspace, name="Broken", html=broken)
     (customer,) = customers(workspace, [("c1", "c1@example.test", {"products": []})])
 
-    failed = rendered(django_capture_on_commit_callbacks, version, "html", "desktop", customer)
+    failed = rendered(
+        django_capture_on_commit_callbacks, version, "html", "desktop", customer, True
+    )
 
     assert failed.status == Preview.Status.FAILED
     assert "syntax error" in failed.error.lower()
     with django_capture_on_commit_callbacks() as queued:
-        assert preview_for(version, "html", "desktop", customer).status == Preview.Status.FAILED
+        again = preview_for(version, "html", "desktop", customer, exact=True)
+        assert again.status == Preview.Status.FAILED
     assert queued == []  # the same input would fail the same way
-    # The template itself still renders, Jinja shown as written.
-    template = rendered(django_capture_on_commit_callbacks, version, "html", "desktop")
-    assert template.status == Preview.Status.DONE
+    # The shared preview fails the same way, saying why: raw Jinja is never shown.
+    shared = rendered(django_capture_on_commit_callbacks, version, "html", "desktop")
+    assert shared.status == Preview.Status.FAILED and "syntax error" in shared.error.lower()
 
 
 def test_a_missing_chromium_fails_the_preview_saying_so(

@@ -30,6 +30,7 @@ PUBLIC_URL_NAMES = {
     "workspace-create",
     "invitation",
     "healthz",
+    "favicon",
     "click",
     "open",
     "unsubscribe",  # signed tracking tokens, for recipients
