@@ -4,6 +4,10 @@
 and queues the render (Celery task ``clickmap.render_preview``) when one is needed.
 ``render_stored_preview`` does the work for a row, idempotently.
 
+Both show the version's stored images (campaigns/version_images.py) where it has
+them, and their digests are part of a preview's input: a preview renders again once
+images arrive or change.
+
 Template previews render the raw source (Jinja placeholders show as text) and take
 each link's box from its inventory xpath. "Preview for" renders personalise the
 template for the customer with every link's href replaced by a marker naming its
@@ -23,6 +27,7 @@ from django.utils import timezone
 
 from campaigns.models import Customer, TemplateLink, TemplateVersion
 from campaigns.personalise import PersonaliseError, customer_context, render, tracked_source
+from campaigns.version_images import version_image_digests, version_images_for_render
 from clickmap import render as renderer
 from clickmap.models import Preview
 
@@ -137,12 +142,13 @@ def _render(preview: Preview) -> renderer.RenderResult:
         .order_by("ordinal")
         .values("pk", "xpath", "mso", "twin_id", "source_index")
     )
+    images = version_images_for_render(version.pk, preview.format)
     if preview.customer is None:
         xpaths = {link["pk"]: link["xpath"] for link in links if not link["mso"]}
-        result = renderer.render_preview(source, preview.device, xpaths)
+        result = renderer.render_preview(source, preview.device, xpaths, images=images)
     else:
         html = _personalised(source, links, preview.customer)
-        result = renderer.render_preview(html, preview.device, marker_links=True)
+        result = renderer.render_preview(html, preview.device, marker_links=True, images=images)
     boxes = {link["pk"]: result.boxes.get(link["pk"], []) for link in links}
     for link in links:
         if link["mso"]:
@@ -174,8 +180,10 @@ def _needs_render(preview: Preview, digest: str) -> bool:
 
 
 def _input_hash(version: TemplateVersion, format: str, customer: Customer | None) -> str:
-    """What a render depends on: the version's content, the customer's data, the renderer."""
+    """What a render depends on: the version's content and stored images, the
+    customer's data, the renderer."""
     data = [RENDERER_VERSION, version.content_hash, format]
+    data.append(version_image_digests(version.pk, format))
     if customer is not None:
         data.append(customer_context(customer))
     text = json.dumps(data, sort_keys=True, default=str)
