@@ -175,6 +175,24 @@ def remote_url(src: str, base: str = "") -> str | None:
     return url if scheme in ("http", "https") else None
 
 
+def asset_images(html: str, assets: dict[str, bytes]) -> dict[str, tuple[str, bytes]]:
+    """The images of ``html`` that ``assets`` (relative path as written -> bytes, as
+    template_create takes them) holds, verified and re-encoded: source as written ->
+    (MIME type, bytes), ready for clickmap.render's ``images``. Sources with no file,
+    or whose file is refused, are left out (the preview shows their placeholder)."""
+    files = {normalised_path(path): data for path, data in assets.items()}
+    shown = {}
+    for src in image_sources(html):
+        path = asset_path(src)
+        if path is not None and path in files:
+            try:
+                image = verify_image(files[path])
+            except ImageRefused:
+                continue
+            shown[src] = (image.mime, image.data)
+    return shown
+
+
 # --- What makes bytes a safe image ------------------------------------------------------
 
 

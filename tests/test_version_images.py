@@ -23,7 +23,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from campaigns.images import ImageRefused, image_sources, verify_image
+from campaigns.images import ImageRefused, asset_images, image_sources, verify_image
 from campaigns.inventory import inventory_links
 from campaigns.models import ImageBlob, Role, Template, VersionImage
 from campaigns.services import template_create, template_version_save
@@ -267,6 +267,8 @@ def test_fetch_again_brings_in_what_the_guard_let_through_since(
     assert server.accepted == 1
     page = analyst.get(version.get_absolute_url()).content.decode()
     assert "30 × 20 px" in page and "things to check" not in page
+    partial = analyst.get(fetch).content.decode()  # the fragment htmx polls while fetching
+    assert "30 × 20 px" in partial and "<html" not in partial
 
 
 def test_an_image_used_twice_is_stored_once_by_the_digest_of_its_re_encoded_bytes(
@@ -470,6 +472,16 @@ def test_the_assets_keyword_stores_local_files_without_any_fetch(
         ("stored", 5)
     ]
     assert rows["images/hero.png"].blob_id == rows["./images/hero.png"].blob_id
+
+
+def test_asset_images_gives_the_renderer_the_verified_files_by_source():
+    html = '<img src="./a.png"><img src="b.png"><img src="c.png"><img src="https://x.test/d.png">'
+    shown = asset_images(html, {"a.png": png((3, 2), PINK), "b.png": b"not an image"})
+    assert list(shown) == ["./a.png"]
+    mime, data = shown["./a.png"]
+    assert (
+        mime == "image/png" and Image.open(io.BytesIO(data)).convert("RGB").getpixel((1, 1)) == PINK
+    )
 
 
 ZIP_MB = 1024 * 1024
