@@ -4,6 +4,7 @@ from django.contrib.auth.password_validation import validate_password
 
 from campaigns.inventory import TemplateInputError, decode_template
 from campaigns.models import Campaign, Role, Template, Variant, Workspace
+from campaigns.templatezip import TemplateZipError, is_zip, read_template_zip
 
 
 class WorkspaceCreateForm(forms.Form):
@@ -82,7 +83,9 @@ class SignupForm(forms.Form):
 
 
 class TemplateContentForm(forms.Form):
-    """Template HTML pasted into the editor or uploaded as a file (any common encoding)."""
+    """Template HTML pasted into the editor or uploaded as a file (any common encoding),
+    or a .zip of the HTML and its images (campaigns/templatezip.py): cleaned_data's
+    ``assets`` then holds the zip's files, else it is None."""
 
     html = forms.CharField(
         required=False,
@@ -90,7 +93,12 @@ class TemplateContentForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 22, "spellcheck": "false", "class": "code"}),
         strip=False,
     )
-    html_file = forms.FileField(required=False, label="…or upload an .html file")
+    html_file = forms.FileField(
+        required=False,
+        label="…or upload an .html file, or a .zip of the HTML and its images",
+        help_text="In a .zip, the HTML's relative image paths (images/hero.png) name its "
+        "files; an AMP part is named *.amp.html.",
+    )
     amp_html = forms.CharField(
         required=False,
         label="AMP part (optional)",
@@ -108,7 +116,17 @@ class TemplateContentForm(forms.Form):
     def clean(self):
         data = super().clean()
         upload = data.get("html_file")
-        if upload:
+        data["assets"] = None
+        if upload and is_zip(upload.read(4)):
+            try:
+                bundle = read_template_zip(upload)
+            except TemplateZipError as error:
+                raise forms.ValidationError(f"{upload.name}: {error}") from error
+            data["html"], data["assets"] = bundle.html, bundle.assets
+            if bundle.amp_html:
+                data["amp_html"] = bundle.amp_html
+        elif upload:
+            upload.seek(0)
             data["html"] = self._decoded(upload.read(), upload.name)
         elif data.get("html", "").strip():
             data["html"] = self._decoded(data["html"].encode("utf-8"), "HTML")

@@ -432,3 +432,63 @@ class DeliveryCount(models.Model):
 
     def __str__(self):
         return f"{self.variant_id} {self.status}: {self.n}"
+
+
+class ImageBlob(models.Model):
+    """A verified, re-encoded image, stored once however many versions use it: its key
+    is the sha256 of its bytes. It holds bytes and their shape only, nothing of a
+    tenant, so it needs no scope; tenants reach it only through their VersionImages."""
+
+    digest = models.CharField(max_length=64, primary_key=True)
+    mime = models.CharField(max_length=20)
+    data = models.BinaryField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.digest[:12]} {self.mime} {self.width}×{self.height}"
+
+
+class VersionImage(models.Model):
+    """One image source of a template version (as written in its HTML or AMP part) and
+    what became of it: stored (its blob), pending (a fetch is queued) or failed (why).
+    Beside the immutable version: fetching again changes these rows, never the version."""
+
+    class Origin(models.TextChoices):
+        REMOTE = "remote", "Fetched"
+        UPLOAD = "upload", "Uploaded"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting to be fetched"
+        STORED = "stored", "Stored"
+        FAILED = "failed", "Not shown"
+
+    version = models.ForeignKey(TemplateVersion, on_delete=models.CASCADE, related_name="images")
+    format = models.CharField(max_length=4, choices=TemplateLink.Format.choices, default="html")
+    src = models.TextField()
+    # sha256 of src: the unique key (a long URL would overflow an index on src itself).
+    src_key = models.CharField(max_length=64)
+    url = models.TextField(blank=True)  # the web address fetched; empty for uploads
+    origin = models.CharField(max_length=6, choices=Origin.choices, default=Origin.REMOTE)
+    status = models.CharField(max_length=7, choices=Status.choices, default=Status.PENDING)
+    blob = models.ForeignKey(
+        ImageBlob, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reason = models.CharField(max_length=20, blank=True)  # ImageRefused.code
+    message = models.TextField(blank=True)
+    ordinal = models.PositiveIntegerField(default=0)  # place in the source
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScopedManager(workspace="version__template__workspace")
+
+    class Meta:
+        ordering = ["version", "format", "ordinal"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "format", "src_key"], name="one_row_per_image_source"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.version} {self.src} ({self.status})"

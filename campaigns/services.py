@@ -26,6 +26,7 @@ from campaigns.models import (
     Workspace,
 )
 from campaigns.personalise import personalisation_warnings
+from campaigns.version_images import version_images_attach
 
 
 class MembershipError(ValueError):
@@ -126,29 +127,54 @@ def content_hash(html: str, amp_html: str) -> str:
 
 @transaction.atomic
 def template_create(
-    *, workspace: Workspace, name: str, html: str, amp_html: str = "", author=None
+    *,
+    workspace: Workspace,
+    name: str,
+    html: str,
+    amp_html: str = "",
+    author=None,
+    assets: dict[str, bytes] | None = None,
 ) -> TemplateVersion:
-    """A new template with its first version (inventoried)."""
+    """A new template with its first version (inventoried, images attached: see
+    template_version_save for ``assets``)."""
     template = Template.objects.create(workspace=workspace, name=name)
     version, _ = template_version_save(
-        template=template, html=html, amp_html=amp_html, author=author, note="First version"
+        template=template,
+        html=html,
+        amp_html=amp_html,
+        author=author,
+        note="First version",
+        assets=assets,
     )
     return version
 
 
 @transaction.atomic
 def template_version_save(
-    *, template: Template, html: str, amp_html: str = "", author=None, note: str = ""
+    *,
+    template: Template,
+    html: str,
+    amp_html: str = "",
+    author=None,
+    note: str = "",
+    assets: dict[str, bytes] | None = None,
 ) -> tuple[TemplateVersion, bool]:
-    """Save content as the template's next immutable version with its link inventory.
+    """Save content as the template's next immutable version with its link inventory
+    and its images (campaigns/version_images.py).
 
-    Returns (version, created). Content equal to the latest version's creates nothing.
-    The template row is locked so two saves at once get consecutive numbers.
+    ``assets`` maps relative paths as written in the HTML (``images/hero.png``) to the
+    files' bytes: those images are verified and stored at once; web images are fetched
+    by a task queued for the commit. Returns (version, created). Content equal to the
+    latest version's creates nothing (given ``assets`` replace that version's files of
+    the same paths). The template row is locked so two saves at once get consecutive
+    numbers.
     """
     Template.objects.select_for_update().filter(pk=template.pk).first()
     latest = template.versions.order_by("-number").first()
     digest = content_hash(html, amp_html)
     if latest is not None and latest.content_hash == digest:
+        if assets:
+            version_images_attach(latest, assets)
         return latest, False
     found = inventory_links(html, "html")
     sample = Customer.objects.filter(workspace_id=template.workspace_id).order_by("pk").first()
@@ -193,6 +219,7 @@ def template_version_save(
             row.twin = twin
             twins.append(row)
     TemplateLink.objects.bulk_update(twins, ["twin"])
+    version_images_attach(version, assets)
     Template.objects.filter(pk=template.pk).update(updated_at=version.created_at)
     return version, True
 

@@ -1,8 +1,9 @@
 from celery import shared_task
 from django_scopes import scope
 
-from campaigns.models import Campaign
+from campaigns.models import Campaign, TemplateVersion
 from campaigns.sending import send_campaign
+from campaigns.version_images import version_images_fetch
 
 
 @shared_task(name="campaigns.send_campaign", acks_late=False)
@@ -14,3 +15,18 @@ def send_campaign_task(campaign_id: int) -> dict:
     with scope(workspace=campaign.workspace):
         report = send_campaign(campaign)
     return {"planned": report.planned, "sent": report.sent, "failed": report.failed}
+
+
+@shared_task(name="campaigns.fetch_version_images", ignore_result=True, soft_time_limit=1800)
+def fetch_version_images_task(version_id: int) -> int:
+    """Fetch a template version's pending web images (idempotent: settled rows stay)."""
+    version = (
+        TemplateVersion.objects.with_scopes_disabled()
+        .select_related("template__workspace")
+        .filter(pk=version_id)
+        .first()
+    )
+    if version is None:
+        return 0
+    with scope(workspace=version.template.workspace):
+        return version_images_fetch(version)

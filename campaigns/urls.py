@@ -33,4 +33,14 @@ urlpatterns = [
         views.version_detail,
         name="version",
     ),
+    path(
+        "templates/<int:template_id>/versions/<int:number>/images/",
+        views.version_images_list,
+        name="version-images",
+    ),
+    path(
+        "templates/<int:template_id>/versions/<int:number>/images/<int:image_id>/",
+        views.version_image,
+        name="version-image",
+    ),
 ]

@@ -4,11 +4,11 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from campaigns import selectors, services
+from campaigns import selectors, services, version_images
 from campaigns.forms import (
     CampaignFilterForm,
     CampaignForm,
@@ -29,6 +29,7 @@ from campaigns.models import (
     Role,
     Template,
     TemplateVersion,
+    VersionImage,
 )
 from campaigns.sending import SendInProgress, SmtpUnavailable, send_progress
 from campaigns.tasks import send_campaign_task
@@ -301,6 +302,7 @@ def template_create(request):
                 html=form.cleaned_data["html"],
                 amp_html=form.cleaned_data["amp_html"],
                 author=request.user,
+                assets=form.cleaned_data["assets"],
             )
         except TemplateInputError as error:
             form.add_error(None, str(error))
@@ -338,6 +340,7 @@ def template_edit(request, template_id):
                 amp_html=form.cleaned_data["amp_html"],
                 author=request.user,
                 note=form.cleaned_data["note"],
+                assets=form.cleaned_data["assets"],
             )
         except TemplateInputError as error:
             form.add_error(None, str(error))
@@ -367,6 +370,7 @@ def version_detail(request, template_id, number):
     )
     links = version.links.select_related("twin").order_by("format", "ordinal")
     context = {
+        **_images_context(version),
         "template": template,
         "version": version,
         "versions": versions,
@@ -376,3 +380,48 @@ def version_detail(request, template_id, number):
         "latest": versions[0],
     }
     return render(request, "campaigns/version_detail.html", context)
+
+
+def _images_context(version):
+    images = list(version.images.select_related("blob").defer("blob__data"))
+    return {
+        "images": images,
+        "images_failed": sum(image.status == VersionImage.Status.FAILED for image in images),
+        "images_pending": any(image.status == VersionImage.Status.PENDING for image in images),
+    }
+
+
+def _version(template_id, number):
+    template = get_object_or_404(Template, pk=template_id)
+    return get_object_or_404(TemplateVersion, template=template, number=number)
+
+
+@workspace_view
+def version_images_list(request, template_id, number):
+    """The version's images and their state (htmx polls it while fetches are pending);
+    POST (analysts) fetches the web images again."""
+    version = _version(template_id, number)
+    if request.method == "POST":
+        count = version_images.version_images_refetch(version)
+        if count:
+            messages.success(request, f"Fetching {count} image{'s' if count != 1 else ''} again.")
+        else:
+            messages.info(request, "This version has no web images to fetch.")
+        return redirect(f"{version.get_absolute_url()}#images-h")
+    context = {"version": version, "template": version.template, **_images_context(version)}
+    return render(request, "campaigns/partials/_version_images.html", context)
+
+
+@workspace_view
+def version_image(request, template_id, number, image_id):
+    """A stored image's re-encoded bytes (never the original's), for the version page."""
+    image = get_object_or_404(
+        VersionImage.objects.select_related("blob"),
+        pk=image_id,
+        version=_version(template_id, number),
+        blob__isnull=False,
+    )
+    response = HttpResponse(bytes(image.blob.data), content_type=image.blob.mime)
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

@@ -12,6 +12,10 @@ would. Every link's href is replaced by a marker naming its TemplateLink
 (campaigns.personalise tracks links by their place in the source), so a loop that
 repeats a link gives that link one box per copy. Outlook-only links show on their
 visible twin's boxes.
+
+Every preview shows the version's stored images (campaigns/version_images.py) where
+it has them, and their digests are part of a preview's input: a preview renders again
+once images arrive or change.
 """
 
 import dataclasses
@@ -25,6 +29,7 @@ from django.utils import timezone
 
 from campaigns.models import Customer, TemplateLink, TemplateVersion
 from campaigns.personalise import PersonaliseError, customer_context, render, tracked_source
+from campaigns.version_images import version_image_digests, version_images_for_render
 from clickmap import render as renderer
 from clickmap.models import Preview
 
@@ -177,7 +182,8 @@ def preview_document(preview: Preview, links: list[dict] | None = None) -> str:
 def _render(preview: Preview) -> renderer.RenderResult:
     links = _links(preview)
     html = preview_document(preview, links)
-    result = renderer.render_preview(html, preview.device, marker_links=True)
+    images = version_images_for_render(preview.version.pk, preview.format)
+    result = renderer.render_preview(html, preview.device, marker_links=True, images=images)
     boxes = {link["pk"]: result.boxes.get(link["pk"], []) for link in links}
     for link in links:
         if link["mso"]:
@@ -212,9 +218,10 @@ def _needs_render(preview: Preview, digest: str) -> bool:
 def _input_hash(
     version: TemplateVersion, format: str, customer: Customer | None, exact: bool
 ) -> str:
-    """What a render depends on: the version's content, the customer's data and whether
-    the render is exact, the renderer."""
+    """What a render depends on: the version's content and stored images, the
+    customer's data and whether the render is exact, the renderer."""
     data = [RENDERER_VERSION, version.content_hash, format, exact]
+    data.append(version_image_digests(version.pk, format))
     if customer is not None:
         data.append(customer_context(customer))
     text = json.dumps(data, sort_keys=True, default=str)

@@ -8,10 +8,12 @@ always agree.
 Isolation. Tenant HTML is hostile input. The page runs with JavaScript off, every
 request but ``data:`` URLs is aborted before it leaves the browser, and Chromium is
 launched behind a dead proxy with no working DNS, so not even a preconnect reaches a
-host (no SSRF). Remote images are swapped *in the HTML* for grey placeholders of
-their declared size (``placeholder_images``), so the layout holds without fetching.
-Only attribute values and ``<style>`` text change, never the element structure, so
-inventory xpaths (campaigns/inventory.py) still select the same elements.
+host (no SSRF). Images are swapped *in the HTML* (``placeholder_images``): those the
+server fetched and verified beforehand (campaigns/version_images.py) become data: URLs
+of their stored bytes, the others grey placeholders of their declared size, so the
+layout holds and nothing is fetched. Only attribute values and ``<style>`` text
+change, never the element structure, so inventory xpaths (campaigns/inventory.py)
+still select the same elements.
 
 One Chromium per process, started lazily on a dedicated thread (sync Playwright objects
 belong to the thread that made them), reused across renders, restarted when it died.
@@ -19,6 +21,7 @@ Renders are serialised: callers from any thread (Celery worker, web request) que
 """
 
 import atexit
+import base64
 import contextlib
 import html as html_lib
 import io
@@ -28,7 +31,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from urllib.parse import quote
 
 from PIL import Image
 
+from campaigns.images import CSS_URL, attribute_value, css_url_target, is_image_element
 from campaigns.linktags import iter_start_tags
 
 log = logging.getLogger(__name__)
@@ -152,6 +156,7 @@ def render_preview(
     timeout: float = DEFAULT_TIMEOUT,
     scale: float | None = None,
     picture: bool = True,
+    images: Mapping[str, tuple[str, bytes]] | None = None,
 ) -> RenderResult:
     """Render ``html`` for ``device`` ('desktop' or 'mobile') and measure link boxes.
 
@@ -162,11 +167,12 @@ def render_preview(
     of, and at its pixel ratio: Chromium snaps layout to device pixels, so the same
     email can lie a few CSS px apart at ratios 1 and 3. ``scale`` fixes the ratio
     (default: the device's, lowered for wide or huge pictures). Without ``picture``
-    only the boxes are measured (``image`` is empty). Raises RenderError (Chromium
-    missing or crashed, timeout).
+    only the boxes are measured (``image`` is empty). ``images`` are the email's
+    stored images, shown in place of placeholders (see ``placeholder_images``).
+    Raises RenderError (Chromium missing or crashed, timeout).
     """
     _device(device)
-    prepared = placeholder_images(html)
+    prepared = placeholder_images(html, images)
     job = _RenderJob(
         prepared, device, dict(link_xpaths or {}), marker_links, timeout, scale, picture
     )
@@ -444,7 +450,6 @@ def _close_quietly(context) -> None:
 # Placeholder images
 
 _STYLE_END = re.compile(r"</style[\t\n\f\r />]", re.IGNORECASE)
-_CSS_URL = re.compile(r"url\(([^)]*)\)", re.IGNORECASE)
 _LENGTH = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:px)?\s*\Z", re.IGNORECASE)
 _CSS_SIZE = re.compile(r"(?<![\w-])(width|height)\s*:\s*(\d+(?:\.\d+)?)px", re.IGNORECASE)
 DEFAULT_IMAGE_SIZE = (200, 100)
@@ -458,19 +463,26 @@ _BACKGROUND_URL = "data:image/svg+xml," + quote(
 )
 
 
-def placeholder_images(html: str) -> str:
-    """``html`` with nothing left to fetch that shows: each ``img``/``input type=image``
-    source not a data: URL becomes a grey placeholder of the image's declared size
-    (width/height attributes, else inline CSS pixels; a 2:1 box when one side is
-    missing, ``DEFAULT_IMAGE_SIZE`` when both are), ``srcset`` is emptied, CSS
-    ``url()`` in ``style`` attributes and ``<style>`` becomes a grey fill, as do
-    ``background`` attributes; AMP's hide-until-loaded boilerplate is emptied and
-    ``amp-img`` gets a placeholder box; ``meta http-equiv`` (refresh), ``link rel``
+def placeholder_images(html: str, images: Mapping[str, tuple[str, bytes]] | None = None) -> str:
+    """``html`` with nothing left to fetch that shows.
+
+    ``images`` maps an image source as written in ``html`` (its value as the browser
+    reads it, as campaigns.images.image_sources lists it) to a stored image's (MIME
+    type, bytes): that source becomes a data: URL of those bytes wherever it appears
+    (``img``/``input type=image`` ``src``, ``amp-img``, ``background`` attributes, CSS
+    ``url()``). Every other ``img``/``input type=image`` source not a data: URL
+    becomes a grey placeholder of the image's declared size (width/height
+    attributes, else inline CSS pixels; a 2:1 box when one side is missing,
+    ``DEFAULT_IMAGE_SIZE`` when both are), other CSS ``url()`` in ``style``
+    attributes and ``<style>`` a grey fill, as do ``background`` attributes;
+    ``srcset`` is emptied; AMP's hide-until-loaded boilerplate is emptied and
+    ``amp-img`` gets a box of its size; ``meta http-equiv`` (refresh), ``link rel``
     (preconnect, prefetch) and frame sources are neutralised.
 
     Only attribute values and ``<style>`` text change (Outlook-only comment bodies
     are left alone), so the element tree, and every xpath in it, is unchanged.
     """
+    stored = _DataUrls(images or {})
     edits: list[tuple[int, int, str]] = []  # (start, end, replacement), ascending
 
     def set_value(attrs, name: str, value: str) -> None:
@@ -487,29 +499,30 @@ def placeholder_images(html: str) -> str:
                 close = _STYLE_END.search(html, tag.end)
                 edits.append((tag.end, close.start() if close else len(html), ""))
             else:
-                _style_text_edits(html, tag.end, edits)
+                _style_text_edits(html, tag.end, edits, stored)
         style = None  # the style attribute's new value, if it changes
         if "style" in attrs:
             start, end, _quote = attrs["style"]
-            if html[start:end] != (grey := _grey_urls(html[start:end], escaped=True)):
-                style = grey
-        if name == "img" or (name == "input" and _value(html, attrs, "type") == "image"):
-            src = _value(html, attrs, "src")
-            if "src" in attrs and not _is_data_url(src):
-                width, height = _declared_size(html, attrs)
-                set_value(attrs, "src", _placeholder_url(width, height))
-            if "srcset" in attrs:
-                set_value(attrs, "srcset", "")
-        elif name == "source" and "srcset" in attrs:
-            set_value(attrs, "srcset", "")
-        elif name in ("amp-img", "amp-anim"):
+            if html[start:end] != (css := _css_images(html[start:end], stored, escaped=True)):
+                style = css
+        if name in ("amp-img", "amp-anim"):
             width, height = _declared_size(html, attrs)
-            box = _amp_image_style(_value(html, attrs, "layout"), width, height)
+            fill = stored.get(_value(html, attrs, "src")) or _placeholder_url(width, height)
+            box = _amp_image_style(_value(html, attrs, "layout"), width, height, fill)
             if "style" in attrs:
                 start, end, _quote = attrs["style"]
                 style = box + (style if style is not None else html[start:end])
             else:
                 edits.append((tag.name_end, tag.name_end, f' style="{box}"'))
+        elif is_image_element(name, html, attrs):
+            src = _value(html, attrs, "src")
+            if "src" in attrs and not _is_data_url(src):
+                shown = stored.get(src) or _placeholder_url(*_declared_size(html, attrs))
+                set_value(attrs, "src", shown)
+            if "srcset" in attrs:
+                set_value(attrs, "srcset", "")
+        elif name == "source" and "srcset" in attrs:
+            set_value(attrs, "srcset", "")
         elif name in ("iframe", "frame") and "src" in attrs:
             set_value(attrs, "src", "about:blank")
         elif name == "meta" and "http-equiv" in attrs:
@@ -520,8 +533,9 @@ def placeholder_images(html: str) -> str:
             set_value(attrs, "src", "")
         if "poster" in attrs:
             set_value(attrs, "poster", "")
-        if "background" in attrs and not _is_data_url(_value(html, attrs, "background")):
-            set_value(attrs, "background", _BACKGROUND_URL)
+        background = _value(html, attrs, "background")
+        if "background" in attrs and not _is_data_url(background):
+            set_value(attrs, "background", stored.get(background) or _BACKGROUND_URL)
         if style is not None:
             set_value(attrs, "style", style)
     if not edits:
@@ -538,11 +552,23 @@ def placeholder_images(html: str) -> str:
     return "".join(parts)
 
 
-def _value(source: str, attrs: dict, name: str) -> str:
-    if name not in attrs:
-        return ""
-    start, end, _quote = attrs[name]
-    return html_lib.unescape(source[start:end]).strip()
+_value = attribute_value  # an attribute's value as the browser reads it
+
+
+class _DataUrls:
+    """Stored images as data: URLs, each encoded once, on first use."""
+
+    def __init__(self, images: Mapping[str, tuple[str, bytes]]):
+        self.images = images
+        self.urls: dict[str, str] = {}
+
+    def get(self, src: str) -> str | None:
+        if src not in self.urls:
+            if src not in self.images:
+                return None
+            mime, data = self.images[src]
+            self.urls[src] = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+        return self.urls[src]
 
 
 def _is_data_url(value: str) -> bool:
@@ -596,29 +622,32 @@ def _quoted(value: str, quote_char: str | None) -> str:
     return f'="{value}"' if quote_char is None else f'"{value}"'
 
 
-def _grey_urls(css: str, escaped: bool = False) -> str:
-    """``css`` with each ``url()`` that is not a data: URL replaced by a grey fill
-    (``escaped``: the CSS is an HTML attribute value, character references and all)."""
+def _css_images(css: str, stored: _DataUrls, escaped: bool = False) -> str:
+    """``css`` with each ``url()`` that is not a data: URL replaced by its stored image,
+    else a grey fill (``escaped``: the CSS is an HTML attribute value, character
+    references and all)."""
 
     def replace(match: re.Match) -> str:
         inner = html_lib.unescape(match.group(1)) if escaped else match.group(1)
-        inner = inner.strip().strip("'\"").strip()
-        return match.group(0) if _is_data_url(inner) else f"url({_BACKGROUND_URL})"
+        target = css_url_target(inner)
+        if _is_data_url(target):
+            return match.group(0)
+        return f"url({stored.get(target) or _BACKGROUND_URL})"
 
-    return _CSS_URL.sub(replace, css)
+    return CSS_URL.sub(replace, css)
 
 
-def _style_text_edits(source: str, start: int, edits: list) -> None:
+def _style_text_edits(source: str, start: int, edits: list, stored: _DataUrls) -> None:
     close = _STYLE_END.search(source, start)
     end = close.start() if close else len(source)
     css = source[start:end]
-    if (grey := _grey_urls(css)) != css:
-        edits.append((start, end, grey))
+    if (replaced := _css_images(css, stored)) != css:
+        edits.append((start, end, replaced))
 
 
-def _amp_image_style(layout: str, width: int, height: int) -> str:
-    # Without the AMP runtime amp-img stays empty: give it its box and a placeholder.
-    fill = f"background:url({_placeholder_url(width, height)}) center/100% 100% no-repeat;"
+def _amp_image_style(layout: str, width: int, height: int, image_url: str) -> str:
+    # Without the AMP runtime amp-img stays empty: give it its box and its image.
+    fill = f"background:url({image_url}) center/100% 100% no-repeat;"
     if layout.lower() in ("responsive", "intrinsic", "fill", "flex-item"):
         return f"display:block;width:100%;max-width:100%;aspect-ratio:{width}/{height};{fill}"
     return f"display:inline-block;width:{width}px;height:{height}px;{fill}"

@@ -42,6 +42,9 @@ TRACKING_SPOOL_FSYNC = env.bool("TRACKING_SPOOL_FSYNC", default=False)
 TRACKING_TRUST_X_FORWARDED_FOR = env.bool("TRACKING_TRUST_X_FORWARDED_FOR", default=False)
 # Turns links into tracking URLs at send time (campaigns does not import tracking).
 LINK_TRACKER = "tracking.links.SignedTracker"
+# Hosts (host or host:port) the image fetcher may reach although they resolve to a
+# loopback or private address: for tests. Empty, every such address is refused.
+IMAGE_FETCH_ALLOWED_HOSTS = env.list("IMAGE_FETCH_ALLOWED_HOSTS", default=[])
 EMAIL_MESSAGE_ID_DOMAIN = env.str("EMAIL_MESSAGE_ID_DOMAIN", default="clickmap.local")
 
 INSTALLED_APPS = [

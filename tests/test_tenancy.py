@@ -1,6 +1,7 @@
 """Tenancy: another workspace's objects answer 404 on every URL, and every tenant view
 goes through the one scoping mechanism (campaigns.tenancy.workspace_view)."""
 
+import io
 import re
 
 import pytest
@@ -8,6 +9,7 @@ from django.http import HttpResponse
 from django.urls import URLPattern, URLResolver, get_resolver, include, path
 from django_scopes import scopes_disabled
 from django_scopes.exceptions import ScopeError
+from PIL import Image
 
 from campaigns.models import (
     Campaign,
@@ -100,9 +102,11 @@ def _objects_of(workspace, make_campaign, make_user):
         version = template_create(
             workspace=workspace,
             name=f"Secret template of {workspace.name}",
-            html='<p><a href="https://example.com/">Shop</a></p>',
+            html='<p><a href="https://example.com/">Shop</a><img src="images/secret.png"></p>',
+            assets={"images/secret.png": _png()},
         )
         link = version.links.get()
+        image = version.images.get()
         preview = Preview.objects.create(
             workspace=workspace,
             version=version,
@@ -124,7 +128,14 @@ def _objects_of(workspace, make_campaign, make_user):
         "number": version.number,
         "link_id": link.pk,
         "preview_id": preview.pk,
+        "image_id": image.pk,
     }
+
+
+def _png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4), (200, 30, 30)).save(out, "PNG")
+    return out.getvalue()
 
 
 def without_csrf(html: bytes) -> bytes:

@@ -13,7 +13,9 @@ A command-line contract (README, "The click map"): with ``--json`` it prints one
   twin's boxes, as the click map shows them; a link the browser does not draw has none.
 
 It renders at a pixel ratio of 1 unless ``--scale`` says otherwise: Chromium snaps layout
-to device pixels, so boxes hold for the ratio they were measured at. Needs no database.
+to device pixels, so boxes hold for the ratio they were measured at. Images with a
+relative path are read from the file's folder (verified as a template upload's are);
+web images keep their sized placeholder: the command fetches nothing. Needs no database.
 """
 
 import json
@@ -21,8 +23,28 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from campaigns.images import asset_images, asset_path, image_sources
 from campaigns.inventory import FORMATS, TemplateInputError, inventory_links, read_template_file
 from clickmap import render
+
+MAX_IMAGE_FILE = 10 * 1024 * 1024  # larger files are left to their placeholder
+
+
+def _files_beside(path: Path, html: str) -> dict[str, bytes]:
+    """The files the email's relative image sources name, read from its folder (never
+    above it), as template_create's ``assets`` takes them."""
+    folder = path.resolve().parent
+    files = {}
+    for src in image_sources(html):
+        relative = asset_path(src)
+        if relative is None:
+            continue
+        candidate = (folder / relative).resolve()
+        if not candidate.is_relative_to(folder) or not candidate.is_file():
+            continue
+        if candidate.stat().st_size <= MAX_IMAGE_FILE:
+            files[relative] = candidate.read_bytes()
+    return files
 
 
 class Command(BaseCommand):
@@ -55,8 +77,11 @@ class Command(BaseCommand):
         except TemplateInputError as error:
             raise CommandError(f"{file}: {error}") from None
         xpaths = {i: row.xpath for i, row in enumerate(rows) if not row.mso}
+        images = asset_images(html, _files_beside(Path(file), html))
         try:
-            result = render.render_preview(html, device, xpaths, scale=scale, picture=False)
+            result = render.render_preview(
+                html, device, xpaths, scale=scale, picture=False, images=images
+            )
         except render.RenderError as error:
             raise CommandError(str(error)) from None
         finally:
