@@ -181,12 +181,11 @@ def _compare_rows(scope: metrics.Scope, other: metrics.Scope, metric: str) -> It
         _significant(found.test),
     )
     for pair in found.links:
-        shown = pair.a or pair.b
         yield (
             pair.a.link.ordinal + 1 if pair.a else None,
             pair.b.link.ordinal + 1 if pair.b else None,
-            shown.link.text,
-            shown.link.href,
+            pair.link.text,
+            pair.link.href,
             pair.change,
             *(_side(pair.a) + _side(pair.b)),
             pair.difference,

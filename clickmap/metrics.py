@@ -605,6 +605,11 @@ class ComparedLink:
     test: ProportionTest | None = None
 
     @property
+    def link(self) -> TemplateLink:
+        """The link as A sends it (as B does when A has no such link)."""
+        return (self.a or self.b).link
+
+    @property
     def difference(self) -> float | None:
         """B's click rate minus A's, in percentage points."""
         if self.a is None or self.b is None:

@@ -19,7 +19,7 @@ from campaigns.models import Campaign, Membership, Role
 from campaigns.services import workspace_create
 from tests.testenv import TEST_REDIS_URL
 
-pytest_plugins = ["tests.rollup_world"]
+pytest_plugins = ["tests.rollup_world", "tests.demo_world"]
 
 _seq = itertools.count(1)
 PASSWORD = "correct-horse-battery-staple"

@@ -24,64 +24,10 @@ from campaigns.models import (
     TemplateLink,
     Variant,
 )
-from clickmap.demo import seed_demo
 from clickmap.rollups import aggregate
 from tests.clickmap_truth import recount
+from tests.demo_world import number, page_table, page_url, summary, variant_named
 from tracking.models import ClickEvent, EventChange, Unsubscribe
-
-
-@pytest.fixture
-def demo(db):
-    login = seed_demo("pw-for-tests-123", customers=150, render_previews=False)
-    with scopes_disabled():
-        campaign = Campaign.objects.get(name__startswith="Black Friday")
-        scenario = Campaign.objects.get(name="Welcome series")
-    return login.workspace, campaign, scenario
-
-
-@pytest.fixture
-def client(demo, client_for):
-    from django.contrib.auth import get_user_model
-
-    return client_for(get_user_model().objects.get(username="demo"))
-
-
-def page_url(workspace, campaign):
-    return reverse("clickmap:page", args=[workspace.slug, campaign.pk])
-
-
-def number(text: str) -> float:
-    return float(text.replace(",", "").replace("%", "").strip())
-
-
-def page_table(html: str) -> dict[int, tuple]:
-    """link id -> (rank, total, unique, rate, share) as the page's link list shows them."""
-    tree = lxml_html.fromstring(html)
-    rows = {}
-    for tr in tree.cssselect("table.links tbody tr[id^=row-a-]"):
-        cells = [td.text_content().strip() for td in tr.cssselect("td")]
-        rank, _text, _pos, total, unique, rate, share = cells
-        rows[int(tr.get("id").rsplit("-", 1)[1])] = (
-            int(rank),
-            int(number(total)),
-            int(number(unique)),
-            number(rate),
-            number(share),
-        )
-    return rows
-
-
-def summary(html: str) -> dict[str, str]:
-    tree = lxml_html.fromstring(html)
-    return {
-        div.cssselect("span")[0].text_content(): div.cssselect("strong")[0].text_content()
-        for div in tree.cssselect("section.summary > div")
-    }
-
-
-def variant_named(campaign, name):
-    with scopes_disabled():
-        return Variant.objects.get(node__campaign=campaign, name=name)
 
 
 def assert_page_is_the_recount(html, truth):
