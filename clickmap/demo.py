@@ -1,25 +1,29 @@
 """The demo workspace that `make run` opens on: a living click map.
 
-Real corpus emails (../shared/corpus, when the checkout has it; small built-in emails
-otherwise), a campaign with two A/B variants, a newsletter with two template versions,
-a three-email scenario with an AMP variant, thousands of customers, long-tailed clicks
-over two weeks through the real ingestion path (so scanners, bursts and too-quick
-clicks are classified as in production), segments, aggregated rollups and rendered
-previews. Idempotent: data is created once; a rerun only resets the demo password.
+The emails are the project's own (clickmap/demo_emails: HTML written for the demo's
+fictional outdoor shop, Fernhill, and its images as local files), so every clone shows
+the same map. A campaign with two A/B variants, a newsletter with two template versions,
+a three-email scenario with an AMP variant, thousands of customers, clicks over two
+weeks through the real ingestion path (so scanners, bursts and too-quick clicks are
+classified as in production) that favour heroes and buttons as real readers do,
+segments, aggregated rollups and rendered previews. Idempotent: data is created once; a
+rerun only resets the demo password.
 """
 
+import html as html_lib
 import random
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 from django_scopes import scope
 
+from campaigns.linktags import iter_start_tags
 from campaigns.models import (
     Campaign,
     Customer,
@@ -28,6 +32,7 @@ from campaigns.models import (
     Membership,
     Role,
     Segment,
+    TemplateLink,
     TemplateVersion,
     Variant,
     Workspace,
@@ -39,12 +44,13 @@ from tracking.models import Unsubscribe
 
 DEMO_USERNAME = "demo"
 DEMO_EMAIL = "demo@clickmap.local"
-CORPUS = Path(settings.BASE_DIR).parent / "shared" / "corpus"
+EMAILS = Path(__file__).resolve().parent / "demo_emails"
 CUSTOMERS = 3000
 SEED = 20261126
 
 DEMO_CAMPAIGNS = [
     ("Black Friday — 30% off everything", Campaign.Kind.CAMPAIGN, Campaign.Status.SENT),
+    ("Black Friday — last day (subject test)", Campaign.Kind.CAMPAIGN, Campaign.Status.SENT),
     ("November newsletter", Campaign.Kind.CAMPAIGN, Campaign.Status.SENT),
     ("Welcome series", Campaign.Kind.SCENARIO, Campaign.Status.SENDING),
     ("Abandoned cart reminder", Campaign.Kind.SCENARIO, Campaign.Status.DRAFT),
@@ -101,16 +107,74 @@ USER_AGENTS = {
     ],
 }
 SCANNER_UA = "BingPreview/1.0b"
-AMP_EMAIL = """<!doctype html><html ⚡4email data-css-strict><head><meta charset="utf-8">
-<script async src="https://cdn.ampproject.org/v0.js"></script>
-<style amp4email-boilerplate>body{visibility:hidden}</style></head><body>
-<h1>Welcome, {{ first_name }}!</h1>
-<p><a href="https://shop.example/start?src=amp">Start shopping</a></p>
-<p><a href="https://shop.example/help">Help centre</a></p></body></html>"""
-FALLBACK = """<!doctype html><html><body style="font-family:sans-serif">
-<h1>Hello {{ first_name }}</h1><p><a href="https://shop.example/deals">See the deals</a></p>
-<p><a href="https://shop.example/blog">Read the blog</a></p>
-<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p></body></html>"""
+# The demo's templates (name: file in clickmap/demo_emails) and the AMP part of the first
+# welcome email.
+DEMO_TEMPLATES = {
+    "Promo — bold": "black-friday-bold.html",
+    "Promo — editorial": "black-friday-editorial.html",
+    "Newsletter": "newsletter.html",
+    "Welcome 1: Welcome": "welcome.html",
+    "Welcome 2: Trial ending": "trial-ending.html",
+    "Welcome 3: Invite your team": "invite-your-team.html",
+}
+WELCOME_AMP = "welcome.amp.html"
+# What the shop sells: customers' recently viewed products (the welcome email's loop).
+CATALOGUE = [
+    "Ridge Down Parka",
+    "Tarn Hiking Boot",
+    "Summit 28 Backpack",
+    "Fell Half-Zip Fleece",
+    "Basecamp 2 Tent",
+    "Merino Bobble Beanie",
+    "Camp Enamel Mug",
+    "Trail Flask 750 ml",
+    "Scree Rain Shell",
+    "Larch Wool Shirt",
+    "Cairn Trail Runner",
+    "Bothy Sleeping Bag",
+    "Moraine Softshell Trousers",
+    "Corrie Insulated Vest",
+    "Heather Merino Socks",
+    "Ghyll Waterproof Mitts",
+    "Kit Roll-Top Dry Bag",
+    "Tor Trekking Poles",
+    "Beck Stove Set",
+    "Fern Kids' Puffer",
+]
+# How readers click, by the links' utm_content (the demo emails tag every link with its
+# role, as email tools do): heroes and main buttons most, then products and stories,
+# the menu, and the header, social icons and footer rarely.
+CLICK_WEIGHTS = {
+    "hero": 45.0,
+    "cta": 36.0,
+    "story": 9.0,
+    "product": 8.0,
+    "recommended": 7.0,
+    "category": 6.0,
+    "product-cta": 5.0,
+    "secondary": 5.0,
+    "product-name": 4.0,
+    "nav": 4.0,
+    "logo": 2.5,
+    "social": 0.8,
+    "header": 0.6,
+    "footer": 0.5,
+}
+UNSUBSCRIBE_WEIGHT = 0.3
+# The newsletter's second version: the events block the marketer added before the footer.
+NEWSLETTER_EVENTS = """<!-- Events : BEGIN -->
+      <tr>
+        <td class="pad" style="background-color: #f6f4ef; padding: 28px 48px; text-align: center;
+            font-family: Arial, Helvetica, sans-serif; font-size: 15px; line-height: 23px;
+            color: #33362f;">
+          Repair caf&eacute; at the Munich store, Saturday 22 November, 10:00&ndash;16:00.
+          <a href="https://shop.example/events?utm_campaign=november-journal&amp;utm_content=story"
+            style="color: #1f4d3a; font-weight: bold; text-decoration: underline;"
+            >Upcoming events</a>
+        </td>
+      </tr>
+      <!-- Events : END -->
+      <!-- Footer : BEGIN -->"""
 
 
 @dataclass
@@ -121,24 +185,42 @@ class DemoLogin:
     created: bool
 
 
-# Some corpus emails carry their own placeholder style ({{Campaign-Name}}), which is not
-# Jinja: the demo fills them in, as a marketer would before sending.
-FILLED_IN = {
-    "Campaign-Name": "black-friday",
-    "Campaign-Source": "newsletter",
-    "Button-Name": "shop-now",
-    "Client-ID": "demo",
-    "UA-Tracking-ID": "UA-000000",
-    "Ìmage-Name": "hero",
-}
+def demo_email(name: str) -> tuple[str, dict[str, bytes]]:
+    """One of the demo's emails and its images, read from clickmap/demo_emails.
+
+    ``name`` is a file name there ("welcome.html"). Returns ``(html, assets)``: the
+    file's text, and ``{path as written in the HTML: bytes}`` for every image it
+    references by a relative path (``src`` and ``background`` attributes, Outlook-only
+    markup included). Raises FileNotFoundError when the email or one of its images is
+    missing, ValueError when a reference leaves the folder: a demo email never ships
+    with a broken picture.
+    """
+    html = (EMAILS / name).read_text(encoding="utf-8")
+    assets = {}
+    for path in _relative_images(html):
+        file = (EMAILS / path).resolve()
+        if not file.is_relative_to(EMAILS):
+            raise ValueError(f"{name}: image {path!r} is outside {EMAILS}")
+        assets[path] = file.read_bytes()
+    return html, assets
 
 
-def corpus_email(name: str) -> str:
-    path = CORPUS / name
-    html = path.read_text(encoding="utf-8") if path.is_file() else FALLBACK
-    for placeholder, value in FILLED_IN.items():
-        html = html.replace("{{" + placeholder + "}}", value)
-    return html
+def _relative_images(html: str) -> list[str]:
+    found = []
+    for tag in iter_start_tags(html):
+        if tag.name == "script":
+            continue
+        attributes = tag.attributes(html)
+        for attribute in ("src", "background"):
+            if attribute not in attributes:
+                continue
+            start, end, _quote = attributes[attribute]
+            value = html_lib.unescape(html[start:end]).strip()
+            parts = urlsplit(value)
+            relative = value and not (parts.scheme or parts.netloc or value.startswith("/"))
+            if relative and "{" not in value and value not in found:
+                found.append(value)
+    return found
 
 
 def seed_demo(password: str, *, customers: int = CUSTOMERS, render_previews=True) -> DemoLogin:
@@ -182,8 +264,8 @@ def _populate(workspace, user, count):
                 "country": rng.choice(COUNTRIES),
                 "tier": "gold" if rng.random() < 0.15 else "standard",
                 "products": [
-                    {"name": f"Product {n}", "url": f"https://shop.example/p/{n}"}
-                    for n in rng.sample(range(1, 40), 3)
+                    {"name": product, "url": f"https://shop.example/p/{_slug(product)}"}
+                    for product in rng.sample(CATALOGUE, 3)
                 ],
                 "action_url": "https://shop.example/start",
                 "login_url": "https://shop.example/login",
@@ -204,6 +286,7 @@ def _populate(workspace, user, count):
         )
     now = timezone.now()
     friday = campaigns["Black Friday — 30% off everything"]
+    bold = _template(workspace, "Promo — bold", user)
     _email(
         friday,
         1,
@@ -212,27 +295,31 @@ def _populate(workspace, user, count):
         now - timedelta(days=13),
         rng,
         [
-            (
-                "A",
-                "30% off everything, {{ first_name }}",
-                _template(workspace, "Promo — bold", "konsav-promotional.html", user),
-            ),
-            (
-                "B",
-                "Black Friday starts now",
-                _template(workspace, "Promo — editorial", "konsav-general.html", user),
-            ),
+            ("A", "30% off everything, {{ first_name }}", bold),
+            ("B", "Black Friday starts now", _template(workspace, "Promo — editorial", user)),
+        ],
+    )
+    # A subject-line test: two variants of one template version, so "All variants" sums them.
+    _email(
+        campaigns["Black Friday — last day (subject test)"],
+        1,
+        "Last day",
+        people[::2],
+        now - timedelta(days=12),
+        rng,
+        [
+            ("A", "Last day: 30% off, {{ first_name }}", bold),
+            ("B", "Ends at midnight ⏰", bold),
         ],
     )
     news = campaigns["November newsletter"]
-    first = _template(workspace, "Newsletter", "leemunroe-email.html", user)
+    first = _template(workspace, "Newsletter", user)
     edited, _ = template_version_save(
         template=first.template,
-        html=first.html.replace(
-            "</body>", '<p><a href="https://shop.example/events">Upcoming events</a></p></body>', 1
-        ),
+        html=first.html.replace("<!-- Footer : BEGIN -->", NEWSLETTER_EVENTS, 1),
         author=user,
         note="Added the events link",
+        assets=demo_email(DEMO_TEMPLATES["Newsletter"])[1],
     )
     _email(
         news,
@@ -248,17 +335,16 @@ def _populate(workspace, user, count):
     )
     welcome = campaigns["Welcome series"]
     steps = [
-        ("Welcome", "postmark-welcome.html", now - timedelta(days=14)),
-        ("Trial ending", "postmark-trial-expiring.html", now - timedelta(days=7)),
-        ("Invite your team", "postmark-user-invitation.html", now - timedelta(days=3)),
+        ("Welcome", now - timedelta(days=14)),
+        ("Trial ending", now - timedelta(days=7)),
+        ("Invite your team", now - timedelta(days=3)),
     ]
-    for position, (name, file, sent) in enumerate(steps, 1):
+    for position, (name, sent) in enumerate(steps, 1):
         version = _template(
             workspace,
             f"Welcome {position}: {name}",
-            file,
             user,
-            amp=AMP_EMAIL if position == 1 else "",
+            amp=demo_email(WELCOME_AMP)[0] if position == 1 else "",
         )
         variants = [("A", f"{name}, {{{{ first_name }}}}", version)]
         if position == 1:
@@ -268,10 +354,23 @@ def _populate(workspace, user, count):
     aggregate()
 
 
-def _template(workspace, name, file, user, amp=""):
+def _template(workspace, name, user, amp=""):
+    html, assets = demo_email(DEMO_TEMPLATES[name])
     return template_create(
-        workspace=workspace, name=name, html=corpus_email(file), amp_html=amp, author=user
+        workspace=workspace, name=name, html=html, amp_html=amp, author=user, assets=assets
     )
+
+
+def _slug(name: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
+
+
+def _click_weight(link: TemplateLink) -> float:
+    """How likely a reader's click lands on ``link``: by its utm_content role."""
+    if link.unsubscribe:
+        return UNSUBSCRIBE_WEIGHT
+    role = parse_qs(urlsplit(link.href).query).get("utm_content", [""])[0]
+    return CLICK_WEIGHTS.get(role, 1.0)
 
 
 def _email(campaign, position, name, people, sent_at, rng, variants):
@@ -306,7 +405,7 @@ def _clicks_and_opens(workspace, rng, now):
     deliveries = Delivery.objects.filter(status=Delivery.Status.SENT).select_related(
         "template_version"
     )
-    links_of = {}
+    links_of, weights_of = {}, {}
     for delivery in deliveries.iterator():
         key = (delivery.template_version_id, delivery.format)
         if key not in links_of:
@@ -315,17 +414,19 @@ def _clicks_and_opens(workspace, rng, now):
                 .links.filter(format=key[1], trackable=True, mso=False)
                 .order_by("ordinal")
             )
+            weights_of[key] = [_click_weight(link) for link in links_of[key]]
         links = links_of[key]
         if not links:
             continue
         sent = delivery.sent_at
         device = rng.choices(["mobile", "desktop", "tablet"], [55, 40, 5])[0]
         ua = rng.choice(USER_AGENTS[device])
-        if rng.random() < 0.04:  # a security scanner follows every link within a second;
-            # half of them pose as a browser and are caught by timing and bursts instead
+        if rng.random() < 0.04:  # a security scanner follows links all over the email within
+            # a second; half of them pose as a browser and are caught by timing and bursts
             scanner = SCANNER_UA if rng.random() < 0.5 else USER_AGENTS["desktop"][0]
             start = sent + timedelta(seconds=rng.choice([1, 30, 300]))
-            for n, link in enumerate(links[:8]):
+            followed = sorted(rng.sample(range(len(links)), min(8, len(links))))
+            for n, link in enumerate(links[i] for i in followed):
                 records.append(
                     _record("c", delivery, start + timedelta(seconds=n * 0.1), scanner, link)
                 )
@@ -343,8 +444,8 @@ def _clicks_and_opens(workspace, rng, now):
                     ip="17.58.60.0" if open_ua == "Mozilla/5.0" else "203.0.113.0",
                 )
             )
-            if rng.random() < 0.35:  # clicked: a long tail over the links
-                weights = [1 / (rank + 1) ** 1.3 for rank in range(len(links))]
+            if rng.random() < 0.35:  # clicked: mostly the hero and the main button
+                weights = weights_of[key]
                 for _ in range(rng.choice([1, 1, 1, 2, 2, 3])):
                     link = rng.choices(links, weights)[0]
                     at = opened + timedelta(seconds=rng.uniform(5, 600))
