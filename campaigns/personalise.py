@@ -43,8 +43,26 @@ class _StrictSandbox(ImmutableSandboxedEnvironment):
         raise SecurityError(f"access to {attribute!r} is not allowed in templates")
 
 
+class SampleUndefined(ChainableUndefined):
+    """A name a sample customer lacks: renders as nothing, and so does anything built on
+    it (attributes, items, calls, arithmetic like ``{{Campaign-Name}}``, comparisons)."""
+
+    def _same(self, *args, **kwargs):
+        return self
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _same
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = _same
+    __mod__ = __rmod__ = __pow__ = __rpow__ = __neg__ = __pos__ = _same
+    __call__ = _same
+
+    def __lt__(self, other):
+        return False
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+
 def _environment(autoescape: bool, lenient: bool = False) -> ImmutableSandboxedEnvironment:
-    options = {"undefined": ChainableUndefined} if lenient else {}
+    options = {"undefined": SampleUndefined} if lenient else {}
     env = _StrictSandbox(autoescape=autoescape, keep_trailing_newline=True, **options)
     env.filters["cm_track"] = _cm_track
     return env
@@ -52,7 +70,7 @@ def _environment(autoescape: bool, lenient: bool = False) -> ImmutableSandboxedE
 
 HTML_ENV = _environment(autoescape=True)
 TEXT_ENV = _environment(autoescape=False)
-# Previews for a sample customer: a name the customer lacks (and anything under it)
+# Previews for a sample customer: a name the customer lacks (and anything built on it)
 # renders as nothing and loops over it run zero times, instead of failing the render.
 LENIENT_HTML_ENV = _environment(autoescape=True, lenient=True)
 

@@ -482,7 +482,8 @@ class Preview(models.Model):
     )
     exact = models.BooleanField(default=False)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
-    error = models.TextField(blank=True)
+    error = models.TextField(blank=True)  # why it failed
+    notice = models.TextField(blank=True)  # done, but what the picture leaves out
     input_hash = models.CharField(max_length=64, blank=True)
     image = models.BinaryField(blank=True, default=b"")
     mime = models.CharField(max_length=32, blank=True)

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
@@ -127,6 +128,7 @@ def render_stored_preview(preview_id: int) -> Preview | None:
     if not claimable.update(status=Preview.Status.RUNNING, updated_at=timezone.now()):
         return previews.filter(pk=preview_id).defer("image").first()
     preview = previews.select_related("version", "customer").get(pk=preview_id)
+    preview.notice = ""
     try:
         result = _render(preview)
     except (renderer.RenderError, PersonaliseError) as error:
@@ -167,28 +169,54 @@ def _links(preview: Preview) -> list[dict]:
     )
 
 
-def preview_document(preview: Preview, links: list[dict] | None = None) -> str:
-    """The HTML a preview renders: the version's part personalised as the preview says
-    (for its sample customer, or exactly for its customer), every link's href the
-    marker of its inventory row. Raises RenderError or PersonaliseError."""
+def _source(preview: Preview) -> str:
     version = preview.version
     source = version.amp_html if preview.format == Preview.Format.AMP else version.html
     if not source:
         raise renderer.RenderError(f"This version has no {preview.get_format_display()} part.")
+    return source
+
+
+def preview_document(preview: Preview, links: list[dict] | None = None) -> str:
+    """The HTML a preview renders: the version's part personalised as the preview says
+    (for its sample customer, or exactly for its customer), every link's href the
+    marker of its inventory row. Raises RenderError or PersonaliseError."""
+    source = _source(preview)
     links = _links(preview) if links is None else links
     return _personalised(source, links, preview.customer, lenient=not preview.exact)
 
 
 def _render(preview: Preview) -> renderer.RenderResult:
+    """The render of a preview. A shared preview whose personalisation cannot run at all
+    (invalid Jinja, the sandbox refusing it) shows the template's markup with the
+    personalisation left out, boxes by xpath, and says so in ``preview.notice``; an
+    exact one fails, as the send would."""
     links = _links(preview)
-    html = preview_document(preview, links)
     images = version_images_for_render(preview.version.pk, preview.format)
-    result = renderer.render_preview(html, preview.device, marker_links=True, images=images)
+    try:
+        html = preview_document(preview, links)
+    except PersonaliseError as error:
+        if preview.exact:
+            raise
+        preview.notice = (
+            f"Shown without its personalisation, which cannot run: {error} "
+            "Every send of this version would fail."
+        )
+        html = _JINJA.sub("", _source(preview))
+        xpaths = {link["pk"]: link["xpath"] for link in links if not link["mso"]}
+        result = renderer.render_preview(html, preview.device, xpaths, images=images)
+    else:
+        result = renderer.render_preview(html, preview.device, marker_links=True, images=images)
     boxes = {link["pk"]: result.boxes.get(link["pk"], []) for link in links}
     for link in links:
         if link["mso"]:
             boxes[link["pk"]] = list(boxes.get(link["twin_id"], [])) if link["twin_id"] else []
     return dataclasses.replace(result, boxes=boxes)
+
+
+# Jinja's expressions, statements and comments: text between elements or inside attribute
+# values, so taking them out changes no element and no xpath.
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 
 
 def _personalised(source: str, links: list[dict], customer: Customer | None, lenient: bool) -> str:

@@ -243,28 +243,47 @@ _BOXES_JS = """([xpaths, prefix]) => {
     if (n.some(Number.isNaN) || x1 <= x0 || y1 <= y0) return [];
     return [[left + x0 + sx, top + y0 + sy, x1 - x0, y1 - y0]];
   };
-  // The part of the viewport an element's boxes can show in: the intersection of the
-  // padding boxes of its ancestors that clip (overflow not visible). The root and body
+  // The part of the page an element's boxes can show in: the intersection of the padding
+  // boxes of the ancestors that clip it: block-level ones whose overflow is not visible,
+  // on its chain of containing blocks (an absolutely positioned box escapes the clipping
+  // of ancestors inside its containing block, a fixed one all of it). The root and body
   // pass their overflow to the viewport, which the full-page picture does not clip.
-  const clips = new Map();
-  const clipOf = (el) => {
-    if (!el || el === root || el === body || el.nodeType !== 1) return null;
-    if (clips.has(el)) return clips.get(el);
-    let clip = clipOf(el.parentElement);
-    const cs = getComputedStyle(el);
-    if (cs.overflowX !== "visible" || cs.overflowY !== "visible") {
-      const r = el.getBoundingClientRect();
-      const left = r.left + el.clientLeft, top = r.top + el.clientTop;
-      const own = [
-        cs.overflowX === "visible" ? -Infinity : left,
-        cs.overflowY === "visible" ? -Infinity : top,
-        cs.overflowX === "visible" ? Infinity : left + el.clientWidth,
-        cs.overflowY === "visible" ? Infinity : top + el.clientHeight,
-      ];
-      clip = clip ? [Math.max(clip[0], own[0]), Math.max(clip[1], own[1]),
-                     Math.min(clip[2], own[2]), Math.min(clip[3], own[3])] : own;
+  const containingBlock = (el) => {
+    for (let a = el.parentElement; a && a !== root; a = a.parentElement) {
+      const cs = getComputedStyle(a);
+      if (cs.position !== "static" || cs.transform !== "none" || cs.filter !== "none") return a;
     }
-    clips.set(el, clip);
+    return root;
+  };
+  const clipOf = (el) => {
+    let clip = null, until = null;
+    const skip = (node) => {
+      const position = getComputedStyle(node).position;
+      if (position === "fixed") return "fixed";
+      if (position === "absolute") until = containingBlock(node);
+      return null;
+    };
+    if (skip(el) === "fixed") return null;
+    for (let a = el.parentElement; a && a !== root && a !== body; a = a.parentElement) {
+      if (until && a !== until) { if (skip(a) === "fixed") break; continue; }
+      until = null;
+      const cs = getComputedStyle(a);
+      const clips = cs.display !== "inline" && cs.display !== "contents" &&
+        (cs.overflowX !== "visible" || cs.overflowY !== "visible");
+      if (clips) {
+        const r = a.getBoundingClientRect();
+        const left = r.left + a.clientLeft, top = r.top + a.clientTop;
+        const own = [
+          cs.overflowX === "visible" ? -Infinity : left,
+          cs.overflowY === "visible" ? -Infinity : top,
+          cs.overflowX === "visible" ? Infinity : left + a.clientWidth,
+          cs.overflowY === "visible" ? Infinity : top + a.clientHeight,
+        ];
+        clip = clip ? [Math.max(clip[0], own[0]), Math.max(clip[1], own[1]),
+                       Math.min(clip[2], own[2]), Math.min(clip[3], own[3])] : own;
+      }
+      if (skip(a) === "fixed") break;
+    }
     return clip;
   };
   const shown = (el) => {
@@ -272,7 +291,7 @@ _BOXES_JS = """([xpaths, prefix]) => {
     return cs.display !== "none" && cs.visibility !== "hidden";
   };
   const rectsOf = (el, found) => {
-    const clip = clipOf(el.parentElement);
+    const clip = clipOf(el);
     for (const r of el.getClientRects()) {
       let x0 = r.left, y0 = r.top, x1 = r.right, y1 = r.bottom;
       if (clip) {
@@ -287,9 +306,11 @@ _BOXES_JS = """([xpaths, prefix]) => {
   const boxes = (node) => {
     if (!node || node.nodeType !== 1) return [];
     if (node.localName === "area") return areaBox(node);
-    const found = [];
-    if (getComputedStyle(node).visibility !== "hidden") rectsOf(node, found);
-    for (const d of node.querySelectorAll("*")) if (shown(d)) rectsOf(d, found);
+    const held = [], found = [];
+    for (const d of node.querySelectorAll("*")) if (shown(d)) rectsOf(d, held);
+    // A hidden link draws its own line boxes only around what it holds that shows.
+    if (getComputedStyle(node).visibility !== "hidden" || held.length) rectsOf(node, found);
+    found.push(...held);
     // Boxes that mostly overlap are one shape (an image and the line box of the inline
     // <a> around it); lines of a wrapped link, which touch or barely overlap, stay apart.
     const area = (b) => b[2] * b[3];
@@ -362,12 +383,13 @@ class _RenderJob:
                 page = pages.open(self.device, scale, self.timeout)
                 page.set_content(self.html, wait_until="load")
                 doc_width, doc_height = page.evaluate(_SIZE_JS)
-            shot = None
+            shot, cut = None, False
             if self.picture:
                 max_height = int(MAX_PIXELS / (max(doc_width, 1) * scale * scale))
                 clip = None
                 if doc_height > max_height:
                     clip = {"x": 0, "y": 0, "width": doc_width, "height": max_height}
+                    cut = True
                 shot = page.screenshot(
                     full_page=True, clip=clip, type="png", animations="disabled", caret="hide"
                 )
@@ -391,7 +413,9 @@ class _RenderJob:
         boxes: dict[int, list[Box]] = {int(link_id): [] for link_id in self.link_xpaths}
         for link_id, found_boxes in found.items():
             boxes[int(link_id)] = [
-                tuple(round(v, 2) for v in b) for b in found_boxes if b[1] < height
+                tuple(round(v, 2) for v in b)
+                for b in found_boxes
+                if not cut or b[1] < height  # below a cut picture: not in it
             ]
         return RenderResult(
             image=image,

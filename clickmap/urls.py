@@ -1,15 +1,19 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponsePermanentRedirect
 from django.templatetags.static import static
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 from campaigns import views as campaign_views
 
 
 def healthz(request):
     return HttpResponse("ok", content_type="text/plain")
+
+
+def favicon(request):
+    # Browsers ask for /favicon.ico on pages that name no icon (a PDF, an error page).
+    return HttpResponsePermanentRedirect(static("favicon.ico"))
 
 
 urlpatterns = [
@@ -22,11 +26,6 @@ urlpatterns = [
     path("w/<slug:workspace_slug>/", include("clickmap.map_urls")),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
-    # Browsers ask for /favicon.ico on pages that name no icon (a PDF, an error page).
-    path(
-        "favicon.ico",
-        RedirectView.as_view(url=static("favicon.ico"), permanent=True),
-        name="favicon",
-    ),
+    path("favicon.ico", favicon, name="favicon"),
     path("", include("tracking.urls")),
 ]

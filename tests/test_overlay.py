@@ -294,3 +294,36 @@ def test_render_preview_says_what_is_wrong_with_a_missing_file(tmp_path):
     assert run.returncode != 0
     assert "no such file" in run.stderr
     assert run.stdout == ""
+
+
+CLIPPING = f"""<!doctype html><html><head><meta name="viewport" content="width=device-width">
+<style>body {{ margin: 0; font: 16px/20px Arial, sans-serif }} p {{ margin: 0 }}</style>
+</head><body>
+<div style="max-height:0;overflow:hidden"><a href="https://shop.example/menu">Menu</a></div>
+<p style="height:20px"><span style="overflow:hidden"><a href="https://shop.example/x"
+ style="display:inline-block;width:50px;height:20px">x</a></span></p>
+<div style="overflow:hidden;width:60px;height:20px"><div style="position:absolute;top:100px;
+ left:100px"><a href="https://shop.example/abs" style="display:block;width:80px;height:10px"
+ ></a></div></div>
+<p style="margin-top:200px"><a href="https://shop.example/v" style="visibility:hidden">hidden
+ <img src="{GIF}" width="30" height="15" style="visibility:visible;vertical-align:top"></a></p>
+<p><a href="https://shop.example/gone" style="visibility:hidden">gone</a></p>
+</body></html>"""
+
+
+def test_clipping_follows_what_chromium_paints():
+    xpaths = {
+        1: "/html/body/div[1]/a",  # a collapsed menu: hidden by its container
+        2: "/html/body/p[1]/span/a",  # overflow on an inline box clips nothing
+        3: "/html/body/div[2]/div/a",  # absolutely positioned: out of the div's clip
+        4: "/html/body/p[2]/a",  # hidden, but what it holds shows
+        5: "/html/body/p[3]/a",  # hidden, holding nothing that shows
+    }
+    boxes = render_preview(CLIPPING, "desktop", xpaths, scale=1, picture=False).boxes
+
+    assert boxes[1] == []
+    assert off(union(boxes[2]), [0, 0, 50, 20]) <= 0.5
+    assert off(union(boxes[3]), [100, 100, 80, 10]) <= 0.5
+    image = union(boxes[4])
+    assert image[2] >= 30 and image[3] >= 15 and image[1] >= 240  # the image, and its line
+    assert boxes[5] == []

@@ -192,16 +192,22 @@
   }
 
   // Dates: typing a date must not reload the map at each keystroke (each one makes a
-  // valid date while the year is typed). Their change reaches the form once they are left
-  // or Enter is pressed.
+  // valid date while the year is typed: 0002, 0020, 0202, 2026). A date's change reaches
+  // the form once it is left, Enter is pressed, or typing has paused with a full year.
+  const SETTLE_MS = 1200;
   document.addEventListener("change", function (event) {
     const input = event.target;
     if (input.matches && input.matches("input[type=date]") && !input.dataset.settled) {
       event.stopPropagation();
       input.dataset.pending = "1";
+      clearTimeout(input.settleTimer);
+      input.settleTimer = setTimeout(function () {
+        if (/^(19|20)[0-9]{2}-/.test(input.value) || input.value === "") settle(input);
+      }, SETTLE_MS);
     }
   }, true);
   function settle(input) {
+    clearTimeout(input.settleTimer);
     if (!input.dataset.pending) return;
     delete input.dataset.pending;
     input.dataset.settled = "1";
