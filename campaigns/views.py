@@ -271,7 +271,8 @@ def invitation(request, token):
                 email=invitation.email,
                 password=form.cleaned_data["password"],
             )
-            login(request, user)
+            # Two backends (django-axes first): name the one that authenticated.
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         else:
             return render(
                 request,

@@ -4,6 +4,7 @@ With nothing set, Clickmap runs on the embedded default: a SQLite file under var
 tasks inline, local-memory cache. See README.md for the variables.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -53,6 +54,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_htmx",
+    "axes",
     "campaigns",
     "tracking",
     "clickmap",
@@ -69,6 +71,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "campaigns.tenancy.AdminScopesMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "clickmap.urls"
@@ -136,6 +140,27 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes checks every login (the login page and the admin's) before Django's own backend.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login throttling: LOGIN_FAILURE_LIMIT failed logins lock for LOGIN_LOCKOUT_MINUTES (each
+# further try restarts the wait). Counted per username, so guessing one account's password
+# from many addresses stops, and separately per client address, so one address cannot try
+# a common password on many accounts. Either count reaching the limit locks. A success or
+# a password reset clears that account's failures only (campaigns.login_throttle): a
+# sprayer logging in to an account of its own does not wipe its address's count.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = False
+# Successful logins are not logged to the database (that table would only grow).
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False  # no banner on every manage.py command; lockouts are still logged
+AXES_CLIENT_IP_CALLABLE = "campaigns.login_throttle.client_ip"
+AXES_LOCKOUT_CALLABLE = "campaigns.login_throttle.lockout_response"
+PASSWORD_RESET_TIMEOUT = 60 * 60 * env.int("PASSWORD_RESET_VALID_HOURS", default=24)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -168,8 +193,9 @@ CSRF_COOKIE_SECURE = HTTPS_ONLY
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if HTTPS_ONLY else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
-# Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
-if env.bool("BEHIND_TLS_PROXY", default=False):
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and appends X-Forwarded-For).
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # The tracking endpoints are hit over whatever scheme the email used; never bounce them.
 SECURE_REDIRECT_EXEMPT = [r"^c/", r"^o/", r"^u/", r"^healthz$"]
@@ -183,5 +209,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "axes": {"level": "WARNING"},  # failed logins and lockouts; not every success
+    },
 }
