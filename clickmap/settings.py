@@ -160,6 +160,8 @@ AXES_DISABLE_ACCESS_LOG = True
 AXES_VERBOSE = False  # no banner on every manage.py command; lockouts are still logged
 AXES_CLIENT_IP_CALLABLE = "campaigns.login_throttle.client_ip"
 AXES_LOCKOUT_CALLABLE = "campaigns.login_throttle.lockout_response"
+# An invitation link works once, for the invited address, until it expires.
+INVITATION_VALID_DAYS = env.int("INVITATION_VALID_DAYS", default=7)
 PASSWORD_RESET_TIMEOUT = 60 * 60 * env.int("PASSWORD_RESET_VALID_HOURS", default=24)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
