@@ -183,24 +183,53 @@ def invitation_signup(*, invitation: Invitation, username: str, password: str):
     return user
 
 
+def _lock_memberships(membership: Membership) -> Membership | None:
+    """Lock the membership's workspace row and read the membership again under the lock.
+
+    Every role change and removal takes this lock first, so they run one at a time per
+    workspace and each sees the others' committed changes: two owners demoting each
+    other at once cannot both pass the last-owner check. None when it was removed.
+    """
+    Workspace.objects.select_for_update().filter(pk=membership.workspace_id).first()
+    with scope(workspace=membership.workspace_id):
+        return Membership.objects.filter(pk=membership.pk).first()
+
+
 def _other_owners(membership: Membership) -> bool:
-    return Membership.objects.filter(role=Role.OWNER).exclude(pk=membership.pk).exists()
+    with scope(workspace=membership.workspace_id):
+        return (
+            Membership.objects.filter(workspace_id=membership.workspace_id, role=Role.OWNER)
+            .exclude(pk=membership.pk)
+            .exists()
+        )
 
 
+@transaction.atomic
 def member_change_role(*, membership: Membership, role: str) -> Membership:
-    """Change a member's role; the last owner cannot be demoted."""
-    if membership.role == Role.OWNER and role != Role.OWNER and not _other_owners(membership):
+    """Change a member's role. The workspace keeps at least one owner, whatever runs at
+    the same time (_lock_memberships): demoting the last owner raises MembershipError."""
+    current = _lock_memberships(membership)
+    if current is None:
+        raise MembershipError("That member was removed meanwhile.")
+    if current.role == Role.OWNER and role != Role.OWNER and not _other_owners(current):
         raise MembershipError("A workspace needs at least one owner.")
+    current.role = role
+    current.save(update_fields=["role"])
     membership.role = role
-    membership.save(update_fields=["role"])
     return membership
 
 
+@transaction.atomic
 def member_remove(*, membership: Membership) -> None:
-    """Remove a member; the last owner cannot be removed."""
-    if membership.role == Role.OWNER and not _other_owners(membership):
+    """Remove a member. The workspace keeps at least one owner, whatever runs at the same
+    time (_lock_memberships): removing the last owner raises MembershipError."""
+    current = _lock_memberships(membership)
+    if current is None:
+        return
+    if current.role == Role.OWNER and not _other_owners(current):
         raise MembershipError("A workspace needs at least one owner.")
-    membership.delete()
+    current.delete()
+    membership.pk = None
 
 
 def content_hash(html: str, amp_html: str) -> str:
