@@ -40,9 +40,10 @@ CAMPAIGNS_PER_PAGE = 20
 
 @login_required
 def home(request):
-    """Land in the user's first workspace, or offer to create one."""
+    """Land in the user's first workspace; without one, or asked to (`?new=1`, the
+    switcher's "+ New workspace"), offer to create one."""
     memberships = memberships_of(request.user)
-    if memberships:
+    if memberships and not request.GET.get("new"):
         return redirect(memberships[0].workspace)
     form = WorkspaceCreateForm()
     return render(request, "campaigns/home.html", {"form": form})

@@ -1,5 +1,7 @@
 """Login, logout, the workspace switcher and creating workspaces."""
 
+import re
+
 from django.test import Client
 from django_scopes import scopes_disabled
 
@@ -48,3 +50,38 @@ def test_user_without_workspace_creates_one_and_owns_it(make_user, client_for):
         assert Membership.objects.get(workspace=workspace).role == Role.OWNER
     client.post("/workspaces/new/", {"name": "Nordic Outdoor"})
     assert Workspace.objects.filter(name="Nordic Outdoor").count() == 2  # slugs stay unique
+
+
+def switcher_names(page: str) -> list[str]:
+    """The workspace names the switcher lists, in order."""
+    menu = re.search(r'<details class="switcher">.*?</details>', page, re.S).group(0)
+    return re.findall(r'<li><a href="/w/[^"]+/campaigns/"[^>]*>([^<]+?) <small>', menu)
+
+
+def test_new_workspace_from_the_switcher_is_created_and_owned_by_its_creator(
+    make_user, make_workspace, client_for
+):
+    me = make_user()
+    make_workspace("Alpha shop", owner=me)
+    client = client_for(me)
+    switcher = client.get("/w/alpha-shop/campaigns/").content.decode()
+    assert '<a href="/?new=1">+ New workspace</a>' in switcher
+    form = client.get("/?new=1")
+    assert form.status_code == 200
+    assert b"Create a workspace" in form.content
+    assert b'action="/workspaces/new/"' in form.content
+    created = client.post("/workspaces/new/", {"name": "Beta shop"}, follow=True)
+    beta = Workspace.objects.get(name="Beta shop")
+    assert created.request["PATH_INFO"] == f"/w/{beta.slug}/campaigns/"
+    with scopes_disabled():
+        assert list(Membership.objects.filter(workspace=beta).values_list("user", "role")) == [
+            (me.pk, Role.OWNER)
+        ]
+    assert switcher_names(created.content.decode()) == ["Alpha shop", "Beta shop"]
+
+
+def test_home_without_new_still_lands_in_the_first_workspace(make_user, make_workspace, client_for):
+    me = make_user()
+    first = make_workspace("Alpha", owner=me)
+    make_workspace("Beta", owner=me)
+    assert client_for(me).get("/")["Location"] == f"/w/{first.slug}/campaigns/"
