@@ -93,7 +93,11 @@ def test_click_map_in_the_browser(transactional_db, live_server, browser, eager_
         segment = Segment.objects.get(name="Germany")
         variant_b = campaign.nodes.get().variants.get(name="B")
         someone = Customer.objects.filter(deliveries__node__campaign=campaign).first()
-    context = browser.new_context(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+    # Playwright's wait_for_function runs its predicate with eval inside the page, which the
+    # Content-Security-Policy refuses; test_csp_browser opens the pages under the policy.
+    context = browser.new_context(
+        viewport={"width": 1440, "height": 1000}, accept_downloads=True, bypass_csp=True
+    )
     page = context.new_page()
     try:
         page.goto(f"{live_server.url}/login/")
