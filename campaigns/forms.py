@@ -65,10 +65,15 @@ class RoleForm(forms.Form):
 
 
 class SignupForm(forms.Form):
-    """Account creation for someone accepting an invitation."""
+    """Account creation for someone accepting an invitation: the account gets the invited
+    address, which must not belong to an account already (one account per address)."""
 
     username = forms.CharField(max_length=150)
     password = forms.CharField(widget=forms.PasswordInput, min_length=8)
+
+    def __init__(self, *args, email: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.email = email
 
     def clean_username(self):
         username = self.cleaned_data["username"]
@@ -78,8 +83,19 @@ class SignupForm(forms.Form):
 
     def clean_password(self):
         password = self.cleaned_data["password"]
-        validate_password(password)
+        user = get_user_model()(username=self.data.get("username", ""), email=self.email)
+        validate_password(password, user)
         return password
+
+    def clean(self):
+        data = super().clean()
+        # Only the invitation's holder (mailed at this address) learns this, never the
+        # owner who invited it.
+        if get_user_model().objects.filter(email__iexact=self.email).exists():
+            raise forms.ValidationError(
+                f"An account for {self.email} exists already: log in with it to accept."
+            )
+        return data
 
 
 class TemplateContentForm(forms.Form):

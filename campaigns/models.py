@@ -5,12 +5,15 @@ query outside an active workspace scope raises instead of leaking another tenant
 rows (see campaigns/tenancy.py).
 """
 
+import hashlib
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 from django_scopes import ScopedManager
 
 
@@ -86,21 +89,42 @@ class Membership(models.Model):
 
 
 def _invitation_token():
+    # Migration 0001 names this default; invitations now keep only a hash of their token.
     return secrets.token_urlsafe(32)
 
 
+def invitation_token_hash(token: str) -> str:
+    """What an invitation stores of its link's token: a leaked table opens no workspace."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _unmailed_token_hash():
+    # An invitation made without member_invite has a link nobody knows.
+    return invitation_token_hash(secrets.token_urlsafe(32))
+
+
+def _invitation_expiry():
+    return timezone.now() + timedelta(days=settings.INVITATION_VALID_DAYS)
+
+
 class Invitation(models.Model):
-    """A pending invitation for someone who has no account (or no membership) yet."""
+    """An invitation to join a workspace, mailed to an address whether or not an account
+    has it. It can be accepted once, before `expires_at`, by an account with that address.
+    """
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField()
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
-    token = models.CharField(max_length=64, unique=True, default=_invitation_token)
+    token_hash = models.CharField(max_length=64, unique=True, default=_unmailed_token_hash)
     invited_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(default=_invitation_expiry)
     accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     objects = ScopedManager(workspace="workspace")
 
@@ -109,6 +133,10 @@ class Invitation(models.Model):
 
     def __str__(self):
         return f"{self.email} → {self.workspace}"
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at <= timezone.now()
 
 
 class Campaign(models.Model):

@@ -1,14 +1,16 @@
 """Services that change workspace, membership, template and campaign state."""
 
 import hashlib
+import secrets
+import smtplib
 from dataclasses import asdict
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
-from django.urls import reverse
-from django.utils import timezone
+from django.utils import dateformat, timezone
 from django.utils.text import slugify
 from django_scopes import scope, scopes_disabled
 
@@ -24,6 +26,7 @@ from campaigns.models import (
     TemplateVersion,
     Variant,
     Workspace,
+    invitation_token_hash,
 )
 from campaigns.personalise import personalisation_warnings
 from campaigns.version_images import version_images_attach
@@ -51,74 +54,183 @@ def workspace_create(*, name: str, owner) -> Workspace:
     return workspace
 
 
-def member_invite(*, workspace: Workspace, email: str, role: str, invited_by) -> Invitation | None:
-    """Invite `email`: an existing account joins at once (None returned); otherwise an
-    invitation link is mailed and the Invitation returned."""
+def member_invite(
+    *, workspace: Workspace, email: str, role: str, invited_by, link_for
+) -> Invitation:
+    """Invite `email` to `workspace` as `role`: store an invitation and mail its link.
+
+    Exactly the same happens whether or not an account has that address (the same
+    invitation, the same email, worded for both), so the members page reveals nothing
+    about accounts, and nobody joins a workspace without opening the link and accepting.
+    `link_for(token)` gives the link's absolute URL. A pending invitation to the same
+    address is replaced by the new one. Raises MembershipError when a member of the
+    workspace has the address, or when the mail server refuses the message (then nothing
+    is stored).
+    """
     email = email.strip().lower()
-    user = get_user_model().objects.filter(email__iexact=email).first()
-    if user is not None:
-        membership, created = Membership.objects.get_or_create(
-            workspace=workspace, user=user, defaults={"role": role}
-        )
-        if not created:
+    with scope(workspace=workspace), transaction.atomic():
+        if Membership.objects.filter(workspace=workspace, user__email__iexact=email).exists():
             raise MembershipError(f"{email} is already a member.")
-        return None
-    invitation = Invitation.objects.create(
-        workspace=workspace, email=email, role=role, invited_by=invited_by
-    )
-    link = settings.TRACKING_BASE_URL + reverse("invitation", kwargs={"token": invitation.token})
-    send_mail(
-        subject=f"You are invited to {workspace.name} on Clickmap",
-        message=(
-            f"{invited_by.get_username()} invited you to the workspace {workspace.name} "
-            f"as {Role(role).label.lower()}.\n\nAccept: {link}\n"
-        ),
-        from_email=None,
-        recipient_list=[email],
-    )
+        Invitation.objects.filter(
+            workspace=workspace, email=email, accepted_at__isnull=True
+        ).delete()
+        token = secrets.token_urlsafe(32)
+        invitation = Invitation.objects.create(
+            workspace=workspace,
+            email=email,
+            role=role,
+            invited_by=invited_by,
+            token_hash=invitation_token_hash(token),
+            expires_at=timezone.now() + timedelta(days=settings.INVITATION_VALID_DAYS),
+        )
+        try:
+            _mail_invitation(invitation, link_for(token))
+        except (OSError, smtplib.SMTPException) as error:
+            # Rolls the invitation back: a link nobody received must not stay valid.
+            raise MembershipError(
+                f"The invitation email to {email} could not be sent ({error}). "
+                "Nothing was saved; try again later."
+            ) from error
     return invitation
 
 
+def _mail_invitation(invitation: Invitation, link: str) -> None:
+    inviter = invitation.invited_by.get_username() if invitation.invited_by else "Someone"
+    workspace = invitation.workspace.name
+    expires = dateformat.format(timezone.localtime(invitation.expires_at), "j F Y, H:i T")
+    send_mail(
+        subject=f"{inviter} invited you to {workspace} on Clickmap",
+        message=(
+            f"{inviter} invited {invitation.email} to join the workspace “{workspace}” "
+            f"on Clickmap as {Role(invitation.role).label.lower()}.\n\n"
+            "To accept, open this link, then log in with your Clickmap account for this "
+            "address, or create one there if you have none:\n\n"
+            f"{link}\n\n"
+            f"The link works once, until {expires}. "
+            "If you did not expect this invitation, ignore this email: nothing changes "
+            "unless you accept.\n"
+        ),
+        from_email=None,
+        recipient_list=[invitation.email],
+    )
+
+
+class InvitationRefused(Exception):
+    """An invitation that cannot be accepted (by this account): `reason` says why.
+
+    Reasons: "used", "expired", "other_address" (the account's email is not the
+    invited one).
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 def invitation_find(token: str) -> Invitation | None:
-    """The open invitation for a token, across workspaces (the token is the secret)."""
+    """The invitation a link's token names, across workspaces (the token is the secret),
+    whatever its state; None for a token that names none."""
     with scopes_disabled():
         return (
-            Invitation.objects.select_related("workspace")
-            .filter(token=token, accepted_at__isnull=True)
+            Invitation.objects.select_related("workspace", "invited_by")
+            .filter(token_hash=invitation_token_hash(token))
             .first()
         )
 
 
+def invitation_check(invitation: Invitation, user=None) -> None:
+    """Raise InvitationRefused unless `invitation` can be accepted, by `user` when given:
+    not used, not expired, and the account's email is the invited address (any case)."""
+    if invitation.accepted_at is not None:
+        raise InvitationRefused("used")
+    if invitation.expired:
+        raise InvitationRefused("expired")
+    if user is not None and user.email.strip().casefold() != invitation.email.casefold():
+        raise InvitationRefused("other_address")
+
+
 @transaction.atomic
 def invitation_accept(*, invitation: Invitation, user) -> Membership:
-    """Make `user` a member with the invited role; idempotent for an existing member."""
+    """Make `user` a member with the invited role and use the invitation up.
+
+    The invitation's row is locked and checked again (invitation_check), so a link works
+    once even when opened twice at the same moment; a refusal changes nothing. An
+    existing member keeps their role.
+    """
+    with scopes_disabled():
+        locked = Invitation.objects.select_for_update().filter(pk=invitation.pk).first()
+    if locked is None:  # revoked meanwhile
+        raise InvitationRefused("used")
+    invitation_check(locked, user)
     with scope(workspace=invitation.workspace):
         membership, _ = Membership.objects.get_or_create(
-            workspace=invitation.workspace, user=user, defaults={"role": invitation.role}
+            workspace=invitation.workspace, user=user, defaults={"role": locked.role}
         )
-        invitation.accepted_at = timezone.now()
-        invitation.save(update_fields=["accepted_at"])
+        locked.accepted_at = timezone.now()
+        locked.accepted_by = user
+        locked.save(update_fields=["accepted_at", "accepted_by"])
+    invitation.accepted_at, invitation.accepted_by = locked.accepted_at, user
     return membership
+
+
+@transaction.atomic
+def invitation_signup(*, invitation: Invitation, username: str, password: str):
+    """Create an account for the invited address and accept the invitation with it, in
+    one transaction: a refused invitation creates no account. Returns the user."""
+    user = get_user_model().objects.create_user(
+        username=username, email=invitation.email, password=password
+    )
+    invitation_accept(invitation=invitation, user=user)
+    return user
+
+
+def _lock_memberships(membership: Membership) -> Membership | None:
+    """Lock the membership's workspace row and read the membership again under the lock.
+
+    Every role change and removal takes this lock first, so they run one at a time per
+    workspace and each sees the others' committed changes: two owners demoting each
+    other at once cannot both pass the last-owner check. None when it was removed.
+    """
+    Workspace.objects.select_for_update().filter(pk=membership.workspace_id).first()
+    with scope(workspace=membership.workspace_id):
+        return Membership.objects.filter(pk=membership.pk).first()
 
 
 def _other_owners(membership: Membership) -> bool:
-    return Membership.objects.filter(role=Role.OWNER).exclude(pk=membership.pk).exists()
+    with scope(workspace=membership.workspace_id):
+        return (
+            Membership.objects.filter(workspace_id=membership.workspace_id, role=Role.OWNER)
+            .exclude(pk=membership.pk)
+            .exists()
+        )
 
 
+@transaction.atomic
 def member_change_role(*, membership: Membership, role: str) -> Membership:
-    """Change a member's role; the last owner cannot be demoted."""
-    if membership.role == Role.OWNER and role != Role.OWNER and not _other_owners(membership):
+    """Change a member's role. The workspace keeps at least one owner, whatever runs at
+    the same time (_lock_memberships): demoting the last owner raises MembershipError."""
+    current = _lock_memberships(membership)
+    if current is None:
+        raise MembershipError("That member was removed meanwhile.")
+    if current.role == Role.OWNER and role != Role.OWNER and not _other_owners(current):
         raise MembershipError("A workspace needs at least one owner.")
+    current.role = role
+    current.save(update_fields=["role"])
     membership.role = role
-    membership.save(update_fields=["role"])
     return membership
 
 
+@transaction.atomic
 def member_remove(*, membership: Membership) -> None:
-    """Remove a member; the last owner cannot be removed."""
-    if membership.role == Role.OWNER and not _other_owners(membership):
+    """Remove a member. The workspace keeps at least one owner, whatever runs at the same
+    time (_lock_memberships): removing the last owner raises MembershipError."""
+    current = _lock_memberships(membership)
+    if current is None:
+        return
+    if current.role == Role.OWNER and not _other_owners(current):
         raise MembershipError("A workspace needs at least one owner.")
-    membership.delete()
+    current.delete()
+    membership.pk = None
 
 
 def content_hash(html: str, amp_html: str) -> str:

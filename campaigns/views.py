@@ -1,11 +1,13 @@
 """Workspace, member and campaign pages. Thin: parsing and shaping only."""
 
+from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model, login
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from campaigns import selectors, services, version_images
@@ -40,9 +42,10 @@ CAMPAIGNS_PER_PAGE = 20
 
 @login_required
 def home(request):
-    """Land in the user's first workspace, or offer to create one."""
+    """Land in the user's first workspace; without one, or asked to (`?new=1`, the
+    switcher's "+ New workspace"), offer to create one."""
     memberships = memberships_of(request.user)
-    if memberships:
+    if memberships and not request.GET.get("new"):
         return redirect(memberships[0].workspace)
     form = WorkspaceCreateForm()
     return render(request, "campaigns/home.html", {"form": form})
@@ -192,20 +195,22 @@ def member_list(request):
                 email=form.cleaned_data["email"],
                 role=form.cleaned_data["role"],
                 invited_by=request.user,
+                link_for=lambda token: request.build_absolute_uri(
+                    reverse("invitation", kwargs={"token": token})
+                ),
             )
         except services.MembershipError as error:
             form.add_error("email", str(error))
         else:
-            if invitation is None:
-                messages.success(request, f"{form.cleaned_data['email']} is now a member.")
-            else:
-                messages.success(request, f"Invitation sent to {invitation.email}.")
+            # The same words whether or not the address has an account (it is not told).
+            messages.success(request, f"Invitation sent to {invitation.email}.")
             return redirect("campaigns:members", workspace_slug=request.workspace.slug)
     context = {
         "form": form,
         "members": Membership.objects.select_related("user"),
         "invitations": Invitation.objects.filter(accepted_at__isnull=True),
         "roles": Role.choices,
+        "invitation_valid_days": settings.INVITATION_VALID_DAYS,
     }
     return render(request, "campaigns/members.html", context, status=400 if form.errors else 200)
 
@@ -257,33 +262,59 @@ def workspace_settings(request):
     return render(request, "campaigns/settings.html", {"form": form})
 
 
+# Why an invitation link was refused: the page's status and what it says.
+INVITATION_REFUSALS = {
+    "unknown": 404,
+    "used": 410,
+    "expired": 410,
+    "other_address": 403,
+}
+
+
+def _invitation_refused(request, reason, invitation=None):
+    context = {"reason": reason, "invitation": invitation}
+    status = INVITATION_REFUSALS[reason]
+    return render(request, "campaigns/invitation_refused.html", context, status=status)
+
+
 def invitation(request, token):
-    """Accept an invitation: join with the current account, or create one."""
+    """Accept an invitation: join with the invited address's account, or create it.
+
+    Refused with a page saying why (no membership, no account created) when the link
+    names no invitation, was used, has expired, or the logged-in account has another
+    address.
+    """
     invitation = services.invitation_find(token)
     if invitation is None:
-        raise Http404("This invitation is not valid any more.")
-    form = SignupForm(request.POST or None) if not request.user.is_authenticated else None
-    if request.method == "POST":
-        if request.user.is_authenticated:
-            user = request.user
-        elif form.is_valid():
-            user = get_user_model().objects.create_user(
+        return _invitation_refused(request, "unknown")
+    user = request.user if request.user.is_authenticated else None
+    form = SignupForm(request.POST or None, email=invitation.email) if user is None else None
+    try:
+        services.invitation_check(invitation, user)
+        if request.method != "POST":
+            return render(
+                request, "campaigns/invitation.html", {"invitation": invitation, "form": form}
+            )
+        if user is None:
+            if not form.is_valid():
+                return render(
+                    request,
+                    "campaigns/invitation.html",
+                    {"invitation": invitation, "form": form},
+                    status=400,
+                )
+            user = services.invitation_signup(
+                invitation=invitation,
                 username=form.cleaned_data["username"],
-                email=invitation.email,
                 password=form.cleaned_data["password"],
             )
-            login(request, user)
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         else:
-            return render(
-                request,
-                "campaigns/invitation.html",
-                {"invitation": invitation, "form": form},
-                status=400,
-            )
-        services.invitation_accept(invitation=invitation, user=user)
-        messages.success(request, f"Welcome to {invitation.workspace.name}.")
-        return redirect(invitation.workspace)
-    return render(request, "campaigns/invitation.html", {"invitation": invitation, "form": form})
+            services.invitation_accept(invitation=invitation, user=user)
+    except services.InvitationRefused as refused:
+        return _invitation_refused(request, refused.reason, invitation)
+    messages.success(request, f"Welcome to {invitation.workspace.name}.")
+    return redirect(invitation.workspace)
 
 
 @workspace_view

@@ -4,9 +4,11 @@ With nothing set, Clickmap runs on the embedded default: a SQLite file under var
 tasks inline, local-memory cache. See README.md for the variables.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 from clickmap.config import (
@@ -56,6 +58,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_htmx",
+    "axes",
+    "csp",
     "campaigns",
     "tracking",
     "clickmap",
@@ -63,6 +67,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django_permissions_policy.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -72,6 +78,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "campaigns.tenancy.AdminScopesMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "clickmap.urls"
@@ -139,6 +147,29 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes checks every login (the login page and the admin's) before Django's own backend.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login throttling: LOGIN_FAILURE_LIMIT failed logins lock for LOGIN_LOCKOUT_MINUTES (each
+# further try restarts the wait). Counted per username, so guessing one account's password
+# from many addresses stops, and separately per client address, so one address cannot try
+# a common password on many accounts. Either count reaching the limit locks. A success or
+# a password reset clears that account's failures only (campaigns.login_throttle): a
+# sprayer logging in to an account of its own does not wipe its address's count.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = False
+# Successful logins are not logged to the database (that table would only grow).
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False  # no banner on every manage.py command; lockouts are still logged
+AXES_CLIENT_IP_CALLABLE = "campaigns.login_throttle.client_ip"
+AXES_LOCKOUT_CALLABLE = "campaigns.login_throttle.lockout_response"
+# An invitation link works once, for the invited address, until it expires.
+INVITATION_VALID_DAYS = env.int("INVITATION_VALID_DAYS", default=7)
+PASSWORD_RESET_TIMEOUT = 60 * 60 * env.int("PASSWORD_RESET_VALID_HOURS", default=24)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -171,8 +202,9 @@ CSRF_COOKIE_SECURE = HTTPS_ONLY
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if HTTPS_ONLY else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
-# Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
-if env.bool("BEHIND_TLS_PROXY", default=False):
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and appends X-Forwarded-For).
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # The tracking endpoints are hit over whatever scheme the email used; never bounce them.
 SECURE_REDIRECT_EXEMPT = [r"^c/", r"^o/", r"^u/", r"^healthz$"]
@@ -180,11 +212,55 @@ SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# No inline script or event handler anywhere: scripts are static files (htmx and
+# static/js/), and htmx is told not to eval (templates/base.html's htmx-config).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        # style="" attributes only, never <style> elements: the click map positions each
+        # link's overlay box with one, computed per link on the server.
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],  # previews are served by the app
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    }
+}
+# Powerful browser features the dashboard never uses: off for it and anything it embeds.
+PERMISSIONS_POLICY = {
+    feature: []
+    for feature in (
+        "accelerometer",
+        "autoplay",
+        "camera",
+        "display-capture",
+        "geolocation",
+        "gyroscope",
+        "hid",
+        "idle-detection",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "publickey-credentials-get",
+        "screen-wake-lock",
+        "serial",
+        "usb",
+        "browsing-topics",
+    )
+}
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "axes": {"level": "WARNING"},  # failed logins and lockouts; not every success
+    },
 }

@@ -1,11 +1,11 @@
-"""Login, logout, the workspace switcher, creating workspaces and invitations."""
+"""Login, logout, the workspace switcher and creating workspaces."""
 
-import pytest
-from django.core import mail
+import re
+
 from django.test import Client
 from django_scopes import scopes_disabled
 
-from campaigns.models import Invitation, Membership, Role, Workspace
+from campaigns.models import Membership, Role, Workspace
 from tests.conftest import PASSWORD
 
 
@@ -52,57 +52,36 @@ def test_user_without_workspace_creates_one_and_owns_it(make_user, client_for):
     assert Workspace.objects.filter(name="Nordic Outdoor").count() == 2  # slugs stay unique
 
 
-@pytest.fixture
-def owner_ws(make_user, make_workspace):
-    owner = make_user("owner")
-    return owner, make_workspace("Acme", owner=owner)
+def switcher_names(page: str) -> list[str]:
+    """The workspace names the switcher lists, in order."""
+    menu = re.search(r'<details class="switcher">.*?</details>', page, re.S).group(0)
+    return re.findall(r'<li><a href="/w/[^"]+/campaigns/"[^>]*>([^<]+?) <small>', menu)
 
 
-def test_inviting_an_existing_user_adds_them_at_once(owner_ws, make_user, client_for):
-    owner, workspace = owner_ws
-    colleague = make_user("colleague", email="colleague@example.test")
-    client_for(owner).post(
-        f"/w/{workspace.slug}/members/", {"email": "Colleague@Example.test", "role": "analyst"}
-    )
+def test_new_workspace_from_the_switcher_is_created_and_owned_by_its_creator(
+    make_user, make_workspace, client_for
+):
+    me = make_user()
+    make_workspace("Alpha shop", owner=me)
+    client = client_for(me)
+    switcher = client.get("/w/alpha-shop/campaigns/").content.decode()
+    assert '<a href="/?new=1">+ New workspace</a>' in switcher
+    form = client.get("/?new=1")
+    assert form.status_code == 200
+    assert b"Create a workspace" in form.content
+    assert b'action="/workspaces/new/"' in form.content
+    created = client.post("/workspaces/new/", {"name": "Beta shop"}, follow=True)
+    beta = Workspace.objects.get(name="Beta shop")
+    assert created.request["PATH_INFO"] == f"/w/{beta.slug}/campaigns/"
     with scopes_disabled():
-        assert Membership.objects.get(workspace=workspace, user=colleague).role == Role.ANALYST
-    again = client_for(owner).post(
-        f"/w/{workspace.slug}/members/", {"email": "colleague@example.test", "role": "viewer"}
-    )
-    assert again.status_code == 400 and b"already a member" in again.content
+        assert list(Membership.objects.filter(workspace=beta).values_list("user", "role")) == [
+            (me.pk, Role.OWNER)
+        ]
+    assert switcher_names(created.content.decode()) == ["Alpha shop", "Beta shop"]
 
 
-def test_invitation_email_link_creates_an_account_and_membership(owner_ws, client_for):
-    owner, workspace = owner_ws
-    client_for(owner).post(
-        f"/w/{workspace.slug}/members/", {"email": "new.person@example.test", "role": "viewer"}
-    )
-    assert len(mail.outbox) == 1 and mail.outbox[0].to == ["new.person@example.test"]
-    with scopes_disabled():
-        invitation = Invitation.objects.get()
-    assert f"/invitations/{invitation.token}/" in mail.outbox[0].body
-    guest = Client()
-    url = f"/invitations/{invitation.token}/"
-    assert b"Join Acme" in guest.get(url).content
-    weak = guest.post(url, {"username": "newbie", "password": "123"})
-    assert weak.status_code == 400
-    joined = guest.post(url, {"username": "newbie", "password": "a-Long-passphrase-9"}, follow=True)
-    assert joined.request["PATH_INFO"] == f"/w/{workspace.slug}/campaigns/"
-    with scopes_disabled():
-        member = Membership.objects.get(workspace=workspace, user__username="newbie")
-    assert member.role == Role.VIEWER and member.user.email == "new.person@example.test"
-    assert Client().get(url).status_code == 404  # used up
-
-
-def test_forged_invitation_token_is_404(db):
-    assert Client().get("/invitations/not-a-real-token/").status_code == 404
-
-
-def test_owner_revokes_a_pending_invitation(owner_ws, client_for):
-    owner, workspace = owner_ws
-    client = client_for(owner)
-    client.post(f"/w/{workspace.slug}/members/", {"email": "later@example.test", "role": "viewer"})
-    with scopes_disabled():
-        invitation = Invitation.objects.get()
-    client.post(f"/w/{workspace.slug}/invitations/{invitation.pk}/revoke/")
-    assert Client().get(f"/invitations/{invitation.token}/").status_code == 404
+def test_home_without_new_still_lands_in_the_first_workspace(make_user, make_workspace, client_for):
+    me = make_user()
+    first = make_workspace("Alpha", owner=me)
+    make_workspace("Beta", owner=me)
+    assert client_for(me).get("/")["Location"] == f"/w/{first.slug}/campaigns/"

@@ -129,7 +129,11 @@ def wait_for_map(page):
 @pytest.fixture
 def demo_site(transactional_db, live_server, browser, eager_tasks):
     login = seed_demo(PASSWORD, customers=300)
-    context = browser.new_context(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+    # Playwright's wait_for_function runs its predicate with eval inside the page, which the
+    # Content-Security-Policy refuses; test_csp_browser opens the pages under the policy.
+    context = browser.new_context(
+        viewport={"width": 1440, "height": 1000}, accept_downloads=True, bypass_csp=True
+    )
     page = context.new_page()
     log_in(page, live_server)
     yield login.workspace, page
@@ -375,7 +379,7 @@ def test_badges_never_hide_a_link_on_any_corpus_or_demo_email(
     emails = [(p.name, p.read_text(encoding="utf-8"), None) for p in sorted(CORPUS.glob("*.html"))]
     emails += [(name, *demo_email(file)) for name, file in DEMO_TEMPLATES.items()]
     campaigns = [_email_campaign(workspace, name, html, assets) for name, html, assets in emails]
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, bypass_csp=True)
     page = context.new_page()
     try:
         page.goto(f"{live_server.url}/login/")

@@ -31,6 +31,12 @@ PUBLIC_URL_NAMES = {
     "logout",
     "workspace-create",
     "invitation",
+    "password_change",  # the user's own account
+    "password_change_done",
+    "password_reset",
+    "password_reset_done",
+    "password_reset_confirm",
+    "password_reset_complete",
     "healthz",
     "favicon",
     "click",
