@@ -1,6 +1,7 @@
 """Issue 7: click-map selector swaps and previews on a campaign of a million deliveries.
 
-Data: one campaign with 1,000,000 deliveries (A/B variants of a ~20-link newsletter),
+Data: one campaign with 1,000,000 deliveries (A/B: the demo's two Black Friday emails,
+~40 links each, with their images, as two versions of one template),
 5,000,000 click events and ~0.7M opens over 1,000,000 customers, made by the rollups
 benchmark's generator (bench/rollups_data.py, reused with one campaign) in its own
 PostgreSQL database (clickmap_bench_map), then aggregated with clickmap.rollups.recompute.
@@ -8,9 +9,13 @@ PostgreSQL database (clickmap_bench_map), then aggregated with clickmap.rollups.
   bench: clickmap_swap_p95_ms value=<ms> baseline=<ms, campaign list partial p95> … goal=<100ms
       server time of the click-map htmx partial (django.test.Client, in process) over a
       sequence of selector changes (metrics, variants, reliable only, devices, a period,
-      a segment, a segment in a period, "Preview for" a customer, mobile view), previews
-      rendered beforehand;
+      a segment, a segment in a period, "Preview for" a customer, mobile view, the
+      compare view alone and with filters), previews rendered beforehand;
       the baseline is the same number of requests to a trivial workspace page.
+  bench: clickmap_badge_layout_p95_ms value=<ms> baseline=<ms> … goal=info
+      the browser's time to lay the numbers out on the map (static/js/clickmap.js) on
+      the desktop, mobile and compare views; the baseline is reading the boxes' and
+      badges' rectangles alone, in the same page.
   bench: preview_first_ms value=<ms> baseline=<cached ms> … goal=info
       render_stored_preview of a fresh row (desktop and mobile, Chromium already running;
       its startup is printed as a comment).
@@ -116,9 +121,14 @@ def generate(scale: float):
     from bench import rollups_data
     from campaigns.models import Segment, Workspace
     from clickmap import rollups
+    from clickmap.demo import DEMO_TEMPLATES, demo_email
 
     rollups_data.CAMPAIGNS = 1
     rollups_data.FRESH_CAMPAIGN = False  # the one campaign has its clicks
+    # A realistic email with its images: the demo's Black Friday A and B (two versions).
+    rollups_data.EMAILS = lambda k, variant: demo_email(
+        DEMO_TEMPLATES["Promo — bold" if variant == "A" else "Promo — editorial"]
+    )
     rollups_data.CUSTOMERS = CUSTOMERS
     rollups_data.DELIVERIES_PER_CAMPAIGN = DELIVERIES
     rollups_data.CLICKS = CLICKS
@@ -167,7 +177,82 @@ def swap_queries(world, segment_id: int, customer_email: str) -> list[tuple[str,
         ("segment+period", {"segment": segment_id, **period}),
         ("preview-for", {"for": customer_email}),
         ("view=mobile", {"view": "mobile"}),
+        ("compare", {"compare": variant_b}),
+        ("compare+reliable", {"compare": variant_b, "reliable": "1"}),
+        ("compare+period", {"compare": variant_b, **period}),
+        ("compare+segment", {"compare": variant_b, "segment": segment_id}),
     ]
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+MEASURE_JS = """() => {
+  const started = performance.now();
+  for (const frame of document.querySelectorAll('.preview-frame')) {
+    for (const el of frame.querySelectorAll('.box, .num-badge')) el.getBoundingClientRect();
+  }
+  return performance.now() - started;
+}"""
+
+
+def badge_layouts(client, page: str, queries: list[tuple[str, dict]], repeats: int):
+    """(layout ms, measuring-only ms) of the badges in Chromium for each query, the page
+    served by the Django test client through Playwright's request routing (static files
+    from the finders): the browser's own timing of clickmap.js's layout, and of reading
+    the boxes' and badges' rectangles alone."""
+    from urllib.parse import urlsplit
+
+    from django.contrib.staticfiles import finders
+    from playwright.sync_api import sync_playwright
+
+    def serve(route):
+        url = urlsplit(route.request.url)
+        if url.path.startswith("/static/"):
+            path = finders.find(url.path.removeprefix("/static/"))
+            if path:
+                return route.fulfill(path=path)
+            return route.fulfill(status=404)
+        response = client.get(f"{url.path}?{url.query}")
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        route.fulfill(
+            status=response.status_code,
+            headers={"Content-Type": response["Content-Type"]},
+            body=body,
+        )
+
+    layouts, measures = [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 1000}, bypass_csp=True)
+        context.route("**/*", serve)
+        tab = context.new_page()
+        for _ in range(repeats):
+            for _name, params in queries:
+                query = "&".join(f"{k}={v}" for k, v in params.items())
+                tab.goto(f"http://localhost{page}?{query}")
+                tab.wait_for_function(
+                    "[...document.querySelectorAll('.preview-frame')].length && "
+                    "[...document.querySelectorAll('.preview-frame')]"
+                    ".every(f => f.dataset.layoutMs)",
+                    timeout=60_000,
+                )
+                layouts.append(
+                    tab.evaluate(
+                        "Math.max(...[...document.querySelectorAll('.preview-frame')]"
+                        ".map(f => +f.dataset.layoutMs))"
+                    )
+                )
+                measures.append(tab.evaluate(MEASURE_JS))
+        browser.close()
+    return layouts, measures
 
 
 def timed_get(client, url: str, params: dict) -> float:
@@ -203,7 +288,12 @@ def main() -> int:
     from campaigns.models import Campaign, Customer, Segment, TemplateVersion, Workspace
     from clickmap import render
     from clickmap.models import Preview
-    from clickmap.previews import _input_hash, preview_for, render_stored_preview
+    from clickmap.previews import (
+        _input_hash,
+        preview_for,
+        render_stored_preview,
+        sample_customer,
+    )
 
     if fresh:
         world = generate(args.scale)
@@ -220,6 +310,7 @@ def main() -> int:
         user = get_user_model().objects.get(username="bench")
         segment = Segment.objects.get(workspace=workspace)
         customer = Customer.objects.filter(workspace=workspace).order_by("pk")[500]
+        sample = sample_customer(workspace.pk)  # whose data the shared previews show
         versions = list(
             TemplateVersion.objects.filter(variants__node__campaign=campaign)
             .distinct()
@@ -237,10 +328,11 @@ def main() -> int:
             for device in first:
                 for _ in range(PREVIEW_FIRST_REPEATS + 1):  # the first one warms the pages
                     lookup = dict(version=versions[0], format="html", device=device)
-                    Preview.objects.filter(customer=None, **lookup).delete()
+                    Preview.objects.filter(customer=sample, exact=False, **lookup).delete()
                     row = Preview.objects.create(
                         workspace=workspace,
-                        input_hash=_input_hash(versions[0], "html", None),
+                        customer=sample,
+                        input_hash=_input_hash(versions[0], "html", sample, False),
                         **lookup,
                     )
                     started = time.perf_counter()
@@ -256,8 +348,8 @@ def main() -> int:
             # Everything the swap sequence shows, rendered now (tasks run inline).
             for version in versions:
                 for device in ("desktop", "mobile"):
-                    preview_for(version, "html", device)
-            preview_for(versions[0], "html", "desktop", customer)
+                    preview_for(version, "html", device, sample)
+            preview_for(versions[0], "html", "desktop", customer, exact=True)
             undone = Preview.objects.exclude(status=Preview.Status.DONE).count()
             if undone:
                 log(f"WARNING: {undone} previews not done before the swaps")
@@ -307,12 +399,18 @@ def main() -> int:
             pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(40)
             print(out.getvalue(), file=sys.stderr)
 
-        # 3. Cached preview (a done row) against one trivial ORM query.
+        # 3. The badges' layout in Chromium (desktop, mobile, the compare view).
+        shown = [q for q in queries if q[0] in ("metric=rate", "view=mobile", "compare")]
+        layouts, measures = badge_layouts(client, page, shown, repeats=5)
+        print(f"# badge layout: {len(layouts)} pages, p50={statistics.median(layouts):.1f}ms")
+        bench_line("clickmap_badge_layout_p95_ms", p95(layouts), p95(measures), "info")
+
+        # 4. Cached preview (a done row) against one trivial ORM query.
         with tenant_scope(workspace=workspace):
             cached, trivial = [], []
             for _ in range(CACHED_REPEATS):
                 started = time.perf_counter()
-                preview = preview_for(versions[0], "html", "desktop")
+                preview = preview_for(versions[0], "html", "desktop", sample)
                 cached.append((time.perf_counter() - started) * 1000)
                 started = time.perf_counter()
                 Campaign.objects.filter(pk=campaign.pk).exists()

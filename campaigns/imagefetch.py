@@ -58,7 +58,7 @@ _METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00
 _KIND_WORDS = {
     "loopback": "a loopback address",
     "private": "a private address",
-    "shared": "a shared (carrier-grade NAT) address",
+    "cgnat": "a carrier-grade NAT address (RFC 6598)",
     "link-local": "a link-local address",
     "metadata": "the cloud metadata address",
     "multicast": "a multicast address",
@@ -164,7 +164,7 @@ def _kind(ip) -> str | None:
     if ip.is_multicast:
         return "multicast"
     if ip.version == 4 and ip in ipaddress.ip_network("100.64.0.0/10"):
-        return "shared"
+        return "cgnat"
     for network, kind in _NOT_PUBLIC:
         if ip.version == network.version and ip in network:
             return kind

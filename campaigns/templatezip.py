@@ -53,7 +53,7 @@ def read_template_zip(upload) -> TemplateZip:
 
     Returns the HTML (and AMP part) decoded as decode_template decodes an .html
     upload, and every other file as ``assets``, keyed by its path relative to the
-    HTML's folder (``../shared/logo.png`` for a file beside that folder). Raises
+    HTML's folder (``../common/logo.png`` for a file beside that folder). Raises
     TemplateZipError for a zip that is too big, has too many entries, would unpack
     beyond MAX_UNCOMPRESSED_BYTES, holds a path that climbs out of it, is encrypted
     or damaged, or holds no HTML file or several.

@@ -28,6 +28,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 
 from campaigns.linkmatch import Match, match_links
@@ -550,7 +551,8 @@ def _clicks(scope: Scope) -> QuerySet:
 
 def destination_domains(scope: Scope, link_ids) -> list[dict]:
     """Clicks on the given (personalised) links grouped by the destination's domain:
-    [{"domain", "total", "unique"}], most clicked first."""
+    [{"domain", "total", "unique"}], most clicked first. URLs on the tracker's own host
+    (TRACKING_BASE_URL) lead to Clickmap, not to a destination: they are left out."""
     # The database counts clicks per (URL, customer): a personalised link has one URL per
     # delivery (the signed token carries it), so these rows are about one per clicker,
     # not one per click; the domain is then urllib's, once per distinct URL.
@@ -562,9 +564,12 @@ def destination_domains(scope: Scope, link_ids) -> list[dict]:
         .order_by()
     )
     domains, groups = {}, defaultdict(lambda: [0, set()])
+    tracker = urlsplit(settings.TRACKING_BASE_URL).hostname
     for url, customer_id, n in rows.iterator(chunk_size=10_000):
         if url not in domains:
             domains[url] = urlsplit(url).hostname or "(none)"
+        if domains[url] == tracker:
+            continue  # Clickmap's own pages (unsubscribe, a tracking URL): no destination
         group = groups[domains[url]]
         group[0] += n
         group[1].add(customer_id)

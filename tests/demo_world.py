@@ -15,7 +15,7 @@ from clickmap.demo import seed_demo
 def demo(db):
     login = seed_demo("pw-for-tests-123", customers=150, render_previews=False)
     with scopes_disabled():
-        campaign = Campaign.objects.get(name__startswith="Black Friday")
+        campaign = Campaign.objects.get(name__startswith="Black Friday — 30%")
         scenario = Campaign.objects.get(name="Welcome series")
     return login.workspace, campaign, scenario
 

@@ -74,14 +74,16 @@ def test_every_number_on_the_page_is_a_recount_of_the_raw_clicks(demo, client, q
             device=query.get("device"),
             segment=segment,
         )
-    assert truth.total_clicks, "the demo has clicks"
+    if not query:
+        assert truth.total_clicks, "the demo has clicks"
     assert_page_is_the_recount(html, truth)
 
 
 def test_a_period_counts_the_clicks_of_its_days_only(demo, client):
     workspace, campaign, _ = demo
     with scopes_disabled():
-        first = ClickEvent.objects.filter(delivery__node__campaign=campaign).order_by("at")[0]
+        a = variant_named(campaign, "A")
+        first = ClickEvent.objects.filter(delivery__variant=a).order_by("at")[0]
         late = ClickEvent.objects.create(  # a late click, three days after the first
             event_id=uuid.uuid4(),
             workspace=workspace,

@@ -35,6 +35,9 @@ NOT_PAGES = {
     "clickmap:export": "a CSV or Excel download",
     "clickmap:preview-image": "an image (loaded by the click-map page visited here)",
     "healthz": "plain text for load balancers",
+    "favicon": "a redirect to the static icon",
+    "campaigns:version-image": "an image (shown by the version page visited here)",
+    "campaigns:version-images": "the version page's images fragment, polled while fetching",
     "click": "a redirect, served outside Django by tracking.hotpath",
     "open": "a 1×1 GIF, served outside Django by tracking.hotpath",
 }
@@ -77,7 +80,7 @@ def build_world():
             link_for=tokens.append,
         )
     with scope(workspace=workspace):
-        campaign = Campaign.objects.get(name__startswith="Black Friday")
+        campaign = Campaign.objects.get(name__startswith="Black Friday — 30%")
         variant = campaign.nodes.get().variants.get(name="A")
         version = variant.template_version
         template = version.template

@@ -119,3 +119,36 @@ def test_the_click_map_loads_the_destinations_panel_after_itself(world, client_f
     # Another workspace's member gets a 404, as for every view.
     stranger = client_for(make_user())
     assert stranger.get(panel, query).status_code == 404
+
+
+def test_the_tracker_s_own_host_is_never_a_destination(world, client_for, settings):
+    """An unsubscribe link is personalised ({{ unsubscribe_url }}) and leads to the
+    tracker's own page: neither it nor any other click landing there is a destination."""
+    settings.TRACKING_BASE_URL = "https://track.example.net"
+    with scopes_disabled():
+        delivery = world.deliveries[0]
+        first, second = links_of(delivery)[:2]
+        TemplateLink.objects.filter(pk=first.pk).update(placeholder=True, unsubscribe=True)
+        TemplateLink.objects.filter(pk=second.pk).update(placeholder=True)
+        for link, url in (
+            (first, "https://track.example.net/u/token-1"),
+            (second, "https://TRACK.example.net:443/c/elsewhere"),
+            (second, "https://shop.example/p/1"),
+        ):
+            ClickEvent.objects.create(
+                event_id=uuid.uuid4(),
+                workspace=world.workspace,
+                delivery=delivery,
+                link=link,
+                url=url,
+                at=T0,
+                device="desktop",
+            )
+        owner = Membership.objects.filter(workspace=world.workspace).first().user
+        panel = reverse("clickmap:destinations", args=[world.workspace.slug, world.campaign.pk])
+        scope = metrics.Scope(workspace=world.workspace, campaign_id=world.campaign.pk)
+        assert metrics.destination_domains(scope, [first.pk, second.pk]) == [
+            {"domain": "shop.example", "total": 1, "unique": 1}
+        ]
+    body = client_for(owner).get(panel, {"node": world.nodes[0].pk}).content.decode()
+    assert "shop.example" in body and "track.example.net" not in body

@@ -44,8 +44,8 @@ REFUSED_ADDRESSES = {
     "172.16.0.1": "private",
     "172.31.255.255": "private",
     "192.168.1.1": "private",
-    "100.64.0.1": "shared",  # carrier-grade NAT, RFC 6598
-    "100.127.255.254": "shared",
+    "100.64.0.1": "cgnat",  # carrier-grade NAT, RFC 6598
+    "100.127.255.254": "cgnat",
     "169.254.169.254": "metadata",
     "169.254.10.1": "link-local",
     "0.0.0.0": "unspecified",  # noqa: S104 (an address to refuse, not to bind)

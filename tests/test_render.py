@@ -472,7 +472,7 @@ def test_a_template_error_fails_the_preview_with_its_reason(
     make_workspace, eager_tasks, django_capture_on_commit_callbacks
 ):
     workspace = make_workspace()
-    broken = "<p>{% for p in products %}<a href='{{ p.url }}'>{{ p.name }}</a></p>"
+    broken = "<p>{% for p in products %}<a href='{{ p.url }}'>Buy {{ p.name }}</a></p>"
     with scope(workspace=workspace):
         version = template_create(workspace=workspace, name="Broken", html=broken)
     (customer,) = customers(workspace, [("c1", "c1@example.test", {"products": []})])
@@ -487,9 +487,14 @@ def test_a_template_error_fails_the_preview_with_its_reason(
         again = preview_for(version, "html", "desktop", customer, exact=True)
         assert again.status == Preview.Status.FAILED
     assert queued == []  # the same input would fail the same way
-    # The shared preview fails the same way, saying why: raw Jinja is never shown.
+    # The shared preview shows the template without its personalisation, and says why:
+    # raw Jinja is never shown.
     shared = rendered(django_capture_on_commit_callbacks, version, "html", "desktop")
-    assert shared.status == Preview.Status.FAILED and "syntax error" in shared.error.lower()
+    assert shared.status == Preview.Status.DONE, shared.error
+    assert "syntax error" in shared.notice.lower() and "without" in shared.notice
+    with scopes_disabled():
+        link = TemplateLink.objects.get(version=version)
+    assert len(shared.boxes[str(link.pk)]) == 1  # boxed by its xpath
 
 
 def test_a_missing_chromium_fails_the_preview_saying_so(

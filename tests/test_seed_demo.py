@@ -100,7 +100,7 @@ def test_demo_clicks_are_classified_and_aggregated(db):
         assert sum(LinkRollup.objects.values_list("total_all", flat=True)) == (
             ClickEvent.objects.exclude(link=None).count()
         )
-        variants = Campaign.objects.get(name__startswith="Black Friday").nodes.get().variants
+        variants = Campaign.objects.get(name__startswith="Black Friday — 30%").nodes.get().variants
         assert sorted(variants.values_list("name", flat=True)) == ["A", "B"]
         scenario = Campaign.objects.get(name="Welcome series")
         assert scenario.nodes.count() == 3

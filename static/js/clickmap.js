@@ -36,6 +36,7 @@
   }
 
   function layout(frame) {
+    const started = performance.now();
     const width = frame.clientWidth, height = frame.clientHeight;
     if (!width || !height) return;
     const boxes = Array.from(frame.querySelectorAll(".box")).map(function (el) {
@@ -93,6 +94,7 @@
       svg.innerHTML = lines.join("");
     }
     frame.classList.add("laid-out");
+    frame.dataset.layoutMs = (performance.now() - started).toFixed(2); // read by bench/
   }
 
   function inside(a, b) {
