@@ -1,9 +1,9 @@
-"""Monthly range partitions of the raw event tables on PostgreSQL (docs/partitioning.md).
+"""Monthly range partitions of the raw event tables (docs/partitioning.md).
 
 `partition_event_tables` turns tracking_clickevent and tracking_openevent into tables
 partitioned by month of `at` (a migration runs it once); `ensure_partitions` creates
 the coming months' partitions (celery beat runs it daily) so that the DEFAULT partition,
-which catches only far-off timestamps, stays empty. Both are no-ops on SQLite.
+which catches only far-off timestamps, stays empty.
 """
 
 from datetime import UTC, date, datetime
@@ -27,8 +27,6 @@ def is_partitioned(cursor, table: str) -> bool:
 
 def ensure_partitions(today: date | None = None, months_ahead: int = MONTHS_AHEAD) -> list[str]:
     """Create missing monthly partitions from this month to `months_ahead` ahead."""
-    if connection.vendor != "postgresql":
-        return []
     today = today or datetime.now(UTC).date()
     created = []
     with connection.cursor() as cursor:
@@ -84,14 +82,12 @@ _FOREIGN_KEYS = {
 
 
 def partition_event_tables(today: date | None = None) -> None:
-    """Rebuild each event table as a partitioned one, keeping every row (PostgreSQL).
+    """Rebuild each event table as a partitioned one, keeping every row.
 
     The primary key becomes (id, at) and the event id's uniqueness (event_id, at): a
     partitioned table's unique keys must hold the partition key. Ingestion still
     inserts each spooled event once, since a re-read event has the same id and time.
     """
-    if connection.vendor != "postgresql":
-        return
     today = today or datetime.now(UTC).date()
     with connection.cursor() as cursor:
         for table in EVENT_TABLES:
