@@ -188,28 +188,35 @@ def _shard_taken(cursor, number: int):
 
 
 @transaction.atomic
-def apply_batch(batch_size: int, report: AggregateReport, shard: tuple | None = None) -> int:
-    """Apply up to `batch_size` change rows (of the customers in `shard`, when given) in
-    one transaction; returns how many.
+def apply_batch(
+    batch_size: int,
+    report: AggregateReport,
+    shard: tuple | None = None,
+    deliveries: list[int] | None = None,
+) -> int:
+    """Apply up to `batch_size` change rows (of the customers in `shard`, or of the
+    `deliveries`, when given) in one transaction; returns how many.
 
     Every pair and recipient the rows name is recomputed from its raw events under a row
     lock and the difference to its stored contribution is added to the link and email
     counters, so the result is exact and applying a row again changes nothing.
     """
-    return _apply_batch_sql(batch_size, report, shard)
+    return _apply_batch_sql(batch_size, report, shard, deliveries)
 
 
 @transaction.atomic
 def take_out(**deliveries) -> AggregateReport:
     """Delete the click and open events of the deliveries (a filter: customer_id__in=…
-    or pk__in=…) and bring the rollups up to date, so their pairs and recipients are
-    recomputed with nothing left and every counter, day row, span and segment rollup
-    loses what they added; then delete the deliveries. Run before customers or
-    deliveries are deleted (clickmap/apps.py): the deliveries still name the pairs to
+    or pk__in=…) and apply the change log's rows of those deliveries alone, so their
+    pairs and recipients are recomputed with nothing left and every counter, day row,
+    span and segment rollup loses what they added; then delete the deliveries. Other
+    customers' pending changes stay in the log for the aggregator. Run before customers
+    or deliveries are deleted (clickmap/apps.py): the deliveries still name the pairs to
     recompute, and deleting them first would leave the counters counting events that no
     longer exist."""
     with scopes_disabled():
         chosen = Delivery.objects.filter(**deliveries)
+        ids = list(chosen.values_list("pk", flat=True))
         clicks = ClickEvent.objects.filter(delivery__in=chosen.values("pk"))
         opens = OpenEvent.objects.filter(delivery__in=chosen.values("pk"))
         changes = [
@@ -222,7 +229,9 @@ def take_out(**deliveries) -> AggregateReport:
         clicks.delete()
         opens.delete()
         EventChange.objects.bulk_create(changes, batch_size=1000)
-        report = aggregate() if changes else AggregateReport()
+        report = AggregateReport()
+        while apply_batch(BATCH_SIZE, report, deliveries=ids):
+            report.batches += 1
         # The deliveries now, while their customers' segment memberships are still there
         # to take them out of each segment's sent and delivered counts (database triggers).
         chosen._taken_out = True  # nothing left to take out (clickmap/apps.py)
@@ -321,7 +330,9 @@ SHARD_OF_CHANGE = """
     WHERE (hashint8(d.customer_id) & 2147483647) %% %s = %s AND"""
 
 
-def _apply_batch_sql(batch_size: int, report: AggregateReport, shard: tuple | None) -> int:
+def _apply_batch_sql(
+    batch_size: int, report: AggregateReport, shard: tuple | None, deliveries: list | None
+) -> int:
     # The batch's sets are CTEs whose sizes the planner cannot know: lookups into the
     # tables are written as LATERAL index walks, and joins between the sets are hashed
     # (no nested loops over CTE scans). Plans are cheap to run, too cheap to compile
@@ -333,7 +344,12 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport, shard: tuple | No
         _commit_without_waiting(cursor)
         segment_rollups.lock_for_batch(cursor)
         # Claim and delete the rows in one statement; the deletion commits with the batch.
-        in_shard = SHARD_OF_CHANGE if shard else "WHERE"
+        if deliveries is not None:
+            in_shard, chosen = "WHERE c.delivery_id = ANY(%s::bigint[]) AND", (deliveries,)
+        elif shard:
+            in_shard, chosen = SHARD_OF_CHANGE, tuple(reversed(shard))
+        else:
+            in_shard, chosen = "WHERE", ()
         changes = _fetch(
             cursor,
             f"""
@@ -349,7 +365,7 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport, shard: tuple | No
                 SELECT d.workspace_id, d.variant_id, d.customer_id FROM campaigns_delivery d
                 WHERE d.id = c.delivery_id OFFSET 0) d ON true
             LEFT JOIN campaigns_workspace w ON w.id = d.workspace_id""",
-            [*(tuple(reversed(shard)) if shard else ()), report.applied_up_to, batch_size],
+            [*chosen, report.applied_up_to, batch_size],
         )
         if not changes:
             return 0
@@ -614,9 +630,8 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> tuple[list, list]:
     (workspace, variant, *EMAIL_COUNTERS) rows, and the same per segment of the
     recipients as (workspace, segment, variant, *EMAIL_COUNTERS) rows.
 
-    Clicked flags follow the pairs and opened flags the open events, and each changes
-    only with a change row of its kind: a recipient named by click rows alone keeps its
-    opened flags (and the other way round). A clicked flag that one of the batch's own
+    Clicked flags follow the pairs, and change only with a click change row; opened flags
+    follow the open events and the clicked flags (a click implies an open: docs/metrics.md). A clicked flag that one of the batch's own
     pairs (locked, just recomputed) proves true needs no look at the other pairs.
     """
     if not recipients:
@@ -649,26 +664,39 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> tuple[list, list]:
                 WHERE x.variant_id = t.variant_id AND x.customer_id = t.customer_id
                 OFFSET 0) x),
         {spans.MEMBERS_SQL.format(source="r")},
-        n AS MATERIALIZED (
-            SELECT r.id, r.workspace_id, r.variant_id, r.customer_id,
-                   {", ".join(f"r.{f} AS o_{f}" for f in flags)},
+        k AS MATERIALIZED (
+            SELECT r.*,
                    CASE WHEN NOT r.clicks THEN r.clicked_all
-                        ELSE r.proof_all OR c.clicked_all END AS clicked_all,
+                        ELSE r.proof_all OR c.clicked_all END AS new_clicked_all,
                    CASE WHEN NOT r.clicks THEN r.clicked_rel
-                        ELSE r.proof_rel OR c.clicked_rel END AS clicked_rel,
-                   CASE WHEN r.opens THEN o.opened_all ELSE r.opened_all END AS opened_all,
-                   CASE WHEN r.opens THEN o.opened_rel ELSE r.opened_rel END AS opened_rel
+                        ELSE r.proof_rel OR c.clicked_rel END AS new_clicked_rel
             FROM r
             CROSS JOIN LATERAL (
                 SELECT coalesce(bool_or(p.total_all > 0), false) AS clicked_all,
                        coalesce(bool_or(p.total_rel > 0), false) AS clicked_rel
                 FROM clickmap_pairrollup p
                 WHERE r.clicks AND NOT (r.proof_all AND r.proof_rel)
-                AND p.customer_id = r.customer_id AND p.variant_id = r.variant_id) c
+                AND p.customer_id = r.customer_id AND p.variant_id = r.variant_id) c),
+        -- A click implies an open (docs/metrics.md): opened = an open event or a click
+        -- (reliable-only: a reliable open or a reliable click). A stored opened flag is
+        -- the open events' alone where the stored clicked flag is off; the open events
+        -- are read only where it is on and turns off, or the batch has opens.
+        n AS MATERIALIZED (
+            SELECT k.id, k.workspace_id, k.variant_id, k.customer_id,
+                   {", ".join(f"k.{f} AS o_{f}" for f in flags)},
+                   k.new_clicked_all AS clicked_all, k.new_clicked_rel AS clicked_rel,
+                   k.new_clicked_all OR CASE WHEN w.read THEN o.opened_all
+                                             ELSE k.opened_all END AS opened_all,
+                   k.new_clicked_rel OR CASE WHEN w.read THEN o.opened_rel
+                                             ELSE k.opened_rel END AS opened_rel
+            FROM k
+            CROSS JOIN LATERAL (
+                SELECT k.opens OR (k.clicked_all AND NOT k.new_clicked_all)
+                       OR (k.clicked_rel AND NOT k.new_clicked_rel) AS read) w
             CROSS JOIN LATERAL (
                 SELECT count(*) > 0 AS opened_all,
                        coalesce(bool_or(o.reliable), false) AS opened_rel
-                FROM tracking_openevent o WHERE r.opens AND o.delivery_id = r.delivery_id) o),
+                FROM tracking_openevent o WHERE w.read AND o.delivery_id = k.delivery_id) o),
         recipient_update AS (
             UPDATE clickmap_recipientrollup x SET {", ".join(f"{f} = n.{f}" for f in flags)}
             FROM n WHERE x.id = n.id
@@ -882,7 +910,9 @@ def _insert_rollups_sql(cursor) -> None:
             clicked_all, clicked_rel, opened_all, opened_rel)
         SELECT d.workspace_id, d.variant_id, d.customer_id,
                coalesce(c.clicked_all, false), coalesce(c.clicked_rel, false),
-               o.delivery_id IS NOT NULL, coalesce(o.opened_rel, false)
+               -- a click implies an open (docs/metrics.md)
+               o.delivery_id IS NOT NULL OR coalesce(c.clicked_all, false),
+               coalesce(o.opened_rel, false) OR coalesce(c.clicked_rel, false)
         FROM (SELECT delivery_id, bool_or(pair_total_all > 0) AS clicked_all,
                      bool_or(pair_total_rel > 0) AS clicked_rel
               FROM recompute_cell WHERE pair_total_all IS NOT NULL GROUP BY delivery_id) c

@@ -123,9 +123,10 @@ def recipient_days_sql(cursor, recipients: dict) -> tuple[Counter, Counter]:
             SELECT workspace_id, variant_id, customer_id, day, device,
                    bool_or(ca) AS clicked_all, bool_or(cr) AS clicked_rel,
                    bool_or(oa) AS opened_all, bool_or(orl) AS opened_rel
+            -- A click implies an open on its day and device (docs/metrics.md).
             FROM (SELECT k.workspace_id, k.variant_id, k.customer_id, x.day, x.device,
-                         x.total_all > 0 AS ca, x.total_rel > 0 AS cr, false AS oa,
-                         false AS orl
+                         x.total_all > 0 AS ca, x.total_rel > 0 AS cr,
+                         x.total_all > 0 AS oa, x.total_rel > 0 AS orl
                   FROM k CROSS JOIN LATERAL (
                       SELECT x.day, x.device, x.total_all, x.total_rel
                       FROM clickmap_pairdayrollup x
@@ -319,8 +320,8 @@ def rebuild_sql(cursor) -> None:
         SELECT workspace_id, variant_id, customer_id, day, device, bool_or(ca), bool_or(cr),
                bool_or(oa), bool_or(orl)
         FROM (SELECT workspace_id, variant_id, customer_id, day, device, total_all > 0 AS ca,
-                     total_rel > 0 AS cr, false AS oa, false AS orl
-              FROM clickmap_pairdayrollup
+                     total_rel > 0 AS cr, total_all > 0 AS oa, total_rel > 0 AS orl
+              FROM clickmap_pairdayrollup  -- a click implies an open
               UNION ALL
               SELECT d.workspace_id, d.variant_id, d.customer_id,
                      (o.at AT TIME ZONE 'UTC')::date, o.device, false, false, true, o.reliable
