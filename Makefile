@@ -48,4 +48,5 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 clean:
+	-test -x $(PY) && DEBUG=1 $(PY) manage.py embedded_db stop
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,7 +1,8 @@
 """The embedded default on a fresh clone: with DATABASE_URL unset and no PostgreSQL service
-reachable, the app starts its own PostgreSQL under var/ (a Unix socket, no TCP port),
-migrates, seeds the demo and serves it under runserver's autoreloader, and comes back
-after a crash of both the web server and PostgreSQL with its data."""
+reachable, the app starts its own PostgreSQL under var/ (a Unix socket, no TCP port) when
+a command first needs the database, migrates, seeds the demo and serves it under
+runserver's autoreloader, and comes back after a crash of both the web server and
+PostgreSQL with its data."""
 
 import http.cookiejar
 import os
@@ -141,6 +142,11 @@ def clone():
 
 def test_a_fresh_clone_serves_the_demo_on_its_own_postgresql_and_survives_a_crash(clone):
     data_dir = clone / "var" / "postgres"
+    email = clone / "var" / "email.html"
+    email.parent.mkdir(exist_ok=True)
+    email.write_text('<p><a href="https://shop.example/">Shop</a></p>')
+    assert "shop.example" in manage(clone, "inventory", str(email), "--json")
+    assert not data_dir.exists()  # a command that needs no database starts no server
     manage(clone, "migrate", "--noinput")
     manage(clone, "seed_demo", "--customers", "120", "--no-previews")
 
