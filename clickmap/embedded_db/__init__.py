@@ -62,6 +62,8 @@ def stop(data_dir: Path) -> bool:
     """Stop the server of `data_dir` (fast shutdown: sessions are ended); returns whether
     one was running."""
     data_dir = Path(data_dir).resolve()
+    if not data_dir.exists():  # never started here (a fresh clone)
+        return False
     with _locked(data_dir.parent / f".{data_dir.name}.lock"):
         if _postmaster(data_dir) is None:
             return False
