@@ -22,8 +22,8 @@ RUN useradd --create-home --uid 1000 clickmap \
     && mkdir -p /app/var && chown -R clickmap /app/var
 USER clickmap
 
-# collectstatic needs settings but no database or secret worth keeping.
-RUN SECRET_KEY=build-only DATABASE_URL=sqlite:////tmp/build.sqlite3 python manage.py collectstatic --noinput
+# collectstatic needs settings but no database (it never connects) or secret worth keeping.
+RUN SECRET_KEY=build-only DATABASE_URL=postgres://build@localhost/unused python manage.py collectstatic --noinput
 
 EXPOSE 8000
 CMD ["gunicorn", "clickmap.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench lint format chromium services-check clean
+.PHONY: run stop test bench lint format chromium services-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,12 +13,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $@
 
-# Fresh clone to a running dashboard on the embedded default (SQLite, inline tasks).
+# Fresh clone to a running dashboard on the embedded default (PostgreSQL under var/,
+# started by the first command that connects; inline tasks).
 run: $(STAMP)
 	@mkdir -p var
 	DEBUG=1 $(PY) manage.py migrate --noinput
 	DEBUG=1 $(PY) manage.py seed_demo
 	DEBUG=1 $(PY) manage.py runserver 127.0.0.1:8000
+
+# The embedded PostgreSQL keeps running for the next command until stopped (data stays).
+stop: $(STAMP)
+	DEBUG=1 $(PY) manage.py embedded_db stop
 
 # Debian's Chromium for the browser tests (Playwright drives it; it never downloads one).
 chromium:
@@ -26,7 +31,8 @@ chromium:
 		echo "Installing Debian's chromium for the browser tests…"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
-# Real PostgreSQL and Redis (TEST_DATABASE_URL, TEST_REDIS_URL); fails loudly without them.
+# Real PostgreSQL (TEST_DATABASE_URL, else the embedded server under var/) and Redis
+# (TEST_REDIS_URL); fails loudly without them.
 test: $(STAMP) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -42,4 +48,5 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 clean:
+	-test -x $(PY) && DEBUG=1 $(PY) manage.py embedded_db stop
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -7,16 +7,11 @@ transaction, so `DeliveryCount.n` always equals
 reaches 0 is deleted, so deleting a campaign leaves no counts behind (the table has no
 foreign key to clean up after it).
 
-- PostgreSQL: one statement-level trigger per event over transition tables; each
-  statement becomes one upsert of its per-(variant, status) deltas, in key order so
-  concurrent writers lock the counters in the same order. The triggers are ENABLE ALWAYS:
-  they fire under session_replication_role = replica too, which bulk loads use to skip
-  foreign-key checks (bench/rollups_data.py).
-- SQLite (the embedded default): row-level triggers.
-
-SQLite rebuilds a table for most ALTERs (copy, drop, rename), which drops its triggers:
-a later migration that alters campaigns_delivery must call `install` again
-(tests/test_delivery_counts.py runs migrate on SQLite and would notice).
+One statement-level trigger per event over transition tables: each statement becomes one
+upsert of its per-(variant, status) deltas, in key order so concurrent writers lock the
+counters in the same order. The triggers are ENABLE ALWAYS: they fire under
+session_replication_role = replica too, which bulk loads use to skip foreign-key checks
+(bench/rollups_data.py).
 """
 
 # (variant_id, status, d): the statement's change per key; keys whose change nets to 0
@@ -76,29 +71,6 @@ _POSTGRES_TRIGGERS = [
     ),
 ]
 
-_SQLITE_ADD = """
-    INSERT OR IGNORE INTO campaigns_deliverycount (variant_id, status, n)
-    VALUES (NEW.variant_id, NEW.status, 0);
-    UPDATE campaigns_deliverycount SET n = n + 1
-    WHERE variant_id = NEW.variant_id AND status = NEW.status;
-"""
-_SQLITE_REMOVE = """
-    UPDATE campaigns_deliverycount SET n = n - 1
-    WHERE variant_id = OLD.variant_id AND status = OLD.status;
-    DELETE FROM campaigns_deliverycount
-    WHERE variant_id = OLD.variant_id AND status = OLD.status AND n = 0;
-"""
-_SQLITE_TRIGGERS = [
-    ("campaigns_delivery_count_insert", "AFTER INSERT ON campaigns_delivery", _SQLITE_ADD),
-    (
-        "campaigns_delivery_count_update",
-        "AFTER UPDATE OF variant_id, status ON campaigns_delivery "
-        "WHEN OLD.variant_id IS NOT NEW.variant_id OR OLD.status IS NOT NEW.status",
-        _SQLITE_REMOVE + _SQLITE_ADD,
-    ),
-    ("campaigns_delivery_count_delete", "AFTER DELETE ON campaigns_delivery", _SQLITE_REMOVE),
-]
-
 _FILL = """
     INSERT INTO campaigns_deliverycount (variant_id, status, n)
     SELECT variant_id, status, count(*) FROM campaigns_delivery GROUP BY variant_id, status
@@ -108,40 +80,26 @@ _FILL = """
 def install(schema_editor) -> None:
     """Create the triggers and count the existing deliveries (run in a migration).
 
-    The triggers go in first: on PostgreSQL creating them locks campaigns_delivery
-    against writes until the migration commits, so no delivery is missed or counted
-    twice between the count and the triggers."""
+    The triggers go in first: creating them locks campaigns_delivery against writes
+    until the migration commits, so no delivery is missed or counted twice between the
+    count and the triggers."""
     uninstall(schema_editor)
-    vendor = schema_editor.connection.vendor
-    if vendor == "postgresql":
-        for name, event, transition, body in _POSTGRES_TRIGGERS:
-            schema_editor.execute(_POSTGRES_FUNCTION.format(name=name, body=body), params=None)
-            schema_editor.execute(
-                f"CREATE TRIGGER {name} AFTER {event} ON campaigns_delivery {transition} "
-                f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()",
-                params=None,
-            )
-            schema_editor.execute(
-                f"ALTER TABLE campaigns_delivery ENABLE ALWAYS TRIGGER {name}", params=None
-            )
-    elif vendor == "sqlite":
-        for name, when, body in _SQLITE_TRIGGERS:
-            schema_editor.execute(f"CREATE TRIGGER {name} {when} BEGIN {body} END", params=None)
-    else:
-        raise NotImplementedError(f"No delivery count triggers for {vendor}.")
+    for name, event, transition, body in _POSTGRES_TRIGGERS:
+        schema_editor.execute(_POSTGRES_FUNCTION.format(name=name, body=body), params=None)
+        schema_editor.execute(
+            f"CREATE TRIGGER {name} AFTER {event} ON campaigns_delivery {transition} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()",
+            params=None,
+        )
+        schema_editor.execute(
+            f"ALTER TABLE campaigns_delivery ENABLE ALWAYS TRIGGER {name}", params=None
+        )
     schema_editor.execute("DELETE FROM campaigns_deliverycount", params=None)
     schema_editor.execute(_FILL, params=None)
 
 
 def uninstall(schema_editor) -> None:
-    """Drop the triggers (and on PostgreSQL their functions); the counts stay as they are."""
-    vendor = schema_editor.connection.vendor
-    if vendor == "postgresql":
-        for name, *_ in _POSTGRES_TRIGGERS:
-            schema_editor.execute(
-                f"DROP TRIGGER IF EXISTS {name} ON campaigns_delivery", params=None
-            )
-            schema_editor.execute(f"DROP FUNCTION IF EXISTS {name}()", params=None)
-    elif vendor == "sqlite":
-        for name, *_ in _SQLITE_TRIGGERS:
-            schema_editor.execute(f"DROP TRIGGER IF EXISTS {name}", params=None)
+    """Drop the triggers and their functions; the counts stay as they are."""
+    for name, *_ in _POSTGRES_TRIGGERS:
+        schema_editor.execute(f"DROP TRIGGER IF EXISTS {name} ON campaigns_delivery", params=None)
+        schema_editor.execute(f"DROP FUNCTION IF EXISTS {name}()", params=None)

@@ -1,7 +1,8 @@
 """Link inventory of an email template: every link, where the browser puts it, what it is.
 
-Pipeline step 1 (PRODUCT.md). ``decode_template`` turns uploaded bytes into text or
-a marketer-readable ``TemplateInputError``; ``inventory_links`` lists the links;
+The first step of the pipeline (README, "Templates and the link inventory").
+``decode_template`` turns uploaded bytes into text or a marketer-readable
+``TemplateInputError``; ``inventory_links`` lists the links;
 ``template_warnings`` (htmlwarnings.py) says what the browser will rearrange.
 
 Positions. The template is parsed with the HTML5 algorithm (html5tree.py), so every

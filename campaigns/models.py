@@ -22,7 +22,7 @@ class Workspace(models.Model):
     slug = models.SlugField(max_length=60, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    # Metric and classifier settings (PRODUCT.md "Metric definitions" and step 4).
+    # Metric and classifier settings (docs/metrics.md; README "Sending and tracking").
     unique_window_hours = models.PositiveIntegerField(
         default=0,
         validators=[MaxValueValidator(24 * 365)],
@@ -215,7 +215,7 @@ class ImmutableError(Exception):
 
 class TemplateVersion(models.Model):
     """One saved state of a template. Never changes once saved: deliveries pin it, so old
-    sends keep the link positions they were sent with (PRODUCT.md "Beyond")."""
+    sends keep the link positions they were sent with."""
 
     template = models.ForeignKey(Template, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()

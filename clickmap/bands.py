@@ -1,4 +1,4 @@
-"""Colour bands of the click map (PRODUCT.md): red (highest), orange, yellow, green,
+"""Colour bands of the click map (docs/metrics.md): red (highest), orange, yellow, green,
 blue (lowest non-zero), gray (no clicks). Every link also shows its number and the
 legend states each band's threshold, so the map never depends on colour alone."""
 

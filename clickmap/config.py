@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 
 def persistent_secret_key(directory: Path) -> str:
@@ -32,17 +33,33 @@ def persistent_secret_key(directory: Path) -> str:
 
 
 def database_config(url: str) -> dict:
-    """Django DATABASES['default'] for a DATABASE_URL (sqlite:///…, postgres://…)."""
+    """Django DATABASES['default'] for a DATABASE_URL (postgres://…): PostgreSQL only."""
     config = environ.Env.db_url_config(url)
-    if config["ENGINE"] == "django.db.backends.postgresql":
-        # Persistent connections: the web process serves many short requests.
-        config.setdefault("CONN_MAX_AGE", 60)
-        config["CONN_HEALTH_CHECKS"] = True
-    elif config["ENGINE"] == "django.db.backends.sqlite3":
-        # Embedded default: WAL lets the inline task runner and the web share the file.
-        config.setdefault("OPTIONS", {}).update(
-            {"init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"}
+    if config["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must be a PostgreSQL URL (postgres://…), not {url.split(':')[0]}:…;"
+            " unset it for the embedded PostgreSQL under var/."
         )
+    return _persistent(config)
+
+
+def embedded_database_config(data_dir: Path) -> dict:
+    """Django DATABASES['default'] with DATABASE_URL unset: database "clickmap" on the
+    embedded PostgreSQL server whose data is in `data_dir` (clickmap/embedded_db)."""
+    return _persistent(
+        {
+            "ENGINE": "clickmap.embedded_db",
+            "NAME": "clickmap",
+            "USER": "postgres",
+            "DATA_DIR": str(data_dir),
+        }
+    )
+
+
+def _persistent(config: dict) -> dict:
+    # Persistent connections: the web process serves many short requests.
+    config.setdefault("CONN_MAX_AGE", 60)
+    config["CONN_HEALTH_CHECKS"] = True
     return config
 
 

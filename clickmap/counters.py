@@ -19,27 +19,19 @@ TYPES = {
 def add_counters(table: str, key: tuple, counters: tuple, rows: list) -> None:
     """Add (*key, *counters) rows to the table's counters, creating missing rows, in key
     order (the workspace, first in `key`, is not part of the unique key); rows of zeros
-    are left out. One statement on PostgreSQL."""
+    are left out. One statement."""
     rows = sorted(r for r in rows if any(r[len(key) :]))
     if not rows:
         return
     columns = (*key, *counters)
     unique = ", ".join(key[1:])
     add = ", ".join(f"{c} = x.{c} + excluded.{c}" for c in counters)
+    arrays = ", ".join(f"%s::{TYPES.get(c, 'bigint')}[]" for c in columns)
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            arrays = ", ".join(f"%s::{TYPES.get(c, 'bigint')}[]" for c in columns)
-            cursor.execute(
-                f"""INSERT INTO {table} AS x ({", ".join(columns)})
-                    SELECT * FROM unnest({arrays}) AS t({", ".join(columns)})
-                    ORDER BY {unique}
-                    ON CONFLICT ({unique}) DO UPDATE SET {add}""",
-                [list(column) for column in zip(*rows, strict=True)],
-            )
-        else:
-            cursor.executemany(
-                f"""INSERT INTO {table} AS x ({", ".join(columns)})
-                    VALUES ({", ".join(["%s"] * len(columns))})
-                    ON CONFLICT ({unique}) DO UPDATE SET {add}""",
-                rows,
-            )
+        cursor.execute(
+            f"""INSERT INTO {table} AS x ({", ".join(columns)})
+                SELECT * FROM unnest({arrays}) AS t({", ".join(columns)})
+                ORDER BY {unique}
+                ON CONFLICT ({unique}) DO UPDATE SET {add}""",
+            [list(column) for column in zip(*rows, strict=True)],
+        )

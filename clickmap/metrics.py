@@ -1,30 +1,33 @@
-"""The one query module: every metric of PRODUCT.md for a scope.
+"""The one query module: every figure of docs/metrics.md for a scope.
 
 The dashboard, the exports and the tests all ask here. `link_metrics(scope)` gives the
-per-link numbers, `email_totals(scope)` the email's. All-time questions are answered
-from LinkRollup / EmailRollup (a few rows per variant); a period or a device from the
-per-day rows and spans (LinkDayRollup, LinkSpanRollup, EmailSpanRollup: a few hundred
-rows per link, exact distinct counts over any range of days, see clickmap/models.py);
-a segment of one email from the segment's own rollups, the same tables for its members
-(clickmap/segment_rollups.py); one customer, several emails of a scenario at once (where
-a customer counts once), or a segment not yet evaluated by the aggregator, by distinct
-counts over the per-pair and per-recipient rows (PairRollup, RecipientRollup, or their
-per-day rows for a period or device), which is exact as well. Days are UTC days.
+per-link numbers, `email_totals(scope)` the email's. Which rollup tables answer a scope
+is one choice, `route(scope)` (docs/aggregation.md, "Reading"): all time from LinkRollup
+/ EmailRollup (a few rows per variant); a period or a device from the per-day rows and
+spans (LinkDayRollup, LinkSpanRollup, EmailSpanRollup: a few hundred rows per link, exact
+distinct counts over any range of days); a segment of one email from the segment's own
+twins of those tables (clickmap/segment_rollups.py); one customer, a segment not yet
+evaluated by the aggregator, or distinct customers across several emails of a scenario
+(where a customer counts once) from distinct counts over the per-customer rows
+(PairRollup, RecipientRollup, or their per-day rows), which is exact as well. Days are
+UTC days.
 
-Definitions (PRODUCT.md "Metric definitions"), with X = all events or reliable only:
+The definitions (docs/metrics.md), with X = all events or reliable only:
 - total: click events on the link; unique: distinct customers who clicked it, or in
   window mode (workspace unique_window_hours > 0) the counted clicks;
 - rate: unique / distinct delivered customers of the scope × 100 (the period does not
   change who was delivered to);
 - share: total / total of all links; unique share: unique / sum of uniques;
 - clickers: distinct customers with a click on any link; CTR = clickers / delivered ×
-  100; CTOR = clickers / unique openers × 100; machine openers are those whose every
-  open was a machine's (Apple Mail Privacy Protection, proxies, scanners).
+  100; unique opens: distinct customers with an open or a click (a click implies an
+  open; reliable-only: a reliable open or a reliable click), so CTOR = clickers / unique
+  opens × 100 never exceeds 100; machine openers are openers without a reliable one.
 """
 
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
+from enum import Enum
 from functools import cached_property
 from urllib.parse import urlsplit
 
@@ -277,11 +280,6 @@ def _segment_kept(scope: Scope) -> bool:
     )
 
 
-def _by_segment(scope: Scope) -> bool:
-    """A segment of one email, all time, any device: answered from the segment rollups."""
-    return _segment_kept(scope) and not _has_days(scope)
-
-
 # A per-variant rollup table's twin with the same rows for a segment's members.
 SEGMENT_TWINS = {
     LinkRollup: SegmentLinkRollup,
@@ -302,22 +300,45 @@ def _rollup(model, scope: Scope) -> QuerySet:
     return model.objects.filter(variant_id__in=scope.variant_ids)
 
 
-def _link_sums(rows: QuerySet, scope: Scope) -> dict[int, tuple[int, int]]:
-    """link id -> (total, unique) from per-variant link rows (LinkRollup's columns)."""
-    x = _suffix(scope)
-    rows = rows.values("link_id").annotate(
-        total=Sum(f"total_{x}"),
-        unique=Sum(f"window_{x}" if scope.window_mode else f"unique_{x}"),
-    )
-    return {r["link_id"]: (r["total"], r["unique"]) for r in rows}
+class Source(Enum):
+    """A kind of rollup a number is read from (docs/aggregation.md, "Reading")."""
+
+    TOTALS = "totals"  # all time, per variant: LinkRollup, EmailRollup
+    DAYS = "days"  # per day and device: LinkDayRollup, and the spans (LinkSpanRollup, …)
+    CUSTOMERS = "customers"  # per customer: PairRollup, RecipientRollup (or their day rows)
 
 
-def _by_spans(scope: Scope) -> bool:
-    """A period or device of one email, or of a segment of it: answered from the day rows
-    and spans."""
-    if scope.segment is not None:
-        return _segment_kept(scope)
-    return not scope.customer_id and scope.single_node
+@dataclass(frozen=True)
+class Route:
+    """Where a scope's numbers come from: `sums` for those that add up across emails and
+    days (total clicks, window-mode counted clicks), `distinct` for counts of distinct
+    customers (unique clicks in "ever" mode, clickers, openers); from a segment's own
+    rollups (clickmap/segment_rollups.py) when `segment`."""
+
+    sums: Source
+    distinct: Source
+    segment: bool = False
+
+
+def route(scope: Scope) -> Route:
+    """The one choice of tables for a scope, which link_counts and email_totals share.
+
+    - One customer, or a segment whose rollups do not stand for it (a new or edited rule
+      not yet evaluated, or several emails of a scenario): CUSTOMERS, distinct counts
+      over the per-customer rows of those customers.
+    - Otherwise TOTALS for all time and DAYS for a period or a device (spans make a
+      period's distinct counts a sum), the segment's twins for a segment;
+    - except the distinct counts of several emails (a scenario): CUSTOMERS, since a
+      customer who clicked two emails counts once, which per-email rows cannot tell.
+
+    Every route gives the same numbers (the brute force in tests/test_rollups.py checks
+    each); they differ in how many rows they read.
+    """
+    if scope.customer_id or (scope.segment is not None and not _segment_kept(scope)):
+        return Route(Source.CUSTOMERS, Source.CUSTOMERS)
+    rollups = Source.DAYS if _has_days(scope) else Source.TOTALS
+    distinct = rollups if scope.single_node else Source.CUSTOMERS
+    return Route(rollups, distinct, segment=scope.segment is not None)
 
 
 def _link_days(scope: Scope) -> QuerySet:
@@ -336,53 +357,45 @@ def _spans(model, scope: Scope, *, any_reliability: bool = False) -> QuerySet:
     return qs.filter(day__lte=scope.date_to) if scope.date_to else qs
 
 
-def link_counts(scope: Scope) -> dict[int, tuple[int, int]]:
-    """link id -> (total, unique) for the scope."""
+def _link_figures(source: Source, scope: Scope, *, distinct: bool) -> dict[int, tuple]:
+    """link id -> (total, counted clicks in window mode, distinct clickers or None) from
+    one kind of rollup (`distinct`: the distinct clickers are asked too)."""
     x = _suffix(scope)
-    if _by_segment(scope) or not scope.ad_hoc:
-        counts = _link_sums(_rollup(LinkRollup, scope), scope)
-        if not scope.window_mode and not scope.single_node:  # (no segment: see _by_segment)
-            # One customer can click the same link in two emails of a scenario.
-            distinct = (
-                PairRollup.objects.filter(variant_id__in=scope.variant_ids, **{f"total_{x}__gt": 0})
-                .values("link_id")
-                .annotate(unique=Count("customer_id", distinct=True))
-            )
-            for r in distinct:
-                counts[r["link_id"]] = (counts[r["link_id"]][0], r["unique"])
-        return counts
-    if scope.window_mode and (_segment_kept(scope) or not (scope.segment or scope.customer_id)):
-        rows = (
-            _link_days(scope)
-            .values("link_id")
-            .annotate(total=Sum(f"total_{x}"), unique=Sum(f"window_{x}"))
+    sums = {"total": Sum(f"total_{x}"), "window": Sum(f"window_{x}")}
+    if source is Source.TOTALS:
+        rows = _rollup(LinkRollup, scope).values("link_id")
+        rows = rows.annotate(**sums, unique=Sum(f"unique_{x}"))
+    elif source is Source.CUSTOMERS:
+        per_customer = (
+            pair_days(scope)
+            if _has_days(scope)
+            else _of_customers(PairRollup.objects.filter(variant_id__in=scope.variant_ids), scope)
         )
-        return {r["link_id"]: (r["total"] or 0, r["unique"] or 0) for r in rows}
-    if not _has_days(scope):  # a segment or a customer
-        pairs = _of_customers(PairRollup.objects.filter(variant_id__in=scope.variant_ids), scope)
-        unique = (
-            Sum(f"window_{x}")
-            if scope.window_mode
-            else _distinct_customers(scope, Q(**{f"total_{x}__gt": 0}))
-        )
-        rows = pairs.values("link_id").annotate(total=Sum(f"total_{x}"), unique=unique)
-        return {r["link_id"]: (r["total"] or 0, r["unique"] or 0) for r in rows}
-    if _by_spans(scope):
-        totals = _link_days(scope).values("link_id").annotate(n=Sum(f"total_{x}"))
-        uniques = _spans(LinkSpanRollup, scope).values("link_id").annotate(n=Sum("n"))
-        counts = {r["link_id"]: (r["n"] or 0, 0) for r in totals}
-        for r in uniques:
-            counts[r["link_id"]] = (counts.get(r["link_id"], (0, 0))[0], r["n"] or 0)
-        return counts
-    rows = pair_days(scope).values("link_id")
-    if scope.window_mode:
-        rows = rows.annotate(total=Sum(f"total_{x}"), unique=Sum(f"window_{x}"))
+        unique = Count("customer_id", distinct=True, filter=Q(**{f"total_{x}__gt": 0}))
+        rows = per_customer.values("link_id").annotate(**sums, unique=unique)
     else:
-        rows = rows.annotate(
-            total=Sum(f"total_{x}"),
-            unique=Count("customer_id", distinct=True, filter=Q(**{f"total_{x}__gt": 0})),
-        )
-    return {r["link_id"]: (r["total"] or 0, r["unique"] or 0) for r in rows}
+        rows = _link_days(scope).values("link_id").annotate(**sums)
+        found = {r["link_id"]: (r["total"] or 0, r["window"] or 0, None) for r in rows}
+        if distinct:
+            for r in _spans(LinkSpanRollup, scope).values("link_id").annotate(n=Sum("n")):
+                total, window, _ = found.get(r["link_id"], (0, 0, None))
+                found[r["link_id"]] = (total, window, r["n"] or 0)
+        return found
+    return {r["link_id"]: (r["total"] or 0, r["window"] or 0, r["unique"] or 0) for r in rows}
+
+
+def link_counts(scope: Scope) -> dict[int, tuple[int, int]]:
+    """link id -> (total, unique) for the scope, from `route(scope)`'s tables. Unique is
+    the counted clicks in window mode (a sum), else distinct clickers."""
+    way = route(scope)
+    if scope.window_mode:
+        found = _link_figures(way.sums, scope, distinct=False)
+        return {link: (total, window) for link, (total, window, _) in found.items()}
+    found = _link_figures(way.sums, scope, distinct=way.distinct is way.sums)
+    if way.distinct is not way.sums:
+        for link, (_, _, unique) in _link_figures(way.distinct, scope, distinct=True).items():
+            found[link] = (found.get(link, (0, 0, 0))[0], 0, unique)
+    return {link: (total, unique or 0) for link, (total, _, unique) in found.items()}
 
 
 def link_metrics(scope: Scope, *, counts=None, delivered=None) -> list[LinkMetrics]:
@@ -473,12 +486,15 @@ def email_totals(scope: Scope, *, counts=None, delivered=None) -> EmailTotals:
     )
     counts = link_counts(scope) if counts is None else counts
     totals.total_clicks = sum(total for total, _ in counts.values())
-    if _by_segment(scope) or (not scope.ad_hoc and scope.single_node):
+    # Openers count a clicker without a recorded open (a click implies an open): the
+    # aggregator's recipient flags and open spans already do (docs/metrics.md).
+    source = route(scope).distinct
+    if source is Source.TOTALS:
         sums = _rollup(EmailRollup, scope).aggregate(
             clickers=Sum(f"clickers_{x}"), openers=Sum("openers_all"), human=Sum("openers_rel")
         )
         clickers, openers, human = (sums[k] or 0 for k in ("clickers", "openers", "human"))
-    elif _by_spans(scope):
+    elif source is Source.DAYS:
         sums = {
             (r["kind"], r["reliable"]): r["n"]
             for r in _spans(EmailSpanRollup, scope, any_reliability=True)
@@ -518,10 +534,7 @@ def _pct(part: int, whole: int) -> float:
 def clicks_per_day(scope: Scope) -> list[tuple[date, int]]:
     """Clicks per UTC day in the scope, oldest first."""
     x = _suffix(scope)
-    if scope.customer_id or (scope.segment and not _segment_kept(scope)):
-        days = pair_days(scope)
-    else:
-        days = _link_days(scope)
+    days = pair_days(scope) if route(scope).sums is Source.CUSTOMERS else _link_days(scope)
     rows = days.values("day").annotate(n=Sum(f"total_{x}")).order_by("day")
     return [(r["day"], r["n"] or 0) for r in rows]
 

@@ -1,7 +1,7 @@
 """Rollups of click and open events, kept exact and incrementally by clickmap.rollups.
 
 The unit of work is a *pair*: one customer and one link within one variant of an email
-node. Every metric of PRODUCT.md is a sum or a count over pairs, so the aggregator
+node. Every figure of docs/metrics.md is a sum or a count over pairs, so the aggregator
 recomputes each touched pair from its raw events and applies the difference:
 exact, idempotent, and unaffected by late or reclassified events.
 

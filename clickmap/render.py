@@ -1,7 +1,7 @@
 """Preview rendering: an email as Chromium lays it out, and where each link sits in it.
 
-Pipeline step 6 (PRODUCT.md). ``render_preview`` loads tenant HTML into Debian's
-Chromium (driven by Playwright) for a desktop or mobile viewport, takes a full-page
+The click map's picture (README, "The click map"). ``render_preview`` loads tenant HTML
+into Debian's Chromium (driven by Playwright) for a desktop or mobile viewport, takes a full-page
 screenshot and measures link boxes in the same page, so the overlay and the picture
 always agree.
 

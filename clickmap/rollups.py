@@ -14,24 +14,22 @@ differences to the per-link and per-email counters, delete the change rows. So:
   the work instead of queueing on each other's pair locks;
 - incremental: the cost follows the changed pairs, not the history.
 
-On PostgreSQL a batch is a handful of set-based statements (the pairs' clicks are read
-through the index clickmap_click_pair_idx, in window order, and the counted-click flags
-come from window functions), and `recompute` rebuilds every table with INSERT … SELECT.
-Elsewhere (SQLite, the embedded default) the same steps run in Python.
+A batch is a handful of set-based statements (the pairs' clicks are read through the
+index clickmap_click_pair_idx, in window order, and the counted-click flags come from
+window functions), and `recompute` rebuilds every table with INSERT … SELECT.
+docs/aggregation.md follows one event through them to the dashboard's numbers.
 """
 
 import threading
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, connections, transaction
-from django.db.models import F
 from django_scopes import scopes_disabled
 
-from campaigns.models import Delivery, Workspace
+from campaigns.models import Delivery
 from clickmap import segment_rollups, spans
 from clickmap.counters import add_counters
 from clickmap.models import (
@@ -55,7 +53,6 @@ from tracking.models import ClickEvent, EventChange, OpenEvent
 # ingested files once, and its statements cost less per row (at 100k new clicks, 50k
 # rows a batch took 31 s where 10k took 46 s); its locks are held a few seconds.
 BATCH_SIZE = 50_000
-PYTHON_BATCH_SIZE = 2000  # SQLite: keeps IN lists under its bound-parameter limit
 BATCH_WORK_MEM = "64MB"
 RECOMPUTE_WORK_MEM = "256MB"
 RECOMPUTE_MAINTENANCE_WORK_MEM = "1GB"
@@ -90,7 +87,7 @@ def aggregate(
 ) -> AggregateReport:
     """Apply the change log until it is empty (or `max_batches` were applied).
 
-    shard: (number, of), PostgreSQL only: just the change rows of the customers in that
+    shard: (number, of): just the change rows of the customers in that
     shard (see `aggregate_free_shards`, which applies the segments' membership log).
     """
     report = AggregateReport()
@@ -122,7 +119,7 @@ def aggregate_free_shards(batch_size: int = BATCH_SIZE) -> AggregateReport:
     of lock) and under no shard: a big segment's build, many transactions long
     (clickmap/segment_rollups.py), holds up no shard, whose events other runs go on
     applying between its transactions.
-    Elsewhere (SQLite, or inside a transaction) it is `aggregate`.
+    Inside a transaction it is `aggregate`.
     """
     if _single_run():
         return aggregate(batch_size)
@@ -141,10 +138,10 @@ def aggregate_free_shards(batch_size: int = BATCH_SIZE) -> AggregateReport:
 
 
 def aggregate_now(batch_size: int = BATCH_SIZE) -> AggregateReport:
-    """Bring the rollups up to date now (`manage.py aggregate`): on PostgreSQL,
+    """Bring the rollups up to date now (`manage.py aggregate`):
     settings.AGGREGATE_SHARDS runs of `aggregate_free_shards` at once, each in a thread
-    with its own connection, as that many Celery workers would; elsewhere (SQLite, or
-    inside a transaction) `aggregate`."""
+    with its own connection, as that many Celery workers would; inside a transaction,
+    `aggregate`."""
     runs = settings.AGGREGATE_SHARDS
     if _single_run() or runs < 2:
         return aggregate(batch_size)
@@ -173,9 +170,9 @@ def aggregate_now(batch_size: int = BATCH_SIZE) -> AggregateReport:
 
 
 def _single_run() -> bool:
-    # SQLite writes one transaction at a time; inside a caller's transaction other
-    # connections would not see its writes, and session locks would outlive it.
-    return connection.vendor != "postgresql" or connection.in_atomic_block
+    # Inside a caller's transaction other connections would not see its writes, and
+    # session locks would outlive it.
+    return connection.in_atomic_block
 
 
 @contextmanager
@@ -191,62 +188,35 @@ def _shard_taken(cursor, number: int):
 
 
 @transaction.atomic
-def apply_batch(batch_size: int, report: AggregateReport, shard: tuple | None = None) -> int:
-    """Apply up to `batch_size` change rows (of the customers in `shard`, when given) in
-    one transaction; returns how many.
+def apply_batch(
+    batch_size: int,
+    report: AggregateReport,
+    shard: tuple | None = None,
+    deliveries: list[int] | None = None,
+) -> int:
+    """Apply up to `batch_size` change rows (of the customers in `shard`, or of the
+    `deliveries`, when given) in one transaction; returns how many.
 
     Every pair and recipient the rows name is recomputed from its raw events under a row
     lock and the difference to its stored contribution is added to the link and email
     counters, so the result is exact and applying a row again changes nothing.
     """
-    if connection.vendor == "postgresql":
-        return _apply_batch_sql(batch_size, report, shard)
-    return _apply_batch_python(min(batch_size, PYTHON_BATCH_SIZE), report)
-
-
-def pair_contribution(events, window_hours: int):
-    """A pair's counters from its click events, in time order: (totals, by (day, device)).
-
-    events: (at, reliable, device) sorted by time. A click is *counted* in window mode
-    when no counted click of the pair lies within `window_hours` before it (0: only the
-    first click counts); reliable-only counts chain over reliable clicks alone.
-    """
-    window = timedelta(hours=window_hours) if window_hours else None
-    totals = dict.fromkeys(COUNTERS, 0)
-    by_day = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
-    last_all = last_rel = None
-    for at, reliable, device in events:
-        cell = by_day[(at.date(), device)]
-        counted_all = last_all is None or (window is not None and at >= last_all + window)
-        if counted_all:
-            last_all = at
-        counted_rel = False
-        if reliable:
-            counted_rel = last_rel is None or (window is not None and at >= last_rel + window)
-            if counted_rel:
-                last_rel = at
-        for name, add in (
-            ("total_all", 1),
-            ("total_rel", reliable),
-            ("window_all", counted_all),
-            ("window_rel", counted_rel),
-        ):
-            totals[name] += add
-            cell[name] += add
-    return totals, by_day
+    return _apply_batch_sql(batch_size, report, shard, deliveries)
 
 
 @transaction.atomic
 def take_out(**deliveries) -> AggregateReport:
     """Delete the click and open events of the deliveries (a filter: customer_id__in=…
-    or pk__in=…) and bring the rollups up to date, so their pairs and recipients are
-    recomputed with nothing left and every counter, day row, span and segment rollup
-    loses what they added; then delete the deliveries. Run before customers or
-    deliveries are deleted (clickmap/apps.py): the deliveries still name the pairs to
+    or pk__in=…) and apply the change log's rows of those deliveries alone, so their
+    pairs and recipients are recomputed with nothing left and every counter, day row,
+    span and segment rollup loses what they added; then delete the deliveries. Other
+    customers' pending changes stay in the log for the aggregator. Run before customers
+    or deliveries are deleted (clickmap/apps.py): the deliveries still name the pairs to
     recompute, and deleting them first would leave the counters counting events that no
     longer exist."""
     with scopes_disabled():
         chosen = Delivery.objects.filter(**deliveries)
+        ids = list(chosen.values_list("pk", flat=True))
         clicks = ClickEvent.objects.filter(delivery__in=chosen.values("pk"))
         opens = OpenEvent.objects.filter(delivery__in=chosen.values("pk"))
         changes = [
@@ -259,7 +229,9 @@ def take_out(**deliveries) -> AggregateReport:
         clicks.delete()
         opens.delete()
         EventChange.objects.bulk_create(changes, batch_size=1000)
-        report = aggregate() if changes else AggregateReport()
+        report = AggregateReport()
+        while apply_batch(BATCH_SIZE, report, deliveries=ids):
+            report.batches += 1
         # The deliveries now, while their customers' segment memberships are still there
         # to take them out of each segment's sent and delivered counts (database triggers).
         chosen._taken_out = True  # nothing left to take out (clickmap/apps.py)
@@ -271,20 +243,14 @@ def take_out(**deliveries) -> AggregateReport:
 def recompute() -> AggregateReport:
     """Rebuild every rollup from the raw events (for a changed window setting, or a check).
 
-    Pending change rows are consumed: the rebuild covers their events. On PostgreSQL the
-    rebuild holds the change log exclusively (aggregators and ingestion wait for it; the
+    Pending change rows are consumed: the rebuild covers their events. The rebuild holds the change log exclusively (aggregators and ingestion wait for it; the
     click redirect does not) and the rollup tables too, so dashboards wait as well; from
     BULK_REBUILD_CLICKS clicks it also holds writes to the tables the rollups reference
     (customers, variants, links, workspaces) while their foreign keys are re-checked.
     Returns what the rebuild stands for: one batch of every pair and recipient.
     """
     with scopes_disabled():
-        if connection.vendor == "postgresql":
-            return _recompute_sql()
-        return _recompute_python()
-
-
-# --- PostgreSQL: set-based ---------------------------------------------------------------
+        return _recompute_sql()
 
 
 def _cells_sql(events: str, window_mode: bool, key: tuple = ("delivery_id", "link_id")) -> str:
@@ -292,9 +258,11 @@ def _cells_sql(events: str, window_mode: bool, key: tuple = ("delivery_id", "lin
     counted per UTC day and device.
 
     `events` is a SELECT of clicks with the `key` columns (naming the pair), at, id,
-    reliable, device and hours (the workspace's window). A click is counted as in
-    `pair_contribution`: in "ever" mode the pair's first click (and first reliable
-    click); in window mode when the running clickmap_window_last changes at its row.
+    reliable, device and hours (the workspace's window). A click is *counted*
+    (docs/metrics.md, unique clicks) in "ever" mode when it is the pair's first click
+    (reliable-only: its first reliable click); in window mode when no counted click of
+    the pair lies within `hours` before it (reliable-only counts chain over reliable
+    clicks alone): exactly when the running clickmap_window_last changes at its row.
     """
     keys = _listed(key, "e.")
     day = "(e.at AT TIME ZONE 'UTC')::date"
@@ -362,7 +330,9 @@ SHARD_OF_CHANGE = """
     WHERE (hashint8(d.customer_id) & 2147483647) %% %s = %s AND"""
 
 
-def _apply_batch_sql(batch_size: int, report: AggregateReport, shard: tuple | None) -> int:
+def _apply_batch_sql(
+    batch_size: int, report: AggregateReport, shard: tuple | None, deliveries: list | None
+) -> int:
     # The batch's sets are CTEs whose sizes the planner cannot know: lookups into the
     # tables are written as LATERAL index walks, and joins between the sets are hashed
     # (no nested loops over CTE scans). Plans are cheap to run, too cheap to compile
@@ -374,7 +344,12 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport, shard: tuple | No
         _commit_without_waiting(cursor)
         segment_rollups.lock_for_batch(cursor)
         # Claim and delete the rows in one statement; the deletion commits with the batch.
-        in_shard = SHARD_OF_CHANGE if shard else "WHERE"
+        if deliveries is not None:
+            in_shard, chosen = "WHERE c.delivery_id = ANY(%s::bigint[]) AND", (deliveries,)
+        elif shard:
+            in_shard, chosen = SHARD_OF_CHANGE, tuple(reversed(shard))
+        else:
+            in_shard, chosen = "WHERE", ()
         changes = _fetch(
             cursor,
             f"""
@@ -390,7 +365,7 @@ def _apply_batch_sql(batch_size: int, report: AggregateReport, shard: tuple | No
                 SELECT d.workspace_id, d.variant_id, d.customer_id FROM campaigns_delivery d
                 WHERE d.id = c.delivery_id OFFSET 0) d ON true
             LEFT JOIN campaigns_workspace w ON w.id = d.workspace_id""",
-            [*(tuple(reversed(shard)) if shard else ()), report.applied_up_to, batch_size],
+            [*chosen, report.applied_up_to, batch_size],
         )
         if not changes:
             return 0
@@ -655,9 +630,8 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> tuple[list, list]:
     (workspace, variant, *EMAIL_COUNTERS) rows, and the same per segment of the
     recipients as (workspace, segment, variant, *EMAIL_COUNTERS) rows.
 
-    Clicked flags follow the pairs and opened flags the open events, and each changes
-    only with a change row of its kind: a recipient named by click rows alone keeps its
-    opened flags (and the other way round). A clicked flag that one of the batch's own
+    Clicked flags follow the pairs, and change only with a click change row; opened flags
+    follow the open events and the clicked flags (a click implies an open: docs/metrics.md). A clicked flag that one of the batch's own
     pairs (locked, just recomputed) proves true needs no look at the other pairs.
     """
     if not recipients:
@@ -690,26 +664,39 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> tuple[list, list]:
                 WHERE x.variant_id = t.variant_id AND x.customer_id = t.customer_id
                 OFFSET 0) x),
         {spans.MEMBERS_SQL.format(source="r")},
-        n AS MATERIALIZED (
-            SELECT r.id, r.workspace_id, r.variant_id, r.customer_id,
-                   {", ".join(f"r.{f} AS o_{f}" for f in flags)},
+        k AS MATERIALIZED (
+            SELECT r.*,
                    CASE WHEN NOT r.clicks THEN r.clicked_all
-                        ELSE r.proof_all OR c.clicked_all END AS clicked_all,
+                        ELSE r.proof_all OR c.clicked_all END AS new_clicked_all,
                    CASE WHEN NOT r.clicks THEN r.clicked_rel
-                        ELSE r.proof_rel OR c.clicked_rel END AS clicked_rel,
-                   CASE WHEN r.opens THEN o.opened_all ELSE r.opened_all END AS opened_all,
-                   CASE WHEN r.opens THEN o.opened_rel ELSE r.opened_rel END AS opened_rel
+                        ELSE r.proof_rel OR c.clicked_rel END AS new_clicked_rel
             FROM r
             CROSS JOIN LATERAL (
                 SELECT coalesce(bool_or(p.total_all > 0), false) AS clicked_all,
                        coalesce(bool_or(p.total_rel > 0), false) AS clicked_rel
                 FROM clickmap_pairrollup p
                 WHERE r.clicks AND NOT (r.proof_all AND r.proof_rel)
-                AND p.customer_id = r.customer_id AND p.variant_id = r.variant_id) c
+                AND p.customer_id = r.customer_id AND p.variant_id = r.variant_id) c),
+        -- A click implies an open (docs/metrics.md): opened = an open event or a click
+        -- (reliable-only: a reliable open or a reliable click). A stored opened flag is
+        -- the open events' alone where the stored clicked flag is off; the open events
+        -- are read only where it is on and turns off, or the batch has opens.
+        n AS MATERIALIZED (
+            SELECT k.id, k.workspace_id, k.variant_id, k.customer_id,
+                   {", ".join(f"k.{f} AS o_{f}" for f in flags)},
+                   k.new_clicked_all AS clicked_all, k.new_clicked_rel AS clicked_rel,
+                   k.new_clicked_all OR CASE WHEN w.read THEN o.opened_all
+                                             ELSE k.opened_all END AS opened_all,
+                   k.new_clicked_rel OR CASE WHEN w.read THEN o.opened_rel
+                                             ELSE k.opened_rel END AS opened_rel
+            FROM k
+            CROSS JOIN LATERAL (
+                SELECT k.opens OR (k.clicked_all AND NOT k.new_clicked_all)
+                       OR (k.clicked_rel AND NOT k.new_clicked_rel) AS read) w
             CROSS JOIN LATERAL (
                 SELECT count(*) > 0 AS opened_all,
                        coalesce(bool_or(o.reliable), false) AS opened_rel
-                FROM tracking_openevent o WHERE r.opens AND o.delivery_id = r.delivery_id) o),
+                FROM tracking_openevent o WHERE w.read AND o.delivery_id = k.delivery_id) o),
         recipient_update AS (
             UPDATE clickmap_recipientrollup x SET {", ".join(f"{f} = n.{f}" for f in flags)}
             FROM n WHERE x.id = n.id
@@ -753,7 +740,7 @@ BULK_REBUILD_CLICKS = 200_000
 
 
 def _recompute_sql(bulk: bool | None = None) -> AggregateReport:
-    """The PostgreSQL rebuild: cells from every click in one pass over the pair index,
+    """The rebuild: cells from every click in one pass over the pair index,
     then each table with one INSERT … SELECT (`bulk`: with its indexes and foreign keys
     rebuilt after the load; None decides by the number of clicks)."""
     with (
@@ -923,7 +910,9 @@ def _insert_rollups_sql(cursor) -> None:
             clicked_all, clicked_rel, opened_all, opened_rel)
         SELECT d.workspace_id, d.variant_id, d.customer_id,
                coalesce(c.clicked_all, false), coalesce(c.clicked_rel, false),
-               o.delivery_id IS NOT NULL, coalesce(o.opened_rel, false)
+               -- a click implies an open (docs/metrics.md)
+               o.delivery_id IS NOT NULL OR coalesce(c.clicked_all, false),
+               coalesce(o.opened_rel, false) OR coalesce(c.clicked_rel, false)
         FROM (SELECT delivery_id, bool_or(pair_total_all > 0) AS clicked_all,
                      bool_or(pair_total_rel > 0) AS clicked_rel
               FROM recompute_cell WHERE pair_total_all IS NOT NULL GROUP BY delivery_id) c
@@ -939,203 +928,3 @@ def _insert_rollups_sql(cursor) -> None:
                {", ".join(f"count(*) FILTER (WHERE {f})" for f in RECIPIENT_TO_EMAIL)}
         FROM clickmap_recipientrollup GROUP BY workspace_id, variant_id"""
     )
-
-
-# --- Elsewhere (SQLite): the same steps in Python ---------------------------------------
-
-
-def _apply_batch_python(batch_size: int, report: AggregateReport) -> int:
-    changes = list(
-        EventChange.objects.select_for_update(skip_locked=True)
-        .order_by("id")
-        .values_list("id", "kind", "delivery_id", "link_id")[:batch_size]
-    )
-    if not changes:
-        return 0
-    deliveries = {
-        pk: (workspace_id, variant_id, customer_id)
-        for pk, workspace_id, variant_id, customer_id in Delivery.objects.filter(
-            pk__in={c[2] for c in changes}
-        ).values_list("pk", "workspace_id", "variant_id", "customer_id")
-    }
-    pairs = {}  # (variant, link, customer) -> (workspace, delivery)
-    recipients = {}  # (variant, customer) -> (workspace, delivery)
-    for _, kind, delivery_id, link_id in changes:
-        if delivery_id not in deliveries:
-            continue  # the delivery was deleted with its events
-        workspace_id, variant_id, customer_id = deliveries[delivery_id]
-        recipients[(variant_id, customer_id)] = (workspace_id, delivery_id)
-        if kind == EventChange.Kind.CLICK and link_id:
-            pairs[(variant_id, link_id, customer_id)] = (workspace_id, delivery_id)
-    old_cells = _recompute_pairs(pairs)
-    _recompute_recipients(recipients)
-    spans.update(old_cells, recipients)
-    EventChange.objects.filter(pk__in=[c[0] for c in changes]).delete()
-    report.changes += len(changes)
-    report.pairs += len(pairs)
-    report.recipients += len(recipients)
-    return len(changes)
-
-
-def _window_hours() -> dict[int, int]:
-    return dict(Workspace.objects.values_list("pk", "unique_window_hours"))
-
-
-def _recompute_pairs(pairs: dict) -> dict:
-    """Recompute the pairs; returns their day cells as they were (spans.pair_days)."""
-    if not pairs:
-        return {}
-    keys = sorted(pairs)
-    PairRollup.objects.bulk_create(
-        [
-            PairRollup(workspace_id=pairs[k][0], variant_id=k[0], link_id=k[1], customer_id=k[2])
-            for k in keys
-        ],
-        ignore_conflicts=True,
-        batch_size=1000,
-    )
-    rows = {
-        (r.variant_id, r.link_id, r.customer_id): r
-        for r in PairRollup.objects.select_for_update()
-        .filter(
-            variant_id__in={k[0] for k in keys},
-            link_id__in={k[1] for k in keys},
-            customer_id__in={k[2] for k in keys},
-        )
-        .order_by("variant_id", "link_id", "customer_id")
-    }
-    old_cells = spans.pair_days(keys)
-    windows = _window_hours()
-    events = defaultdict(list)
-    delivery_of = {pairs[k][1]: k[0] for k in keys}
-    for delivery_id, link_id, at, reliable, device in (
-        ClickEvent.objects.filter(delivery_id__in=delivery_of, link_id__in={k[1] for k in keys})
-        .order_by("at", "id")
-        .values_list("delivery_id", "link_id", "at", "reliable", "device")
-    ):
-        events[(delivery_id, link_id)].append((at, reliable, device))
-
-    link_deltas = defaultdict(lambda: dict.fromkeys(LINK_COUNTERS, 0))
-    day_rows = []
-    changed = []
-    for key in keys:
-        workspace_id, delivery_id = pairs[key]
-        row = rows[key]
-        totals, by_day = pair_contribution(events[(delivery_id, key[1])], windows[workspace_id])
-        delta = link_deltas[(workspace_id, key[0], key[1])]
-        for name in COUNTERS:
-            delta[name] += totals[name] - getattr(row, name)
-        delta["unique_all"] += (totals["total_all"] > 0) - (row.total_all > 0)
-        delta["unique_rel"] += (totals["total_rel"] > 0) - (row.total_rel > 0)
-        for name in COUNTERS:
-            setattr(row, name, totals[name])
-        changed.append(row)
-        day_rows += [
-            PairDayRollup(
-                pair=row,
-                workspace_id=workspace_id,
-                variant_id=key[0],
-                link_id=key[1],
-                customer_id=key[2],
-                day=day,
-                device=device,
-                **cell,
-            )
-            for (day, device), cell in by_day.items()
-        ]
-    PairRollup.objects.bulk_update(changed, COUNTERS, batch_size=1000)
-    PairDayRollup.objects.filter(pair__in=changed).delete()
-    PairDayRollup.objects.bulk_create(day_rows, batch_size=1000)
-    _add_to_link_rollups(link_deltas)
-    return old_cells
-
-
-def _add_to_link_rollups(deltas: dict) -> None:
-    keys = sorted(k for k, d in deltas.items() if any(d.values()))
-    LinkRollup.objects.bulk_create(
-        [LinkRollup(workspace_id=w, variant_id=v, link_id=link) for w, v, link in keys],
-        ignore_conflicts=True,
-    )
-    for workspace_id, variant_id, link_id in keys:
-        delta = deltas[(workspace_id, variant_id, link_id)]
-        LinkRollup.objects.filter(variant_id=variant_id, link_id=link_id).update(
-            **{name: F(name) + value for name, value in delta.items() if value}
-        )
-
-
-def _recompute_recipients(recipients: dict) -> None:
-    if not recipients:
-        return
-    keys = sorted(recipients)
-    RecipientRollup.objects.bulk_create(
-        [
-            RecipientRollup(workspace_id=recipients[k][0], variant_id=k[0], customer_id=k[1])
-            for k in keys
-        ],
-        ignore_conflicts=True,
-        batch_size=1000,
-    )
-    variants = {k[0] for k in keys}
-    customers = {k[1] for k in keys}
-    rows = {
-        (r.variant_id, r.customer_id): r
-        for r in RecipientRollup.objects.select_for_update()
-        .filter(variant_id__in=variants, customer_id__in=customers)
-        .order_by("variant_id", "customer_id")
-    }
-    clicked = defaultdict(lambda: [False, False])
-    for variant_id, customer_id, total_all, total_rel in PairRollup.objects.filter(
-        variant_id__in=variants, customer_id__in=customers
-    ).values_list("variant_id", "customer_id", "total_all", "total_rel"):
-        clicked[(variant_id, customer_id)][0] |= total_all > 0
-        clicked[(variant_id, customer_id)][1] |= total_rel > 0
-    delivery_key = {recipients[k][1]: k for k in keys}
-    opened = defaultdict(lambda: [False, False])
-    for delivery_id, reliable in OpenEvent.objects.filter(delivery_id__in=delivery_key).values_list(
-        "delivery_id", "reliable"
-    ):
-        state = opened[delivery_key[delivery_id]]
-        state[0] = True
-        state[1] |= reliable
-
-    email_deltas = defaultdict(lambda: dict.fromkeys(EMAIL_COUNTERS, 0))
-    changed = []
-    for key in keys:
-        row = rows[key]
-        new = {
-            "clicked_all": clicked[key][0],
-            "clicked_rel": clicked[key][1],
-            "opened_all": opened[key][0],
-            "opened_rel": opened[key][1],
-        }
-        delta = email_deltas[(recipients[key][0], key[0])]
-        for flag, counter in RECIPIENT_TO_EMAIL.items():
-            delta[counter] += new[flag] - getattr(row, flag)
-            setattr(row, flag, new[flag])
-        changed.append(row)
-    RecipientRollup.objects.bulk_update(changed, list(RECIPIENT_TO_EMAIL), batch_size=1000)
-    keys = sorted(k for k, d in email_deltas.items() if any(d.values()))
-    EmailRollup.objects.bulk_create(
-        [EmailRollup(workspace_id=w, variant_id=v) for w, v in keys], ignore_conflicts=True
-    )
-    for workspace_id, variant_id in keys:
-        delta = email_deltas[(workspace_id, variant_id)]
-        EmailRollup.objects.filter(variant_id=variant_id).update(
-            **{name: F(name) + value for name, value in delta.items() if value}
-        )
-
-
-def _recompute_python() -> AggregateReport:
-    for model in ROLLUP_MODELS:
-        model.objects.all().delete()
-    EventChange.objects.all().delete()
-    clicks = ClickEvent.objects.filter(link__isnull=False).values_list("delivery_id", "link_id")
-    EventChange.objects.bulk_create(
-        [EventChange(kind="c", delivery_id=d, link_id=link) for d, link in clicks.distinct()],
-        batch_size=5000,
-    )
-    opens = OpenEvent.objects.values_list("delivery_id", flat=True).distinct()
-    EventChange.objects.bulk_create(
-        [EventChange(kind="o", delivery_id=d) for d in opens], batch_size=5000
-    )
-    return aggregate()

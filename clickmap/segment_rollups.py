@@ -1,4 +1,4 @@
-"""Segment rollups: a segment's click map from a few rows, kept exact (PostgreSQL).
+"""Segment rollups: a segment's click map from a few rows, kept exact.
 
 A segment is a rule on customer attributes and/or a member list (campaigns.segments).
 Counting it live means touching every pair, recipient and delivery of its customers:
@@ -29,7 +29,6 @@ The membership log lags by one aggregator run (seconds, like every rollup). A se
 that is new or has a new rule is counted live until its rollups are rebuilt (`current`);
 a big one is rebuilt REFRESH_MEMBERS members a transaction, so the locks above are
 held seconds at a time, and batches and delivery writes go on between them.
-On SQLite, the embedded default, segments are always counted live: nothing here runs.
 """
 
 from collections import defaultdict
@@ -61,18 +60,10 @@ REFRESH_MEMBERS = 100_000
 REFRESH_LOCK_TIMEOUT = "2s"  # waiting longer on delivery writers: try again next run
 
 
-def kept() -> bool:
-    """Whether segment rollups are kept on this database."""
-    return connection.vendor == "postgresql"
-
-
 def current(segment) -> bool:
-    """Whether the segment's rollups stand for its present rule: kept, and the segment
-    is not waiting in the log to be evaluated whole (new, or its rule changed)."""
-    return (
-        kept()
-        and not MembershipChange.objects.filter(segment_id=segment.pk, customer_id=None).exists()
-    )
+    """Whether the segment's rollups stand for its present rule: the segment is not
+    waiting in the log to be evaluated whole (new, or its rule changed)."""
+    return not MembershipChange.objects.filter(segment_id=segment.pk, customer_id=None).exists()
 
 
 def lock_for_batch(cursor) -> None:
@@ -117,8 +108,6 @@ def add_batch_deltas(deltas: dict) -> None:
 def refresh() -> int:
     """Apply the membership log; returns how many entries were applied. Entries stay for
     a later run when delivery writers hold campaigns_delivery past REFRESH_LOCK_TIMEOUT."""
-    if not kept():
-        return 0
     applied = 0
     # An empty log needs no lock: the exclusive one would wait for other runs' batches.
     while MembershipChange.objects.exists():
@@ -165,8 +154,6 @@ def _refresh_batch() -> int:
 def rebuild(cursor) -> None:
     """Every segment's members and rollups from scratch (in `recompute`'s transaction,
     after the other rollups were rebuilt)."""
-    if not kept():
-        return
     lock_exclusively(cursor)
     cursor.execute("LOCK TABLE campaigns_delivery IN SHARE MODE")
     # TRUNCATE refuses tables with foreign-key checks still pending in this transaction.
@@ -339,7 +326,7 @@ def _apply(cursor, changes) -> None:
     cursor.execute("DROP TABLE segment_change")
 
 
-# --- Triggers (installed by migration clickmap 0005, PostgreSQL only) -------------------
+# --- Triggers (installed by migration clickmap 0005) ------------------------------------
 
 _DELIVERY_UPSERT = """
     WITH changed AS (
@@ -450,9 +437,7 @@ TRIGGERS = [
 
 def install(schema_editor) -> None:
     """Create the triggers (ENABLE ALWAYS: bulk loads under session_replication_role =
-    replica fire them too) and log every segment for evaluation, on PostgreSQL."""
-    if schema_editor.connection.vendor != "postgresql":
-        return
+    replica fire them too) and log every segment for evaluation."""
     uninstall(schema_editor)
     for name, table, event, transition, body in TRIGGERS:
         schema_editor.execute(
@@ -477,8 +462,6 @@ def install(schema_editor) -> None:
 
 
 def uninstall(schema_editor) -> None:
-    if schema_editor.connection.vendor != "postgresql":
-        return
     for name, table, *_ in TRIGGERS:
         schema_editor.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}", params=None)
         schema_editor.execute(f"DROP FUNCTION IF EXISTS {name}()", params=None)

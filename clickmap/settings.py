@@ -1,7 +1,8 @@
 """Clickmap settings: one module, everything read from the environment.
 
-With nothing set, Clickmap runs on the embedded default: a SQLite file under var/,
-tasks inline, local-memory cache. See README.md for the variables.
+With nothing set, Clickmap runs on the embedded default: a PostgreSQL server it starts
+itself under var/postgres (clickmap/embedded_db), tasks inline, local-memory cache. See
+README.md for the variables.
 """
 
 from datetime import timedelta
@@ -14,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from clickmap.config import (
     database_config,
     email_config,
+    embedded_database_config,
     persistent_secret_key,
     task_and_cache_config,
 )
@@ -102,10 +104,12 @@ TEMPLATES = [
     },
 ]
 
+# Unset: the embedded PostgreSQL server under var/, started by the first connection.
+DATABASE_URL = env.str("DATABASE_URL", default="")
 DATABASES = {
-    "default": database_config(
-        env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'clickmap.sqlite3'}")
-    )
+    "default": database_config(DATABASE_URL)
+    if DATABASE_URL
+    else embedded_database_config(BASE_DIR / "var" / "postgres")
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,245 +1,25 @@
-"""Day rollups and spans (see clickmap/models.py), kept with every aggregator batch.
+"""Day rollups and spans (see clickmap/models.py and docs/aggregation.md), kept with every
+aggregator batch, set-based.
 
-A batch has locked its pairs and recipients (clickmap/rollups.py). `pair_days` reads the
-pairs' day cells before they are recomputed; `update` then, with the recipients locked,
-reads the cells again and the recipients' opens, and applies the differences:
-
-- LinkDayRollup: the pairs' new cells minus their old ones, per link × day × device;
+- LinkDayRollup: the pairs' new day cells minus their old ones, per link × day × device;
 - LinkSpanRollup: the spans of the pairs' new click days minus those of the old ones;
 - RecipientDayRollup: each recipient's clicked / opened flags per day and device,
-  recomputed from all its pairs' cells and its open events (rows only change under the
-  recipient's lock, so the stored rows are the state last counted in the spans);
+  recomputed from all its pairs' cells and its open events (a click implies an open:
+  docs/metrics.md); rows only change under the recipient's lock, so the stored rows are
+  the state last counted in the spans;
 - EmailSpanRollup: the spans of the recipients' new flags minus those of the old rows.
 
-Counters are added in key order, after the batch's other rollups, so workers lock rows
-in one global order. On PostgreSQL the same is set-based: the link day and span changes
-come out of the pairs' own statement (clickmap/rollups.py, `link_spans_sql`), the
-recipients' from `recipient_days_sql`, and `add_deltas_sql` adds them; the chains are
-window functions and only differences travel. `rebuild_sql` fills the four tables from
-scratch. tests/test_rollups_sql.py holds every path to the Python code, row for row.
+The link day and span changes come out of the pairs' own statement (clickmap/rollups.py,
+`link_spans_sql`), the recipients' from `recipient_days_sql`, and `add_deltas_sql` adds
+them, in key order, after the batch's other rollups, so workers lock rows in one global
+order. The chains are window functions and only differences travel. `rebuild_sql` fills
+the four tables from scratch.
 """
 
-from collections import Counter, defaultdict
-from datetime import UTC
+from collections import Counter
 
 from clickmap.counters import add_counters
-from clickmap.models import (
-    COUNTERS,
-    DAY_ZERO,
-    RECIPIENT_FLAGS,
-    PairDayRollup,
-    RecipientDayRollup,
-)
-from tracking.models import OpenEvent
-
-CHUNK = 2000  # ids per IN list (SQLite's bound-parameter limit)
-
-
-def _chunks(values, size=CHUNK):
-    values = sorted(values)
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
-def _recipient_cells(recipients) -> dict:
-    """(variant, customer) -> [(workspace, link, day, device, *COUNTERS)] of every pair of
-    the recipients."""
-    keys = set(recipients)
-    cells = defaultdict(list)
-    for customers in _chunks({c for _, c in keys}):
-        rows = PairDayRollup.objects.filter(
-            customer_id__in=customers, variant_id__in={v for v, _ in keys}
-        ).values_list(
-            "workspace_id", "variant_id", "link_id", "customer_id", "day", "device", *COUNTERS
-        )
-        for workspace_id, variant_id, link_id, customer_id, *rest in rows:
-            if (variant_id, customer_id) in keys:
-                cells[(variant_id, customer_id)].append((workspace_id, link_id, *rest))
-    return cells
-
-
-def pair_days(pairs) -> dict:
-    """(variant, link, customer) -> [(workspace, link, day, device, *COUNTERS)]: the pairs'
-    day cells now (call it with the pairs locked, before they are recomputed)."""
-    by_recipient = _recipient_cells({(v, c) for v, _, c in pairs})
-    return {
-        (v, link, c): [cell for cell in by_recipient.get((v, c), ()) if cell[1] == link]
-        for v, link, c in pairs
-    }
-
-
-def spans(chains) -> Counter:
-    """{(key, device, reliable): days} -> Counter of (key, device, reliable, day, since)."""
-    counts = Counter()
-    for (key, device, reliable), days in chains.items():
-        since = DAY_ZERO
-        for day in sorted(days):
-            counts[(*key, device, reliable, day, since)] += 1
-            since = day
-    return counts
-
-
-def _link_state(pair_cells: dict) -> tuple[dict, Counter]:
-    """Per link × day × device sums of the pairs' cells, and their link spans."""
-    sums = defaultdict(lambda: [0] * len(COUNTERS))
-    chains = defaultdict(set)
-    for (variant_id, link_id, customer_id), cells in pair_cells.items():
-        for workspace_id, _, day, device, *counters in cells:
-            cell = sums[(workspace_id, variant_id, link_id, day, device)]
-            for i, value in enumerate(counters):
-                cell[i] += value
-            for reliable, clicked in ((False, counters[0] > 0), (True, counters[1] > 0)):
-                if clicked:
-                    for each in (device, ""):
-                        owner = (workspace_id, variant_id, link_id)
-                        chains[(owner + (customer_id,), each, reliable)].add(day)
-    link_spans = Counter()
-    for key, n in spans(chains).items():
-        link_spans[key[:3] + key[4:]] += n  # the customer owns the chain, not the span
-    return sums, link_spans
-
-
-def _recipient_state(cells: dict, opens: dict) -> dict:
-    """(workspace, variant, customer, day, device) -> [clicked_all, clicked_rel,
-    opened_all, opened_rel] from the recipients' pair cells and open events."""
-    state = defaultdict(lambda: [False, False, False, False])
-    for (variant_id, customer_id), rows in cells.items():
-        for workspace_id, _, day, device, total_all, total_rel, *_ in rows:
-            flags = state[(workspace_id, variant_id, customer_id, day, device)]
-            flags[0] |= total_all > 0
-            flags[1] |= total_rel > 0
-    for (workspace_id, variant_id, customer_id), events in opens.items():
-        for day, device, reliable in events:
-            flags = state[(workspace_id, variant_id, customer_id, day, device)]
-            flags[2] = True
-            flags[3] |= reliable
-    return state
-
-
-def _email_spans(state: dict) -> Counter:
-    chains = defaultdict(set)
-    for (workspace_id, variant_id, customer_id, day, device), flags in state.items():
-        for kind, reliable, on in (
-            ("c", False, flags[0]),
-            ("c", True, flags[1]),
-            ("o", False, flags[2]),
-            ("o", True, flags[3]),
-        ):
-            if on:
-                for each in (device, ""):
-                    chains[((workspace_id, variant_id, customer_id, kind), each, reliable)].add(day)
-    result = Counter()
-    for key, n in spans(chains).items():
-        result[key[:2] + key[3:]] += n  # drop the customer
-    return result
-
-
-def _opens(recipients: dict) -> dict:
-    """(workspace, variant, customer) -> [(day, device, reliable)] of the recipients'
-    deliveries (recipients: (variant, customer) -> (workspace, delivery))."""
-    by_delivery = {delivery: (w, *key) for key, (w, delivery) in recipients.items()}
-    opens = defaultdict(list)
-    for deliveries in _chunks(by_delivery):
-        for delivery_id, at, device, reliable in OpenEvent.objects.filter(
-            delivery_id__in=deliveries
-        ).values_list("delivery_id", "at", "device", "reliable"):
-            opens[by_delivery[delivery_id]].append((at.astimezone(UTC).date(), device, reliable))
-    return opens
-
-
-def update(old_pair_cells: dict, recipients: dict) -> None:
-    """Apply the batch's changes to the day and span rollups.
-
-    old_pair_cells: `pair_days` of the batch's pairs, read before they were recomputed;
-    recipients: (variant, customer) -> (workspace, delivery), every recipient the batch
-    touched, locked. Runs in the batch's transaction.
-    """
-    if not recipients:
-        return
-    cells = _recipient_cells(recipients)
-    new_pair_cells = {
-        (v, link, c): [cell for cell in cells.get((v, c), ()) if cell[1] == link]
-        for v, link, c in old_pair_cells
-    }
-    old_sums, old_link_spans = _link_state(old_pair_cells)
-    new_sums, new_link_spans = _link_state(new_pair_cells)
-
-    old_rows = {}
-    for customers in _chunks({c for _, c in recipients}):
-        for pk, w, v, c, day, device, *flags in RecipientDayRollup.objects.filter(
-            customer_id__in=customers, variant_id__in={v for v, _ in recipients}
-        ).values_list(
-            "pk", "workspace_id", "variant_id", "customer_id", "day", "device", *RECIPIENT_FLAGS
-        ):
-            if (v, c) in recipients:
-                old_rows[(w, v, c, day, device)] = (pk, flags)
-    new_state = _recipient_state(cells, _opens(recipients))
-    old_state = {key: flags for key, (_, flags) in old_rows.items()}
-    _save_recipient_days(old_rows, new_state)
-
-    day_deltas = defaultdict(lambda: [0] * len(COUNTERS))
-    for sign, sums in ((-1, old_sums), (1, new_sums)):
-        for key, values in sums.items():
-            for i, value in enumerate(values):
-                day_deltas[key][i] += sign * value
-    link_deltas = Counter(new_link_spans)
-    link_deltas.subtract(old_link_spans)
-    email_deltas = _email_spans(new_state)
-    email_deltas.subtract(_email_spans(old_state))
-    _add_deltas(day_deltas, link_deltas, email_deltas)
-
-
-def _add_deltas(day_deltas: dict, link_deltas: Counter, email_deltas: Counter) -> None:
-    """Add the batch's differences to the link day rows and the link and email spans."""
-    add_counters(
-        "clickmap_linkdayrollup",
-        ("workspace_id", "variant_id", "link_id", "day", "device"),
-        COUNTERS,
-        [(*key, *values) for key, values in day_deltas.items()],
-    )
-    add_counters(
-        "clickmap_linkspanrollup",
-        ("workspace_id", "variant_id", "link_id", "device", "reliable", "day", "since"),
-        ("n",),
-        [(*key, n) for key, n in link_deltas.items()],
-    )
-    add_counters(
-        "clickmap_emailspanrollup",
-        ("workspace_id", "variant_id", "kind", "device", "reliable", "day", "since"),
-        ("n",),
-        [(*key, n) for key, n in email_deltas.items()],
-    )
-
-
-def _save_recipient_days(old_rows: dict, new_state: dict) -> None:
-    gone = [pk for key, (pk, _) in old_rows.items() if key not in new_state]
-    changed, added = [], []
-    for key, flags in sorted(new_state.items()):
-        workspace_id, variant_id, customer_id, day, device = key
-        if key not in old_rows:
-            added.append(
-                RecipientDayRollup(
-                    workspace_id=workspace_id,
-                    variant_id=variant_id,
-                    customer_id=customer_id,
-                    day=day,
-                    device=device,
-                    **dict(zip(RECIPIENT_FLAGS, flags, strict=True)),
-                )
-            )
-        elif list(old_rows[key][1]) != list(flags):
-            changed.append(
-                RecipientDayRollup(
-                    pk=old_rows[key][0], **dict(zip(RECIPIENT_FLAGS, flags, strict=True))
-                )
-            )
-    for ids in _chunks(gone):
-        RecipientDayRollup.objects.filter(pk__in=ids).delete()
-    RecipientDayRollup.objects.bulk_update(changed, RECIPIENT_FLAGS, batch_size=1000)
-    RecipientDayRollup.objects.bulk_create(added, batch_size=1000)
-
-
-# --- PostgreSQL: the same, set-based -------------------------------------------------------
+from clickmap.models import COUNTERS, RECIPIENT_FLAGS
 
 LINK_CHAINS = [(None, "false", "total_all > 0"), (None, "true", "total_rel > 0")]
 EMAIL_CHAINS = [
@@ -306,10 +86,10 @@ def link_spans_sql(
 
 
 def recipient_days_sql(cursor, recipients: dict) -> tuple[Counter, Counter]:
-    """`update`'s recipient half on PostgreSQL: write the recipients' day rows; returns
-    the changes to the email spans, for everyone and per segment, for `add_deltas_sql`
-    (the link day and span changes come with the pairs' recompute, clickmap.rollups).
-    recipients: (variant, customer) -> (workspace, delivery), locked."""
+    """Write the batch's recipients' day rows (recomputed from their pairs' day cells and
+    their opens); returns the changes to the email spans, for everyone and per segment,
+    for `add_deltas_sql` (the link day and span changes come with the pairs' recompute,
+    clickmap.rollups). recipients: (variant, customer) -> (workspace, delivery), locked."""
     if not recipients:
         return Counter(), Counter()
     keys = sorted(recipients)
@@ -343,9 +123,10 @@ def recipient_days_sql(cursor, recipients: dict) -> tuple[Counter, Counter]:
             SELECT workspace_id, variant_id, customer_id, day, device,
                    bool_or(ca) AS clicked_all, bool_or(cr) AS clicked_rel,
                    bool_or(oa) AS opened_all, bool_or(orl) AS opened_rel
+            -- A click implies an open on its day and device (docs/metrics.md).
             FROM (SELECT k.workspace_id, k.variant_id, k.customer_id, x.day, x.device,
-                         x.total_all > 0 AS ca, x.total_rel > 0 AS cr, false AS oa,
-                         false AS orl
+                         x.total_all > 0 AS ca, x.total_rel > 0 AS cr,
+                         x.total_all > 0 AS oa, x.total_rel > 0 AS orl
                   FROM k CROSS JOIN LATERAL (
                       SELECT x.day, x.device, x.total_all, x.total_rel
                       FROM clickmap_pairdayrollup x
@@ -412,6 +193,28 @@ def recipient_days_sql(cursor, recipients: dict) -> tuple[Counter, Counter]:
     return email_deltas, segment_deltas
 
 
+def _add_deltas(day_deltas: dict, link_deltas: Counter, email_deltas: Counter) -> None:
+    """Add the batch's differences to the link day rows and the link and email spans."""
+    add_counters(
+        "clickmap_linkdayrollup",
+        ("workspace_id", "variant_id", "link_id", "day", "device"),
+        COUNTERS,
+        [(*key, *values) for key, values in day_deltas.items()],
+    )
+    add_counters(
+        "clickmap_linkspanrollup",
+        ("workspace_id", "variant_id", "link_id", "device", "reliable", "day", "since"),
+        ("n",),
+        [(*key, n) for key, n in link_deltas.items()],
+    )
+    add_counters(
+        "clickmap_emailspanrollup",
+        ("workspace_id", "variant_id", "kind", "device", "reliable", "day", "since"),
+        ("n",),
+        [(*key, n) for key, n in email_deltas.items()],
+    )
+
+
 def add_deltas_sql(
     day_deltas: dict, link_deltas: Counter, email_deltas: Counter, segment_deltas: Counter
 ) -> None:
@@ -426,7 +229,7 @@ def add_deltas_sql(
     )
 
 
-# --- The PostgreSQL rebuild ---------------------------------------------------------------
+# --- The rebuild -------------------------------------------------------------------------
 
 
 def _spans_sql(source: str, owner: list, key: list, chains: list, from_days: tuple | None) -> str:
@@ -517,8 +320,8 @@ def rebuild_sql(cursor) -> None:
         SELECT workspace_id, variant_id, customer_id, day, device, bool_or(ca), bool_or(cr),
                bool_or(oa), bool_or(orl)
         FROM (SELECT workspace_id, variant_id, customer_id, day, device, total_all > 0 AS ca,
-                     total_rel > 0 AS cr, false AS oa, false AS orl
-              FROM clickmap_pairdayrollup
+                     total_rel > 0 AS cr, total_all > 0 AS oa, total_rel > 0 AS orl
+              FROM clickmap_pairdayrollup  -- a click implies an open
               UNION ALL
               SELECT d.workspace_id, d.variant_id, d.customer_id,
                      (o.at AT TIME ZONE 'UTC')::date, o.device, false, false, true, o.reliable

@@ -1,9 +1,6 @@
 """DeliveryCount is exact: after any write to campaigns_delivery, by any means, it equals
-`count(*) … GROUP BY variant_id, status` over the deliveries, on PostgreSQL and on the
-embedded SQLite; and the metrics that read it count the same customers as a distinct
-count over the deliveries."""
-
-import json
+`count(*) … GROUP BY variant_id, status` over the deliveries; and the metrics that read it
+count the same customers as a distinct count over the deliveries."""
 
 import pytest
 from django.db import connection, transaction
@@ -19,7 +16,6 @@ from campaigns.models import Campaign, Delivery, DeliveryCount, EmailNode, Varia
 from clickmap import metrics
 from tests.factories import customers
 from tests.rollup_world import T0
-from tests.test_settings import sqlite_manage
 
 STATUSES = Delivery.Status.values
 
@@ -308,77 +304,3 @@ def test_a_scenario_with_one_email_sent_so_far_reads_the_counts(world):
         with CaptureQueriesContext(connection) as queries:
             assert metrics.delivered_customers(campaign) == 5
     assert len(queries) == 1
-
-
-SQLITE_SCRIPT = """
-import json
-from django.db import connection
-from django_scopes import scopes_disabled
-from django.contrib.auth import get_user_model
-from campaigns.models import Campaign, Customer, Delivery, EmailNode, Variant
-from campaigns.services import template_create, workspace_create
-
-def counts():
-    with connection.cursor() as c:
-        c.execute("SELECT variant_id, status, count(*) FROM campaigns_delivery GROUP BY 1, 2")
-        grouped = sorted(c.fetchall())
-        c.execute("SELECT variant_id, status, n FROM campaigns_deliverycount")
-        return grouped, sorted(c.fetchall())
-
-with scopes_disabled():
-    if not Campaign.objects.exists():
-        ws = workspace_create(name="Lite", owner=get_user_model().objects.create_user("lite"))
-        version = template_create(workspace=ws, name="T", html='<a href="https://x/">x</a>')
-        campaign = Campaign.objects.create(workspace=ws, name="C")
-        node = EmailNode.objects.create(campaign=campaign, name="E")
-        a, b = (Variant.objects.create(node=node, name=n, subject="s", template_version=version)
-                for n in "AB")
-        people = [Customer.objects.create(workspace=ws, external_id=str(i)) for i in range(9)]
-        row = lambda p, v, s="queued": Delivery(workspace=ws, node=node, variant=v, customer=p,
-                                                template_version=version, status=s)
-        steps = []
-        row(people[0], a).save()
-        Delivery.objects.bulk_create([row(p, b) for p in people[1:6]])
-        Delivery.objects.bulk_create([row(p, a) for p in people], ignore_conflicts=True)
-        steps.append(counts())
-        Delivery.objects.filter(variant=b).update(status="sent")
-        one = Delivery.objects.get(customer=people[0])
-        one.status, one.variant = "delivered", b
-        one.save()
-        one.save()
-        steps.append(counts())
-        with connection.cursor() as c:
-            c.execute("UPDATE campaigns_delivery SET status = 'bounced' WHERE id % 2 = 0")
-            c.execute("DELETE FROM campaigns_delivery WHERE id = %s", [one.pk])
-        Delivery.objects.filter(customer__in=people[:3]).delete()
-        steps.append(counts())
-    else:
-        campaign = Campaign.objects.get()
-        steps = [counts()]
-        Customer.objects.order_by("pk").last().delete()  # cascades to its delivery
-        steps.append(counts())
-        Delivery.objects.all().delete()
-        campaign.delete()
-        steps.append(counts())
-    print(json.dumps(steps))
-"""
-
-
-def test_sqlite_triggers_keep_the_counts_exact(tmp_path):
-    manage = sqlite_manage(tmp_path / "lite.sqlite3")
-
-    def steps():
-        return json.loads(manage("shell", "-c", SQLITE_SCRIPT).splitlines()[-1])
-
-    manage("migrate", "--noinput")
-    made = steps()
-    assert len(made) == 3 and made[0][0] and made[-1][0]
-    for grouped_rows, stored_rows in made:
-        assert stored_rows == grouped_rows
-    # Back to before the counts, and forward again: the migration counts what exists.
-    manage("migrate", "campaigns", "0002", "--noinput")
-    manage("migrate", "--noinput")
-    refilled, cascaded, emptied = steps()
-    assert refilled[1] == refilled[0] and refilled[0]
-    assert cascaded[1] == cascaded[0] != refilled[0]
-    assert emptied == [[], []]

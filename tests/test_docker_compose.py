@@ -55,7 +55,7 @@ def test_app_environment_points_at_the_compose_postgres_and_redis():
 
 def test_data_lives_in_named_volumes():
     volumes = set(COMPOSE["volumes"])
-    assert any(v.endswith(":/var/lib/postgresql/data") for v in SERVICES["postgres"]["volumes"])
+    assert any(v.endswith(":/var/lib/postgresql") for v in SERVICES["postgres"]["volumes"])
     assert any(v.endswith(":/data") for v in SERVICES["redis"]["volumes"])
     for service in SERVICES.values():
         for volume in service.get("volumes", []):

@@ -1,19 +1,26 @@
 """Rollups are exact: for random event streams — repeats, bots, variants, versions,
-formats, devices, late and reclassified events, window mode — every metric for every
-scope equals a brute-force recomputation in plain Python from the raw events."""
+formats, devices, late and reclassified events, window mode — every figure of
+docs/metrics.md for every scope (counts, rate, share, unique share, CTR, CTOR, opens with
+clicks implying opens, who clicked, destinations) equals a brute-force recomputation in
+plain Python from the raw events."""
 
 import uuid
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, timedelta
+from urllib.parse import urlsplit
 
+import pytest
+from django.db import transaction
 from django.utils import timezone
+from django_scopes import scope as tenant_scope
 from django_scopes import scopes_disabled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from campaigns.models import Customer, Delivery
 from campaigns.segments import segment_customers
-from clickmap import metrics
+from clickmap import exports, metrics
 from clickmap.models import (
     LinkRollup,
     PairDayRollup,
@@ -77,7 +84,9 @@ def store(world, plan, batches_to_aggregate, reclassify):
 
 
 def brute(world, scope):
-    """Every metric from the raw events in plain Python, following PRODUCT.md."""
+    """Every figure of docs/metrics.md from the raw events in plain Python: per link
+    {link: (total, unique, rate, share, unique share)} and the email's totals, plus the
+    raw-click breakdowns (who clicked each link, destinations)."""
     variant_ids = {v.pk for v in metrics.variants(scope)}
     deliveries = {d.pk: d for d in Delivery.objects.filter(variant_id__in=variant_ids)}
     allowed = set(c.pk for c in world.customers)
@@ -93,8 +102,11 @@ def brute(world, scope):
     x_rel = scope.reliable_only
     window = world.workspace.unique_window_hours
 
+    def customer(event):
+        return deliveries[event.delivery_id].customer_id
+
     def in_period(event):
-        day = event.at.date()
+        day = event.at.astimezone(UTC).date()
         return (
             (scope.date_from is None or day >= scope.date_from)
             and (scope.date_to is None or day <= scope.date_to)
@@ -107,17 +119,13 @@ def brute(world, scope):
         chains = defaultdict(list)
         for e in clicks:
             if e.reliable or not x_rel:
-                chains[
-                    (
-                        deliveries[e.delivery_id].node_id,
-                        e.link_id,
-                        deliveries[e.delivery_id].customer_id,
-                    )
-                ].append(e)
+                chains[(deliveries[e.delivery_id].node_id, e.link_id, customer(e))].append(e)
         for chain in chains.values():
             last = None
             for e in chain:
-                if last is None or e.at >= last + timedelta(hours=window):
+                # counted: no counted click within the window before it; one exactly a
+                # window after the last counted click is counted
+                if last is None or e.at - last >= timedelta(hours=window):
                     counted.add(e.pk)
                     last = e.at
     chosen = [e for e in clicks if in_period(e) and (e.reliable or not x_rel)]
@@ -125,7 +133,7 @@ def brute(world, scope):
     for e in chosen:
         row = per_link[e.link_id]
         row[0] += 1
-        row[1].add(deliveries[e.delivery_id].customer_id)
+        row[1].add(customer(e))
         row[2] += e.pk in counted
     counts = {
         link: (total, window_count if window else len(who))
@@ -133,20 +141,73 @@ def brute(world, scope):
     }
     delivered = {d.customer_id for d in deliveries.values() if d.status in ("sent", "delivered")}
     opens = [o for o in OpenEvent.objects.all() if o.delivery_id in deliveries and in_period(o)]
-    openers = {deliveries[o.delivery_id].customer_id for o in opens}
-    human = {deliveries[o.delivery_id].customer_id for o in opens if o.reliable}
-    clickers = {deliveries[e.delivery_id].customer_id for e in chosen}
+    clicked = [e for e in clicks if in_period(e)]
+    # A click implies an open: a clicker counts as an opener, a reliable click as a human
+    # open, whether or not an open was recorded.
+    openers = {customer(e) for e in opens + clicked}
+    human = {customer(e) for e in opens + clicked if e.reliable}
+    clickers = {customer(e) for e in chosen}
     per_day = defaultdict(int)
     for e in chosen:
         per_day[e.at.astimezone(UTC).date()] += 1
-    return counts, {
+    all_total = sum(total for total, _ in counts.values())
+    all_unique = sum(unique for _, unique in counts.values())
+
+    def pct(part, whole):
+        return 100 * part / whole if whole else 0.0
+
+    figures = {
+        link: (
+            total,
+            unique,
+            pct(unique, len(delivered)),
+            pct(total, all_total),
+            pct(unique, all_unique),
+        )
+        for link, (total, unique) in counts.items()
+    }
+    unique_opens = len(human if x_rel else openers)
+    return figures, {
         "per_day": sorted(per_day.items()),
         "sent": len({d.customer_id for d in deliveries.values() if d.status in metrics.SENT}),
         "delivered": len(delivered),
         "clickers": len(clickers),
-        "unique_opens": len(human if x_rel else openers),
+        "unique_opens": unique_opens,
         "machine_opens": len(openers - human),
+        "total_clicks": all_total,
+        "ctr": pct(len(clickers), len(delivered)),
+        "ctor": pct(len(clickers), unique_opens),
+        # Raw-click breakdowns over every link of the scope at once.
+        "who_clicked": _who_clicked(clicked, customer, x_rel),
+        "destinations": _destinations([e for e in clicked if e.reliable or not x_rel], customer),
     }
+
+
+def _who_clicked(events, customer, reliable_only):
+    """metrics.link_clickers' rows: (customer, first, last, clicks, reliable clicks),
+    most recent first; reliable-only keeps the customers with a reliable click."""
+    rows = defaultdict(list)
+    for e in events:
+        rows[customer(e)].append(e)
+    found = [
+        (c, min(e.at for e in es), max(e.at for e in es), len(es), sum(e.reliable for e in es))
+        for c, es in rows.items()
+        if not reliable_only or any(e.reliable for e in es)
+    ]
+    return sorted(found, key=lambda r: (-r[2].timestamp(), r[0]))
+
+
+def _destinations(events, customer):
+    """metrics.destination_domains' rows: per destination host, clicks and customers."""
+    groups = defaultdict(lambda: [0, set()])
+    for e in events:
+        group = groups[urlsplit(e.url).hostname]
+        group[0] += 1
+        group[1].add(customer(e))
+    return sorted(
+        ({"domain": d, "total": n, "unique": len(who)} for d, (n, who) in groups.items()),
+        key=lambda g: (-g["total"], g["domain"]),
+    )
 
 
 def scopes(world):
@@ -189,14 +250,28 @@ def scopes(world):
 
 
 def check_exact(world, chosen=None):
+    """Every figure of every scope (`chosen`, or `scopes(world)`) equals the brute force."""
     for scope in chosen or scopes(world):
-        counts, emails = brute(world, scope)
+        figures, emails = brute(world, scope)
         got = {k: v for k, v in metrics.link_counts(scope).items() if v != (0, 0)}
-        assert got == {k: v for k, v in counts.items() if v != (0, 0)}, scope
-        per_day = emails.pop("per_day")
-        assert [d for d in metrics.clicks_per_day(scope) if d[1]] == per_day, scope
+        assert got == {k: v[:2] for k, v in figures.items() if v[:2] != (0, 0)}, scope
+        rows = metrics.link_metrics(scope)
+        for row in rows:
+            want = figures.get(row.link.pk, (0, 0, 0.0, 0.0, 0.0))
+            have = (row.total, row.unique, row.rate, row.share, row.unique_share)
+            assert have == pytest.approx(want, abs=1e-4), (scope, row.link.pk)
+        assert [d for d in metrics.clicks_per_day(scope) if d[1]] == emails.pop("per_day"), scope
+        who_clicked, destinations = emails.pop("who_clicked"), emails.pop("destinations")
         totals = metrics.email_totals(scope)
-        assert {k: getattr(totals, k) for k in emails} == emails, scope
+        assert {k: getattr(totals, k) for k in emails} == pytest.approx(emails, abs=1e-4), scope
+        assert totals.ctor <= 100, scope  # a clicker is an opener
+        every_link = [row.link.pk for row in rows]
+        have = [
+            (r["delivery__customer_id"], r["first"], r["last"], r["clicks"], r["reliable_clicks"])
+            for r in metrics.link_clickers(scope, every_link)
+        ]
+        assert have == who_clicked, scope
+        assert metrics.destination_domains(scope, every_link) == destinations, scope
 
 
 @settings(
@@ -368,3 +443,154 @@ def test_window_mode_counts_a_repeat_only_after_the_window(world):
         recompute()
         assert metrics.link_counts(scope)[link.pk] == (6, 1)
         check_exact(world)
+
+
+def _event(world, model, customer: int, at, reliable=True, device="desktop", link=0, email=0):
+    """An event of customer `customer` (world.customers index) on email `email` (0: the
+    first node, 1: the second) with its change row, as ingestion stores it."""
+    delivery = world.deliveries[2 * customer + email]
+    common = dict(
+        event_id=uuid.uuid4(),
+        workspace=world.workspace,
+        delivery=delivery,
+        at=at,
+        reliable=reliable,
+        device=device,
+    )
+    if model is OpenEvent:
+        OpenEvent.objects.create(**common)
+        EventChange.objects.create(kind="o", delivery=delivery)
+    else:
+        chosen = links_of(delivery)[link]
+        ClickEvent.objects.create(link=chosen, url=chosen.href, **common)
+        EventChange.objects.create(kind="c", delivery=delivery, link=chosen)
+
+
+def test_a_click_implies_an_open_in_every_scope(world):
+    day = T0 + timedelta(days=1)  # the day of scopes()' periods
+    with scopes_disabled():
+        _event(world, ClickEvent, 0, day, device="mobile")  # clicked, no open recorded
+        _event(world, ClickEvent, 1, T0, reliable=False)  # a scanner's click, no open
+        _event(world, OpenEvent, 2, T0)
+        _event(world, ClickEvent, 2, T0)
+        _event(world, OpenEvent, 3, T0, reliable=False)  # a machine's open, no click
+        _event(world, ClickEvent, 4, T0, email=1)  # the second email: clicked, no open
+        aggregate()
+        first = metrics.Scope(
+            workspace=world.workspace, campaign_id=world.campaign.pk, node_id=world.nodes[0].pk
+        )
+        # Openers: c0, c1, c2, c3; human ones (a reliable open or click): c0, c2.
+        totals = metrics.email_totals(first)
+        assert (totals.clickers, totals.unique_opens, totals.machine_opens) == (3, 4, 2)
+        assert totals.ctor == 75.0
+        reliable = metrics.email_totals(replace(first, reliable_only=True))
+        assert (reliable.clickers, reliable.unique_opens, reliable.ctor) == (2, 2, 100.0)
+        on_the_day = metrics.email_totals(replace(first, date_from=day.date(), device="mobile"))
+        assert (on_the_day.clickers, on_the_day.unique_opens) == (1, 1)
+        alone = replace(first, customer_id=world.customers[0].pk)
+        assert metrics.email_totals(alone).unique_opens == 1
+        scenario = metrics.Scope(workspace=world.workspace, campaign_id=world.campaign.pk)
+        assert metrics.email_totals(scenario).unique_opens == 5  # c4 on the second email
+        check_exact(world)  # every scope, CTOR <= 100 in each
+        check_exact(
+            world,
+            [
+                replace(s, customer_id=c.pk)
+                for s in scopes(world)
+                for c in world.customers[:2]
+                if not s.segment
+            ],
+        )
+
+
+def test_a_repeat_exactly_a_window_after_the_counted_click_is_counted_one_a_moment_before_is_not(
+    world,
+):
+    with scopes_disabled():
+        world.workspace.unique_window_hours = 1
+        world.workspace.save()
+        hour = timedelta(hours=1)
+        # Customer 0: counted at T0, not a moment before the window ends, counted at its end.
+        for at in (T0, T0 + hour - timedelta(microseconds=1), T0 + hour):
+            _event(world, ClickEvent, 0, at)
+        # Customer 2: a repeat a second past the window, counted either way.
+        for at in (T0, T0 + hour + timedelta(seconds=1)):
+            _event(world, ClickEvent, 2, at)
+        aggregate()
+        link = links_of(world.deliveries[0])[0]
+        scope = metrics.Scope(workspace=world.workspace, variant_id=world.variants[0].pk)
+        assert metrics.link_counts(scope)[link.pk] == (5, 4)
+        period = replace(scope, date_from=T0.date(), date_to=T0.date())
+        assert metrics.link_counts(period)[link.pk] == (5, 4)
+        check_exact(world)
+
+
+def test_a_period_counts_its_last_day_in_every_raw_click_breakdown(world):
+    last = T0.replace(hour=23, minute=59, second=59)  # the period's last day, late
+    with scopes_disabled():
+        _event(world, ClickEvent, 0, T0 - timedelta(days=1))  # the day before
+        _event(world, ClickEvent, 0, last)
+        _event(world, ClickEvent, 2, T0)
+        _event(world, ClickEvent, 2, last, reliable=False)
+        aggregate()
+        link = links_of(world.deliveries[0])[0]
+    scope = metrics.Scope(
+        workspace=world.workspace,
+        node_id=world.nodes[0].pk,
+        date_from=T0.date() - timedelta(days=1),
+        date_to=T0.date(),
+    )
+    with tenant_scope(workspace=world.workspace):
+        assert metrics.email_totals(scope).clickers == 2
+        who = {r["delivery__customer__email"]: r for r in metrics.link_clickers(scope, [link.pk])}
+        assert {email: (r["clicks"], r["last"]) for email, r in who.items()} == {
+            "c0@example.test": (2, last),
+            "c2@example.test": (2, last),
+        }
+        assert metrics.destination_domains(scope, [link.pk]) == [
+            {"domain": "x.example", "total": 4, "unique": 2}
+        ]
+        response = exports.clickers_csv_response(
+            metrics.link_clickers(scope, [link.pk]), "clickers.csv", world.workspace
+        )
+        rows = b"".join(response.streaming_content).decode().splitlines()[1:]
+        assert sorted(row.split(",")[0] for row in rows) == ["c0@example.test", "c2@example.test"]
+        check_exact(world, [scope, replace(scope, date_from=T0.date(), reliable_only=True)])
+
+
+def test_deleting_a_customer_applies_its_own_changes_and_leaves_the_others_in_the_log(world):
+    with scopes_disabled():
+        plan = [(i % 12, i, i * 3600, i % 4 != 0, DEVICES[i % 4], 0, i % 3 == 0) for i in range(36)]
+        store(world, plan, {0}, 0)
+        gone = world.customers[0]
+        # Events still waiting for the aggregator: the deleted customer's and others'.
+        _event(world, ClickEvent, 0, T0 + timedelta(hours=5))
+        _event(world, ClickEvent, 2, T0 + timedelta(hours=5), device="mobile")
+        _event(world, OpenEvent, 3, T0 + timedelta(days=1))
+        _event(world, ClickEvent, 4, T0 + timedelta(days=2), reliable=False, email=1)
+        others = set(
+            EventChange.objects.exclude(delivery__customer=gone).values_list(
+                "id", "kind", "delivery_id", "link_id"
+            )
+        )
+        waiting = (
+            set(ClickEvent.objects.filter(id__in=_newest(ClickEvent, 2))),
+            set(OpenEvent.objects.filter(id__in=_newest(OpenEvent, 1))),
+        )
+        gone.delete()
+        assert set(EventChange.objects.values_list("id", "kind", "delivery_id", "link_id")) == (
+            others
+        )
+        # Without the waiting events, every number is a recount without the customer.
+        with transaction.atomic():
+            for events in waiting:
+                for event in events:
+                    event.delete()
+            check_exact(world)
+            transaction.set_rollback(True)
+        aggregate()
+        check_exact(world)
+
+
+def _newest(model, n):
+    return list(model.objects.order_by("-id").values_list("id", flat=True)[:n])

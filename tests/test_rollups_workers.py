@@ -105,8 +105,11 @@ def test_aggregate_now_runs_every_shard_at_once_and_gives_exact_numbers(world, s
 
 
 def _database_url(name: str = "crashme") -> str:
-    s = connection.settings_dict
-    return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}?application_name={name}"
+    """The test database's URL, for another process or connection (host and port as
+    query parameters: the host may be the embedded server's socket directory)."""
+    params = connection.get_connection_params()
+    where = "&".join(f"{key}={params[key]}" for key in ("host", "port") if params.get(key))
+    return f"postgres://{params['user']}@/{params['dbname']}?{where}&application_name={name}"
 
 
 def assert_drained_exactly(world, clicks: int) -> None:

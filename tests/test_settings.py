@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import environ
+import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from clickmap.config import (
     database_config,
@@ -25,11 +27,12 @@ def test_postgres_url_becomes_a_persistent_postgresql_connection():
     assert config["CONN_MAX_AGE"] == 60 and config["CONN_HEALTH_CHECKS"] is True
 
 
-def test_sqlite_url_becomes_a_wal_sqlite_file():
-    config = database_config("sqlite:////srv/clickmap/var/db.sqlite3")
-    assert config["ENGINE"] == "django.db.backends.sqlite3"
-    assert config["NAME"] == "/srv/clickmap/var/db.sqlite3"
-    assert "journal_mode=WAL" in config["OPTIONS"]["init_command"]
+def test_a_database_url_that_is_not_postgresql_is_refused_with_the_way_out():
+    with pytest.raises(ImproperlyConfigured, match="must be a PostgreSQL URL.*unset it"):
+        database_config("sqlite:////srv/clickmap/var/db.sqlite3")
+    result = run_manage("check", DEBUG="1", DATABASE_URL="mysql://app@db/clickmap")
+    assert result.returncode != 0
+    assert "DATABASE_URL must be a PostgreSQL URL" in result.stderr
 
 
 def test_without_redis_tasks_run_inline_and_cache_is_local():
@@ -78,32 +81,20 @@ def run_manage(*args, **env):
     )
 
 
-def sqlite_manage(database):
-    """`manage.py` on the embedded default with its SQLite file at `database`: each call
-    fails the test on a non-zero exit and returns the command's output."""
-    env = {"DEBUG": "1", "DATABASE_URL": f"sqlite:///{database}"}
-
-    def manage(*args):
-        result = run_manage(*args, **env)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
-
-    return manage
-
-
-def test_embedded_default_is_sqlite_with_inline_tasks():
+def test_embedded_default_is_the_embedded_postgresql_with_inline_tasks():
     result = run_manage(
         "shell",
         "-c",
         "from django.conf import settings as s; from clickmap import celery_app as a;"
-        "print(s.DATABASES['default']['ENGINE'], s.DATABASES['default']['NAME'],"
-        " a.conf.task_always_eager, s.CACHES['default']['BACKEND'])",
+        "d = s.DATABASES['default'];"
+        "print(d['ENGINE'], d['NAME'], d['DATA_DIR'], a.conf.task_always_eager,"
+        " s.CACHES['default']['BACKEND'])",
         DEBUG="1",
     )
     assert result.returncode == 0, result.stderr
-    engine, name, eager, cache = result.stdout.splitlines()[-1].split()
-    assert engine == "django.db.backends.sqlite3"
-    assert name == str(ROOT / "var" / "clickmap.sqlite3")
+    engine, name, data_dir, eager, cache = result.stdout.splitlines()[-1].split()
+    assert (engine, name) == ("clickmap.embedded_db", "clickmap")
+    assert data_dir == str(ROOT / "var" / "postgres")
     assert eager == "True" and cache.endswith("LocMemCache")
 
 

@@ -1,21 +1,25 @@
 """pytest plugin, loaded before Django settings: point Clickmap at the test services.
 
-Tests run against real PostgreSQL and Redis (TEST_DATABASE_URL, TEST_REDIS_URL). When
-either cannot be reached the run stops at once and says how to start it: there is no
-silent SQLite fallback.
+Tests run against real PostgreSQL and Redis. PostgreSQL is TEST_DATABASE_URL's when it is
+set, else the embedded server under var/ (clickmap/embedded_db: the one `make run` uses,
+with a database of the tests' own), so a fresh machine needs no PostgreSQL service. Redis
+is TEST_REDIS_URL's. When either cannot be reached the run stops at once and says how to
+start it.
 """
 
 import os
 
 import pytest
 
-DEFAULT_TEST_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/clickmap_test"
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
 
-os.environ["DATABASE_URL"] = TEST_DATABASE_URL
+if TEST_DATABASE_URL:
+    os.environ["DATABASE_URL"] = TEST_DATABASE_URL
+else:  # the embedded server (settings.py), whatever a shell's DATABASE_URL says
+    os.environ.pop("DATABASE_URL", None)
 os.environ["REDIS_URL"] = TEST_REDIS_URL
 os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 48)
 os.environ["HTTPS_ONLY"] = "0"  # the test server and client speak plain HTTP
@@ -29,6 +33,9 @@ os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 def _postgres_problem() -> str | None:
     import environ
     import psycopg
+
+    if not TEST_DATABASE_URL:
+        return _embedded_problem()
 
     config = environ.Env.db_url_config(TEST_DATABASE_URL)
     if config["ENGINE"] != "django.db.backends.postgresql":
@@ -47,6 +54,22 @@ def _postgres_problem() -> str | None:
             f"PostgreSQL is not reachable at {TEST_DATABASE_URL} ({error}).\n"
             "  Start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n"
             "  or set TEST_DATABASE_URL."
+        )
+    return None
+
+
+def _embedded_problem() -> str | None:
+    from pathlib import Path
+
+    from clickmap import embedded_db
+
+    data_dir = Path(__file__).resolve().parents[1] / "var" / "postgres"
+    try:
+        embedded_db.start(data_dir)
+    except Exception as error:  # any failure to start is reported the same way
+        return (
+            f"The embedded PostgreSQL under {data_dir} did not start ({error}).\n"
+            "  Its log is var/postgres/log; or set TEST_DATABASE_URL to a PostgreSQL server."
         )
     return None
 

@@ -12,6 +12,18 @@ from django_scopes import ScopedManager
 from campaigns.models import Customer, Delivery, TemplateLink, Workspace
 
 
+class NextId(models.Func):
+    """`nextval` of the event table's own id sequence (tracking/partitions.py), as the
+    column's database default."""
+
+    function = "nextval"
+    template = "nextval(pg_get_serial_sequence('%(table)s', 'id'))"
+    output_field = models.BigIntegerField()
+
+    def as_sql(self, compiler, connection, **extra):
+        return super().as_sql(compiler, connection, table=compiler.query.model._meta.db_table)
+
+
 class DeviceClass(models.TextChoices):
     DESKTOP = "desktop", "Desktop"
     MOBILE = "mobile", "Mobile"
@@ -21,7 +33,14 @@ class DeviceClass(models.TextChoices):
 
 
 class EventBase(models.Model):
-    event_id = models.UUIDField(unique=True, editable=False)
+    """A stored click or open. The tables are partitioned by month of `at`
+    (docs/partitioning.md), and every key of a partitioned table holds its partition key:
+    a row is (id, at), and an event is stored once as (event_id, at) — a spooled event
+    read again has the same id and time. `id` comes from the table's sequence."""
+
+    pk = models.CompositePrimaryKey("id", "at")
+    id = models.BigIntegerField(editable=False, db_default=NextId())
+    event_id = models.UUIDField(editable=False)
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="+")
     at = models.DateTimeField()
@@ -39,6 +58,16 @@ class EventBase(models.Model):
 
     class Meta:
         abstract = True
+        constraints = [
+            models.UniqueConstraint(
+                fields=["event_id", "at"], name="%(app_label)s_%(class)s_event_id_key"
+            )
+        ]
+        indexes = [
+            # The aggregator's and the classifier's reads of a delivery's events.
+            models.Index(fields=["delivery", "at"], name="%(class)s_delivery_at"),
+            models.Index(fields=["workspace", "at"], name="%(class)s_workspace_at"),
+        ]
 
 
 class ClickEvent(EventBase):
@@ -49,22 +78,16 @@ class ClickEvent(EventBase):
     honeypot = models.BooleanField(default=False)
     method = models.CharField(max_length=8, default="GET")
 
-    class Meta:
-        indexes = [
-            models.Index(fields=["delivery", "at"]),
-            models.Index(fields=["workspace", "at"]),
-        ]
+    class Meta(EventBase.Meta):
+        pass
 
     def __str__(self):
         return f"click {self.event_id} on {self.link_id}"
 
 
 class OpenEvent(EventBase):
-    class Meta:
-        indexes = [
-            models.Index(fields=["delivery", "at"]),
-            models.Index(fields=["workspace", "at"]),
-        ]
+    class Meta(EventBase.Meta):
+        pass
 
     def __str__(self):
         return f"open {self.event_id}"

@@ -1,4 +1,4 @@
-"""PostgreSQL helpers for the set-based aggregator (clickmap/rollups.py); none on SQLite.
+"""PostgreSQL helpers for the set-based aggregator (clickmap/rollups.py).
 
 - `clickmap_window_last(at, hours)`: an aggregate that, run as a window function over one
   pair's clicks in (at, id) order, gives the time of the last *counted* click so far
@@ -57,8 +57,6 @@ DROP = [
 
 def _run(statements):
     def run(apps, schema_editor):
-        if schema_editor.connection.vendor != "postgresql":
-            return
         for statement in statements:
             schema_editor.execute(statement)
 

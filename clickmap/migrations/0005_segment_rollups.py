@@ -1,5 +1,5 @@
-"""Segment rollups (clickmap/segment_rollups.py): the tables, and on PostgreSQL the
-triggers that keep segment delivery counts and log membership changes."""
+"""Segment rollups (clickmap/segment_rollups.py): the tables, and the triggers that keep
+segment delivery counts and log membership changes."""
 
 import django.db.models.deletion
 from django.db import migrations, models

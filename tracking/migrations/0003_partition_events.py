@@ -1,7 +1,4 @@
-"""Partition the raw click and open tables by month of `at` (PostgreSQL only).
-
-See docs/partitioning.md. On SQLite (the embedded default) this does nothing.
-"""
+"""Partition the raw click and open tables by month of `at` (docs/partitioning.md)."""
 
 from django.db import migrations
 

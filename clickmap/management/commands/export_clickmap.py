@@ -1,5 +1,6 @@
 """`manage.py export_clickmap ID --format csv|xlsx [--out FILE]`: the file the dashboard's
-export button downloads for the same selection (PRODUCT.md "Command-line contracts").
+export button downloads for the same selection (a command-line contract: README, "The
+click map").
 
 The options are turned into the dashboard's own selection (clickmap.dashboard.Selection),
 so the defaults are the page's defaults (first email node, HTML, click rate) and the
