@@ -43,6 +43,12 @@ TRACKING_TRUST_X_FORWARDED_FOR = env.bool("TRACKING_TRUST_X_FORWARDED_FOR", defa
 # Turns links into tracking URLs at send time (campaigns does not import tracking).
 LINK_TRACKER = "tracking.links.SignedTracker"
 EMAIL_MESSAGE_ID_DOMAIN = env.str("EMAIL_MESSAGE_ID_DOMAIN", default="clickmap.local")
+# What one personalisation render (a delivery, a preview, the save-time check) may spend;
+# over any of these that delivery or preview fails, naming the limit.
+PERSONALISE_MAX_LOOP_ITERATIONS = env.int("PERSONALISE_MAX_LOOP_ITERATIONS", default=100_000)
+PERSONALISE_MAX_OUTPUT_CHARS = env.int("PERSONALISE_MAX_OUTPUT_CHARS", default=2_000_000)
+PERSONALISE_MAX_DEPTH = env.int("PERSONALISE_MAX_DEPTH", default=50)
+PERSONALISE_MAX_SECONDS = env.float("PERSONALISE_MAX_SECONDS", default=2.0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
