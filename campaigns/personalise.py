@@ -4,7 +4,9 @@ Links are tracked by their place in the template SOURCE (campaigns/inventory.py)
 before Jinja runs, each trackable link's href is wrapped as
 ``{% filter cm_track(<TemplateLink id>) %}<href as written>{% endfilter %}``, so
 after rendering every tracking URL names its inventory row, however loops and
-conditions reshaped this customer's email.
+conditions reshaped this customer's email. A personalised href (one with a
+placeholder) must render to an http(s) address for the customer, or the render fails:
+customer data never puts a ``javascript:`` link into an email.
 
 Every render runs under a resource budget (campaigns/render_budget.py), and a source
 nested deeper than ``MAX_NESTING`` is refused before Jinja parses it (its parser and
@@ -21,6 +23,7 @@ from markupsafe import escape
 
 from campaigns.htmlwarnings import TemplateWarning
 from campaigns.inventory import TemplateInputError, rewrite_links
+from campaigns.linkflags import has_placeholder, href_scheme
 from campaigns.render_budget import (
     BudgetedSandbox,
     BudgetExceeded,
@@ -44,6 +47,7 @@ _OPENING_TAGS = frozenset(
 )
 _OPENING_BRACKETS = frozenset("([{")
 _CLOSING_BRACKETS = frozenset(")]}")
+_WEB_SCHEMES = frozenset({"http", "https"})
 
 
 class PersonaliseError(ValueError):
@@ -56,9 +60,19 @@ class TemplateTooDeep(PersonaliseError):
 
 
 @pass_context
-def _cm_track(context, value, link_id):
-    """Jinja filter: the rendered href → this delivery's tracking URL for the link."""
+def _cm_track(context, value, link_id, personalised=False):
+    """Jinja filter: the rendered href → this delivery's tracking URL for the link. A
+    personalised href that renders to anything but an http(s) address fails the render."""
     destination = html.unescape(str(value)).strip()
+    if personalised and (scheme := href_scheme(destination)) not in _WEB_SCHEMES:
+        if not destination:
+            what = "nothing"
+        else:
+            what = f"a {scheme}: address" if scheme else "an address without http(s)"
+        raise PersonaliseError(
+            f"A personalised link renders to {what} for this customer "
+            f"({destination[:60]!r}); only http and https links are sent."
+        )
     tracked = context[_CLICK_URL](link_id, destination)
     return escape(tracked if tracked is not None else destination)  # Markup, escaped
 
@@ -83,13 +97,15 @@ TEXT_ENV = _environment(autoescape=False)
 
 def tracked_source(source: str, link_ids: dict[int, int]) -> str:
     """``source`` with every href whose source index is in ``link_ids`` wrapped in a
-    ``cm_track`` filter block naming that TemplateLink id."""
+    ``cm_track`` filter block naming that TemplateLink id (and whether the href is
+    personalised)."""
 
     def wrap(source_index: int, raw: str) -> str:
         link_id = link_ids.get(source_index)
         if link_id is None:
             return raw
-        return f"{{% filter cm_track({link_id}) %}}{raw}{{% endfilter %}}"
+        personalised = "true" if has_placeholder(raw) else "false"
+        return f"{{% filter cm_track({link_id}, {personalised}) %}}{raw}{{% endfilter %}}"
 
     return rewrite_links(source, wrap)
 
