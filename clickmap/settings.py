@@ -134,6 +134,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 globals().update(email_config(env))
+# An SMTP server that stops answering fails the message after this many seconds, instead
+# of holding a send worker until its hard time limit.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=60)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Clickmap <clickmap@localhost>")
 
 AUTH_PASSWORD_VALIDATORS = [
