@@ -117,6 +117,19 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Each kind of work has its queue and (docker-compose.yml) its worker, so a send, however
+# slow, never holds the worker that ingests and aggregates another workspace's clicks.
+CELERY_TASK_ROUTES = {
+    "campaigns.send_campaign": {"queue": "send"},
+    "tracking.ingest_events": {"queue": "pipeline"},
+    "tracking.ensure_partitions": {"queue": "pipeline"},
+    "clickmap.aggregate": {"queue": "pipeline"},
+    "clickmap.render_preview": {"queue": "previews"},
+}
+# A send task stops at its soft limit, puts back what it had not handed to SMTP and queues
+# its continuation behind the sends queued meanwhile; the hard limit ends a stuck one.
+SEND_SOFT_TIME_LIMIT = env.int("SEND_SOFT_TIME_LIMIT", default=300)
+SEND_TIME_LIMIT = env.int("SEND_TIME_LIMIT", default=SEND_SOFT_TIME_LIMIT + 60)
 # Aggregator runs that overlap split the change log into this many shards (by customer),
 # one run each (clickmap.rollups.aggregate_free_shards): the worker's concurrency.
 AGGREGATE_SHARDS = env.int("AGGREGATE_SHARDS", default=2)
