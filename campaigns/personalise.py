@@ -214,7 +214,8 @@ def render(
     token = activate(budget)
     try:
         pieces = []
-        for piece in template.generate(values):
+        # Template.generate without its traceback rewriting: the messages name the problem.
+        for piece in template.root_render_func(template.new_context(values)):
             budget.write(len(piece))
             pieces.append(piece)
         return "".join(pieces)
