@@ -4,6 +4,7 @@ from django.contrib.auth.password_validation import validate_password
 
 from campaigns.inventory import TemplateInputError, decode_template
 from campaigns.models import Campaign, Role, Template, Variant, Workspace
+from campaigns.personalise import PersonaliseError, check_template
 from campaigns.templatezip import TemplateZipError, is_zip, read_template_zip
 
 
@@ -178,3 +179,14 @@ class VariantForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["template"].queryset = Template.objects.order_by("name")
+
+    def clean_subject(self):
+        """Refused when it is not valid Jinja: every send of it would fail."""
+        subject = self.cleaned_data["subject"]
+        try:
+            check_template(subject, html_mode=False)
+        except PersonaliseError as error:
+            raise forms.ValidationError(
+                f"The subject’s personalisation is invalid: {error}"
+            ) from error
+        return subject

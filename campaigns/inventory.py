@@ -318,8 +318,9 @@ def decode_template(data: bytes) -> str:
     A byte order mark wins, then a ``<meta charset>`` declaration (legacy encodings
     such as windows-1251 or Shift_JIS included), else UTF-8. Raises
     TemplateInputError, with a message a marketer can act on, for files over
-    ``MAX_TEMPLATE_BYTES``, images/archives/other binary data, and bytes that are not
-    valid in the encoding (naming the line and column of the first bad byte).
+    ``MAX_TEMPLATE_BYTES``, images/archives/other binary data, bytes that are not
+    valid in the encoding (naming the line and column of the first bad byte), and a
+    NUL character anywhere (which no database text column stores).
     An empty file is an empty template.
     """
     if len(data) > MAX_TEMPLATE_BYTES:
@@ -345,7 +346,7 @@ def decode_template(data: bytes) -> str:
 def _decode(data: bytes, codec: str, label: str) -> str:
     errors = "clickmap-whatwg-c1" if codec == "cp1252" else "strict"
     try:
-        return data.decode(codec, errors)
+        text = data.decode(codec, errors)
     except UnicodeDecodeError as error:
         before = data[: error.start]
         line = before.count(b"\n") + 1
@@ -359,3 +360,12 @@ def _decode(data: bytes, codec: str, label: str) -> str:
             f"The file is not valid {label} text: line {line}, column {column} holds a "
             f"byte that is not part of any character. {hint}."
         ) from None
+    if (nul := text.find("\x00")) >= 0:  # past the binary sniff's first 64 KiB, or UTF-16
+        line = text.count("\n", 0, nul) + 1
+        column = nul - text.rfind("\n", 0, nul)
+        raise TemplateInputError(
+            f"The file holds a NUL character (line {line}, column {column}), which an HTML "
+            "template never contains: it is binary data or damaged. Remove it, or save the "
+            "file again as UTF-8 text."
+        )
+    return text

@@ -71,13 +71,23 @@ def has_placeholder(href: str) -> bool:
     return bool(_PLACEHOLDER.search(href))
 
 
+def _as_browsers_read(href: str) -> str:
+    # URL parsing drops tabs and newlines anywhere and leading controls and spaces.
+    return href.replace("\t", "").replace("\n", "").replace("\r", "").lstrip(_C0_AND_SPACE)
+
+
+def href_scheme(href: str) -> str | None:
+    """The href's scheme as a browser reads it, lower-cased (``JavaScript:`` with a tab
+    inside is ``javascript``), or None for a relative href."""
+    scheme = _SCHEME.match(_as_browsers_read(href))
+    return scheme.group(1).lower() if scheme else None
+
+
 def is_trackable(href: str) -> bool:
     """False for hrefs a redirect cannot wrap: empty, ``#fragment`` and the schemes
     mailto, tel, sms, javascript, data (and callto); True otherwise. Placeholders
     count as URLs, since they render to one per customer."""
-    # URL parsing drops tabs and newlines anywhere and leading controls and spaces.
-    cleaned = href.replace("\t", "").replace("\n", "").replace("\r", "").lstrip(_C0_AND_SPACE)
+    cleaned = _as_browsers_read(href)
     if not cleaned or cleaned.startswith("#"):
         return False
-    scheme = _SCHEME.match(cleaned)
-    return not (scheme and scheme.group(1).lower() in _UNTRACKABLE_SCHEMES)
+    return href_scheme(cleaned) not in _UNTRACKABLE_SCHEMES

@@ -416,6 +416,10 @@ class Delivery(models.Model):
     message_id = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # Set (and committed) just before the message goes to the SMTP server. A delivery
+    # still "sending" without it never left: a rerun sends it. With it, the run stopped
+    # while the server was taking the message, which may have left: never resent.
+    handed_over_at = models.DateTimeField(null=True, blank=True)
 
     objects = ScopedManager(workspace="workspace")
 

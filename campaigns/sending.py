@@ -2,9 +2,16 @@
 
 Idempotent by construction: a Delivery is unique per (node, customer) and moves
 queued → sending → sent | failed. A run only sends rows it moved from queued to
-sending itself, so running a send twice (or two at once) never mails a customer
-twice; a row left in "sending" by a crash is marked failed, not resent, because the
-message may have left.
+sending itself, and one run at a time sends a campaign, so running a send twice (or
+two at once) never mails a customer twice.
+
+Each delivery is personalised first; any error there (a template error, the render
+budget, a RecursionError, anything) fails that delivery alone. Then ``handed_over_at``
+is committed, the message goes to the SMTP server, and the row becomes sent (or
+failed with the server's answer). A run that dies leaves rows in "sending"; the next
+run resends those without ``handed_over_at`` (they never reached the server) and
+marks failed, never resent, those with it: the crash came while the server was taking
+the message, which may have left.
 
 The tracker that turns links into tracking URLs is configured by the LINK_TRACKER
 setting (default ``tracking.links.SignedTracker``), as EMAIL_BACKEND is for mail,
@@ -14,34 +21,35 @@ so this module does not depend on the tracking app.
 import hashlib
 import logging
 import re
+import smtplib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import make_msgid
 from functools import lru_cache
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from campaigns.models import Campaign, Customer, Delivery, EmailNode, TemplateLink, TemplateVersion
-from campaigns.personalise import (
-    PersonaliseError,
-    customer_context,
-    render,
-    render_subject,
-    tracked_source,
-)
+from campaigns.personalise import customer_context, render, render_subject, tracked_source
 from campaigns.plaintext import html_to_text
+from campaigns.render_budget import RenderBudget
 from campaigns.segments import segment_customers
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
-# A send holds this lock while it runs (refreshed every batch); it expires after a crash.
+# Without PostgreSQL a send holds a cache lock while it runs (refreshed every batch); it
+# expires this long after a crash.
 LOCK_SECONDS = 600
+# pg_advisory_lock(SEND_LOCK, campaign id): the session lock of the run sending a campaign.
+SEND_LOCK = 0x73656E64  # "send"
 _BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 
 
@@ -50,7 +58,8 @@ class SendReport:
     planned: int = 0
     sent: int = 0
     failed: int = 0
-    skipped: int = 0  # already sent or interrupted earlier
+    skipped: int = 0  # interrupted earlier while the SMTP server was taking them
+    resumed: int = 0  # interrupted earlier before reaching the SMTP server: sent now
     errors: list[str] = field(default_factory=list)
 
 
@@ -117,19 +126,22 @@ def _prepared(version_id: int, fmt: str, content_hash: str) -> str:
 
 
 def build_message(delivery: Delivery, tracker) -> EmailMultiAlternatives:
-    """The personalised, tracked message for one delivery. Raises PersonaliseError."""
+    """The personalised, tracked message for one delivery. Raises PersonaliseError.
+    Its renders (HTML, AMP, subject) share one budget."""
     version = delivery.template_version
     customer = delivery.customer
     context = customer_context(customer)
     unsubscribe_url = tracker.unsubscribe_url(delivery.pk)
     context["unsubscribe_url"] = unsubscribe_url
+    budget = RenderBudget()
 
     def click_url(link_id: int, url: str) -> str | None:
         return tracker.click_url(delivery.pk, link_id, url)
 
-    body = render(_prepared(version.pk, "html", version.content_hash), context, click_url)
+    source = _prepared(version.pk, "html", version.content_hash)
+    body = render(source, context, click_url, budget=budget)
     body = _with_tracking_markup(body, tracker, delivery.pk)
-    subject = render_subject(delivery.variant.subject, context)
+    subject = render_subject(delivery.variant.subject, context, budget=budget)
     node = delivery.node
     message = EmailMultiAlternatives(
         subject=subject,
@@ -144,7 +156,8 @@ def build_message(delivery: Delivery, tracker) -> EmailMultiAlternatives:
         },
     )
     if delivery.format == "amp" and version.amp_html:
-        amp = render(_prepared(version.pk, "amp", version.content_hash), context, click_url)
+        amp_source = _prepared(version.pk, "amp", version.content_hash)
+        amp = render(amp_source, context, click_url, budget=budget)
         message.attach_alternative(amp, "text/x-amp-html")  # AMP before HTML, as required
     message.attach_alternative(body, "text/html")
     return message
@@ -185,7 +198,10 @@ def _claim(node: EmailNode, limit: int) -> list[int]:
 def send_node(
     node: EmailNode, *, batch_size: int = BATCH_SIZE, progress=None, lock_key=None
 ) -> SendReport:
-    """Send every queued delivery of `node` (planning them first). Idempotent."""
+    """Send every queued delivery of `node` (planning them first). Idempotent.
+
+    Deliveries this run claimed but had not handed over when it stops (an SMTP server
+    that cannot be reached, a worker's soft time limit) go back to the queue."""
     report = SendReport(planned=plan_deliveries(node))
     tracker = get_tracker()
     while ids := _claim(node, batch_size):
@@ -194,74 +210,166 @@ def send_node(
         deliveries = Delivery.objects.filter(pk__in=ids).select_related(
             "customer", "variant", "template_version", "node"
         )
-        connection = get_connection()
         try:
-            connection.open()
-        except OSError as error:
-            # Nothing left: put the batch back so the next run sends it.
-            Delivery.objects.filter(pk__in=ids).update(status=Delivery.Status.QUEUED)
-            raise SmtpUnavailable(f"The SMTP server cannot be reached: {error}") from error
-        try:
-            for delivery in deliveries:
-                _send_one(delivery, tracker, connection, report)
+            smtp = get_connection()
+            _open(smtp)
+            try:
+                for delivery in deliveries:
+                    if not _send_one(delivery, tracker, smtp, report):
+                        _reconnect(smtp)
+            except BaseException:
+                _abort(smtp)  # stopping: never wait on the server to say goodbye
+                raise
+            smtp.close()
         finally:
-            connection.close()
+            _requeue_unsent(ids)
         if progress:
             progress(report)
     return report
+
+
+def _open(smtp) -> None:
+    try:
+        smtp.open()
+    except OSError as error:
+        raise SmtpUnavailable(f"The SMTP server cannot be reached: {error}") from error
+
+
+def _reconnect(smtp) -> None:
+    """A new connection after the server dropped (or timed out) the last one."""
+    _abort(smtp)
+    _open(smtp)
+
+
+def _abort(smtp) -> None:
+    """Drop the SMTP connection without the QUIT exchange, which waits on the server."""
+    connection = getattr(smtp, "connection", None)
+    if connection is not None and hasattr(connection, "close"):
+        connection.close()
+        smtp.connection = None
+    smtp.close()
+
+
+def _requeue_unsent(ids: list[int]) -> None:
+    """Put back the claimed deliveries that never reached the SMTP server."""
+    try:
+        Delivery.objects.filter(
+            pk__in=ids, status=Delivery.Status.SENDING, handed_over_at__isnull=True
+        ).update(status=Delivery.Status.QUEUED)
+    except DatabaseError:  # the next run's recover_interrupted puts them back
+        log.exception("Could not requeue %s claimed deliveries", len(ids))
 
 
 class SmtpUnavailable(RuntimeError):
     """The SMTP server refused the connection; the deliveries stay queued."""
 
 
-def _send_one(delivery: Delivery, tracker, connection, report: SendReport) -> None:
+def _send_one(delivery: Delivery, tracker, smtp, report: SendReport) -> bool:
+    """Personalise and send one delivery; whatever goes wrong fails this delivery only.
+    A worker's soft time limit passes through (the delivery is then requeued, or left
+    to recover_interrupted when it was being handed over). Returns False when the SMTP
+    connection may be unusable after a failure (a drop, a timeout): not for the next."""
     try:
         message = build_message(delivery, tracker)
-        message.connection = connection
+        message.message()  # header problems (line breaks in an address…) fail it here
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception as error:  # one customer's failure is that delivery's alone
+        _failed(delivery, error, report)
+        return True
+    delivery.handed_over_at = timezone.now()
+    Delivery.objects.filter(pk=delivery.pk).update(handed_over_at=delivery.handed_over_at)
+    # From here until the row says sent or failed, a crash leaves it undecidable: the
+    # server may have taken the message. recover_interrupted never resends it.
+    message.connection = smtp
+    try:
         message.send()
-    except (PersonaliseError, ValueError, OSError) as error:
-        # OSError covers SMTP refusals and connection failures (smtplib errors are OSErrors).
-        delivery.status = Delivery.Status.FAILED
-        delivery.error = f"{type(error).__name__}: {error}"[:2000]
-        report.failed += 1
-        if len(report.errors) < 20:
-            report.errors.append(f"{delivery.customer}: {delivery.error}")
-        log.warning("delivery %s failed: %s", delivery.pk, delivery.error)
-    else:
-        delivery.status = Delivery.Status.SENT
-        delivery.sent_at = timezone.now()
-        delivery.message_id = message.extra_headers["Message-ID"]
-        report.sent += 1
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception as error:  # SMTP refusals are OSErrors; anything else fails it too
+        _failed(delivery, error, report)
+        # After the server's answer (a refused recipient…) the session goes on.
+        return isinstance(error, smtplib.SMTPResponseException | smtplib.SMTPRecipientsRefused)
+    delivery.status = Delivery.Status.SENT
+    delivery.sent_at = timezone.now()
+    delivery.message_id = message.extra_headers["Message-ID"]
+    report.sent += 1
     delivery.save(update_fields=["status", "error", "sent_at", "message_id"])
+    return True
 
 
-def fail_interrupted(campaign: Campaign) -> int:
-    """Deliveries left in 'sending' by a crashed run: mark failed, never resend (the
-    message may have left before the crash)."""
-    return Delivery.objects.filter(node__campaign=campaign, status=Delivery.Status.SENDING).update(
-        status=Delivery.Status.FAILED,
-        error="Interrupted while sending; not resent to avoid a duplicate.",
+def _failed(delivery: Delivery, error: Exception, report: SendReport) -> None:
+    delivery.status = Delivery.Status.FAILED
+    delivery.error = f"{type(error).__name__}: {error}"[:2000]
+    report.failed += 1
+    if len(report.errors) < 20:
+        report.errors.append(f"{delivery.customer}: {delivery.error}")
+    log.warning("delivery %s failed: %s", delivery.pk, delivery.error)
+    delivery.save(update_fields=["status", "error"])
+
+
+INTERRUPTED_WHILE_HANDED_OVER = (
+    "Interrupted while the SMTP server was taking it: it may have been sent, so it is "
+    "not sent again."
+)
+
+
+def recover_interrupted(campaign: Campaign) -> tuple[int, int]:
+    """Deliveries a stopped or crashed run left in 'sending': those it never handed to
+    the SMTP server go back to the queue (this run sends them), those it did are marked
+    failed and never resent (the message may have left). Returns (requeued, failed).
+    Only safe while holding the campaign's send lock."""
+    interrupted = Delivery.objects.filter(node__campaign=campaign, status=Delivery.Status.SENDING)
+    requeued = interrupted.filter(handed_over_at__isnull=True).update(status=Delivery.Status.QUEUED)
+    failed = interrupted.filter(handed_over_at__isnull=False).update(
+        status=Delivery.Status.FAILED, error=INTERRUPTED_WHILE_HANDED_OVER
     )
+    return requeued, failed
 
 
 class SendInProgress(RuntimeError):
     """Another run is sending this campaign right now."""
 
 
+@contextmanager
+def _send_lock(campaign: Campaign):
+    """One run at a time per campaign. On PostgreSQL a session advisory lock, which the
+    server releases the moment a crashed run's connection goes, so a rerun can start at
+    once; elsewhere a cache entry, refreshed every batch, that expires after a crash.
+    Yields the cache key to refresh (None on PostgreSQL)."""
+    busy = SendInProgress(f"“{campaign.name}” is being sent by another run.")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [SEND_LOCK, campaign.pk])
+            if not cursor.fetchone()[0]:
+                raise busy
+        try:
+            yield None
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [SEND_LOCK, campaign.pk])
+        return
+    lock_key = f"clickmap:send-campaign:{campaign.pk}"
+    if not cache.add(lock_key, 1, LOCK_SECONDS):
+        raise busy
+    try:
+        yield lock_key
+    finally:
+        cache.delete(lock_key)
+
+
 def send_campaign(campaign: Campaign, *, progress=None) -> SendReport:
     """Send every email node of a campaign; the campaign ends 'sent'. Idempotent.
 
-    One run at a time per campaign (a cache lock); deliveries a crashed run left in
-    'sending' are marked failed, never resent.
+    One run at a time per campaign; it first recovers what a stopped or crashed run
+    left in 'sending' (``recover_interrupted``): nobody gets a message twice, and
+    every message that never reached the SMTP server is sent.
     """
     if not campaign.nodes.exists():
         raise ValueError(f"“{campaign.name}” has no email to send.")
-    lock_key = f"clickmap:send-campaign:{campaign.pk}"
-    if not cache.add(lock_key, 1, LOCK_SECONDS):
-        raise SendInProgress(f"“{campaign.name}” is being sent by another run.")
-    try:
-        total = SendReport(skipped=fail_interrupted(campaign))
+    with _send_lock(campaign) as lock_key:
+        resumed, skipped = recover_interrupted(campaign)
+        total = SendReport(skipped=skipped, resumed=resumed)
         Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
         for node in campaign.nodes.order_by("position"):
             report = send_node(node, progress=progress, lock_key=lock_key)
@@ -271,8 +379,6 @@ def send_campaign(campaign: Campaign, *, progress=None) -> SendReport:
             total.errors += report.errors
         Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENT)
         return total
-    finally:
-        cache.delete(lock_key)
 
 
 def send_progress(campaign: Campaign) -> dict[str, int]:

@@ -1,4 +1,6 @@
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django_scopes import scope
 
 from campaigns.models import Campaign, TemplateVersion
@@ -6,14 +8,27 @@ from campaigns.sending import send_campaign
 from campaigns.version_images import version_images_fetch
 
 
-@shared_task(name="campaigns.send_campaign", acks_late=False)
+@shared_task(
+    name="campaigns.send_campaign",
+    acks_late=False,  # a send killed at its hard limit is not redelivered over and over
+    soft_time_limit=settings.SEND_SOFT_TIME_LIMIT,
+    time_limit=settings.SEND_TIME_LIMIT,
+)
 def send_campaign_task(campaign_id: int) -> dict:
-    """Send a campaign (idempotent: a retried or repeated task mails nobody twice)."""
+    """Send a campaign (idempotent: a retried or repeated task mails nobody twice).
+
+    At the soft time limit the run stops where it is (what it had not handed to SMTP
+    goes back to the queue) and queues its own continuation, behind the sends queued
+    meanwhile: a big campaign takes turns with the other workspaces' sends."""
     campaign = (
         Campaign.objects.with_scopes_disabled().select_related("workspace").get(pk=campaign_id)
     )
-    with scope(workspace=campaign.workspace):
-        report = send_campaign(campaign)
+    try:
+        with scope(workspace=campaign.workspace):
+            report = send_campaign(campaign)
+    except SoftTimeLimitExceeded:
+        send_campaign_task.delay(campaign_id)
+        return {"continued": True}
     return {"planned": report.planned, "sent": report.sent, "failed": report.failed}
 
 

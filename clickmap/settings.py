@@ -50,6 +50,12 @@ LINK_TRACKER = "tracking.links.SignedTracker"
 # loopback or private address: for tests. Empty, every such address is refused.
 IMAGE_FETCH_ALLOWED_HOSTS = env.list("IMAGE_FETCH_ALLOWED_HOSTS", default=[])
 EMAIL_MESSAGE_ID_DOMAIN = env.str("EMAIL_MESSAGE_ID_DOMAIN", default="clickmap.local")
+# What one personalisation render (a delivery, a preview, the save-time check) may spend;
+# over any of these that delivery or preview fails, naming the limit.
+PERSONALISE_MAX_LOOP_ITERATIONS = env.int("PERSONALISE_MAX_LOOP_ITERATIONS", default=100_000)
+PERSONALISE_MAX_OUTPUT_CHARS = env.int("PERSONALISE_MAX_OUTPUT_CHARS", default=2_000_000)
+PERSONALISE_MAX_DEPTH = env.int("PERSONALISE_MAX_DEPTH", default=50)
+PERSONALISE_MAX_SECONDS = env.float("PERSONALISE_MAX_SECONDS", default=2.0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -126,6 +132,19 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Each kind of work has its queue and (docker-compose.yml) its worker, so a send, however
+# slow, never holds the worker that ingests and aggregates another workspace's clicks.
+CELERY_TASK_ROUTES = {
+    "campaigns.send_campaign": {"queue": "send"},
+    "tracking.ingest_events": {"queue": "pipeline"},
+    "tracking.ensure_partitions": {"queue": "pipeline"},
+    "clickmap.aggregate": {"queue": "pipeline"},
+    "clickmap.render_preview": {"queue": "previews"},
+}
+# A send task stops at its soft limit, puts back what it had not handed to SMTP and queues
+# its continuation behind the sends queued meanwhile; the hard limit ends a stuck one.
+SEND_SOFT_TIME_LIMIT = env.int("SEND_SOFT_TIME_LIMIT", default=300)
+SEND_TIME_LIMIT = env.int("SEND_TIME_LIMIT", default=SEND_SOFT_TIME_LIMIT + 60)
 # Aggregator runs that overlap split the change log into this many shards (by customer),
 # one run each (clickmap.rollups.aggregate_free_shards): the worker's concurrency.
 AGGREGATE_SHARDS = env.int("AGGREGATE_SHARDS", default=2)
@@ -143,6 +162,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 globals().update(email_config(env))
+# An SMTP server that stops answering fails the message after this many seconds, instead
+# of holding a send worker until its hard time limit.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=60)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Clickmap <clickmap@localhost>")
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -22,8 +22,12 @@ def add(x, y):
 
 @pytest.fixture
 def redis_worker(redis_client):
+    """A worker on the queues of docker-compose's `worker` (beat's tasks and the rest)."""
     app.loader.import_module("celery.contrib.testing.tasks")  # the worker's ping task
-    with start_worker(app, pool="solo", perform_ping_check=True, shutdown_timeout=10) as worker:
+    queues = [settings.CELERY_TASK_DEFAULT_QUEUE, "pipeline"]
+    with start_worker(
+        app, pool="solo", perform_ping_check=True, shutdown_timeout=10, queues=queues
+    ) as worker:
         yield worker
 
 

@@ -1,18 +1,52 @@
 """docker-compose.yml: no engine runs here, so the file itself is checked."""
 
+import shlex
 from pathlib import Path
 
 import yaml
+from django.conf import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 
 
+WORKERS = ("worker", "send-worker", "preview-worker")
+
+
 def test_it_has_the_services_each_with_a_healthcheck_where_it_serves():
-    assert {"web", "tracker", "worker", "beat", "postgres", "redis"} <= set(SERVICES)
-    for name in ("web", "tracker", "worker", "postgres", "redis"):
+    assert {"web", "tracker", *WORKERS, "beat", "postgres", "redis"} <= set(SERVICES)
+    for name in ("web", "tracker", *WORKERS, "postgres", "redis"):
         assert "test" in SERVICES[name]["healthcheck"], name
+
+
+def consumed_queues(command: str) -> set[str]:
+    """The queues a `celery … worker` command consumes (-Q/--queues)."""
+    words = shlex.split(command)
+    for flag, value in zip(words, words[1:], strict=False):
+        if flag in ("-Q", "--queues"):
+            return set(value.split(","))
+    return {settings.CELERY_TASK_DEFAULT_QUEUE}
+
+
+def test_every_queue_has_one_worker_and_no_send_shares_the_pipelines():
+    workers = {
+        name: consumed_queues(service["command"])
+        for name, service in SERVICES.items()
+        if "celery -A clickmap worker" in service.get("command", "")
+    }
+    assert set(workers) == set(WORKERS)
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    for queue in routed | {settings.CELERY_TASK_DEFAULT_QUEUE}:
+        assert sum(queue in queues for queues in workers.values()) == 1, queue
+    send_queue = settings.CELERY_TASK_ROUTES["campaigns.send_campaign"]["queue"]
+    assert workers["send-worker"] == {send_queue}  # a send worker does nothing else
+    # What beat schedules (ingestion, aggregation) runs on the spool-sharing worker.
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert settings.CELERY_TASK_ROUTES[entry["task"]]["queue"] in workers["worker"]
+    assert settings.CELERY_TASK_ROUTES["clickmap.render_preview"]["queue"] not in (
+        workers["worker"] | workers["send-worker"]
+    )
 
 
 def test_tracker_serves_the_same_app_and_shares_the_spool_with_the_ingesting_worker():
@@ -26,7 +60,7 @@ def test_tracker_serves_the_same_app_and_shares_the_spool_with_the_ingesting_wor
 
 def test_app_services_build_the_dockerfile_and_wait_for_healthy_stores():
     assert (ROOT / "Dockerfile").is_file()
-    for name in ("web", "tracker", "worker", "beat"):
+    for name in ("web", "tracker", *WORKERS, "beat"):
         service = SERVICES[name]
         assert service["build"] == "."
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
@@ -36,14 +70,15 @@ def test_app_services_build_the_dockerfile_and_wait_for_healthy_stores():
 def test_commands_run_gunicorn_celery_worker_and_beat():
     assert "gunicorn clickmap.wsgi:application" in SERVICES["web"]["command"]
     assert "migrate" in SERVICES["web"]["command"]
-    assert SERVICES["worker"]["command"].startswith("celery -A clickmap worker")
+    for name in WORKERS:
+        assert SERVICES[name]["command"].startswith("celery -A clickmap worker"), name
     assert SERVICES["beat"]["command"].startswith("celery -A clickmap beat")
     assert "8000:8000" in SERVICES["web"]["ports"]
 
 
 def test_app_environment_points_at_the_compose_postgres_and_redis():
     db = SERVICES["postgres"]["environment"]
-    for name in ("web", "worker", "beat"):
+    for name in ("web", *WORKERS, "beat"):
         env = SERVICES[name]["environment"]
         assert env["DATABASE_URL"] == (
             f"postgres://{db['POSTGRES_USER']}:{db['POSTGRES_PASSWORD']}@postgres:5432/"

@@ -526,7 +526,10 @@ def redis_worker(redis_client):
     from clickmap.celery import app
 
     app.loader.import_module("celery.contrib.testing.tasks")  # the worker's ping task
-    with start_worker(app, pool="solo", perform_ping_check=True, shutdown_timeout=10) as worker:
+    queues = ["clickmap", "previews"]  # the default queue (its ping) and docker-compose's
+    with start_worker(
+        app, pool="solo", perform_ping_check=True, shutdown_timeout=10, queues=queues
+    ) as worker:
         yield worker
 
 

@@ -236,15 +236,3 @@ def test_unreachable_smtp_keeps_deliveries_queued_for_the_next_run(ws, smtp_serv
     settings.EMAIL_PORT = real_port
     assert send(ws, campaign).sent == 1
     assert len(smtp_server.envelopes) == 1
-
-
-def test_a_crashed_send_is_not_resent(ws, people, smtp_server):
-    campaign = sendable_campaign(ws, TEMPLATE)
-    with scope(workspace=ws):
-        from campaigns.sending import plan_deliveries
-
-        plan_deliveries(campaign.nodes.get())
-        Delivery.objects.filter(customer__external_id="c1").update(status=Delivery.Status.SENDING)
-    report = send(ws, campaign)
-    assert report.skipped == 1 and report.sent == 1
-    assert [e.rcpt_tos for e in smtp_server.envelopes] == [["bob@example.test"]]

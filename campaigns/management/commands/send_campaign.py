@@ -32,7 +32,8 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"“{campaign.name}”: {report.sent} sent, {report.failed} failed, "
-                f"{report.planned} newly planned, {report.skipped} interrupted earlier."
+                f"{report.planned} newly planned, {report.resumed} resumed after an "
+                f"interruption, {report.skipped} interrupted while handed over (not resent)."
             )
         )
         for error in report.errors:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("campaigns", "0004_version_images"),
-        ("clickmap", "0006_per_customer_rollup_keys"),
+        ("clickmap", "0007_clicks_imply_opens"),
     ]
 
     operations = [
