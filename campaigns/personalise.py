@@ -62,9 +62,11 @@ class TemplateTooDeep(PersonaliseError):
 @pass_context
 def _cm_track(context, value, link_id, personalised=False):
     """Jinja filter: the rendered href → this delivery's tracking URL for the link. A
-    personalised href that renders to anything but an http(s) address fails the render."""
+    personalised href that renders to anything but an http(s) address fails the render
+    (not a sample customer's preview, where a missing name renders as nothing)."""
     destination = html.unescape(str(value)).strip()
-    if personalised and (scheme := href_scheme(destination)) not in _WEB_SCHEMES:
+    sample = context.environment.undefined is SampleUndefined
+    if personalised and not sample and (scheme := href_scheme(destination)) not in _WEB_SCHEMES:
         if not destination:
             what = "nothing"
         else:

@@ -24,6 +24,8 @@ from campaigns.models import (
     TemplateLink,
     Variant,
 )
+from clickmap.models import Preview
+from clickmap.previews import preview_document, sample_customer
 from clickmap.rollups import aggregate
 from tests.clickmap_truth import recount
 from tests.demo_world import number, page_table, page_url, summary, variant_named
@@ -411,3 +413,26 @@ def test_the_site_has_a_favicon(db):
         assert icon.read(4) == b"\x00\x00\x01\x00"  # an ICO file
     with open(finders.find("favicon.svg")) as svg:
         assert svg.read().startswith("<svg")
+
+
+def test_no_shared_preview_of_a_demo_email_shows_raw_personalisation(demo):
+    workspace = demo[0]
+    with scopes_disabled():
+        sample = sample_customer(workspace.pk)
+        variants = list(
+            Variant.objects.filter(node__campaign__workspace=workspace).select_related(
+                "template_version"
+            )
+        )
+        assert len(variants) >= 8 and sample is not None
+        for variant in variants:
+            version = variant.template_version
+            assert "{{" in version.html  # the demo's emails are personalised
+            for who in (sample, None):  # the first customer, and one with no data at all
+                preview = Preview(
+                    version=version, format=variant.format, device="desktop", customer=who
+                )
+                html = preview_document(preview)
+                assert "{{" not in html and "{%" not in html, (variant, who)
+                if who is not None and variant.format == "html":
+                    assert sample.attributes["first_name"] in html

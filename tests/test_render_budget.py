@@ -9,6 +9,7 @@ import tracemalloc
 import pytest
 from django_scopes import scope, scopes_disabled
 
+from campaigns.models import Delivery, Variant
 from campaigns.personalise import PersonaliseError, check_template, render
 from campaigns.render_budget import RenderBudget, RenderLimits
 from clickmap.models import Preview
@@ -253,7 +254,9 @@ def test_preview_for_a_customer_over_budget_fails_with_the_reason(
     """ "Preview for" renders in the request on the embedded default: the budget stops it
     and the map says why, instead of holding the web worker."""
     workspace = make_workspace("Heavy")
-    customers(workspace, [("a", "ann@example.test", {}), ("x", "x@example.test", {})])
+    _, heavy_reader = customers(
+        workspace, [("a", "ann@example.test", {}), ("x", "x@example.test", {})]
+    )
     heavy = NESTED_LOOPS.replace("{{ tick() }}", "x")
     html = (
         "<p><a href='https://shop.example/'>Shop</a></p>"
@@ -262,6 +265,15 @@ def test_preview_for_a_customer_over_budget_fails_with_the_reason(
     campaign = sendable_campaign(workspace, html, subject="S")
     with scope(workspace=workspace):
         owner = workspace.memberships.get().user
+        variant = Variant.objects.get(node__campaign=campaign)
+        Delivery.objects.create(  # Preview for shows the email of someone who received it
+            workspace=workspace,
+            node=variant.node,
+            variant=variant,
+            customer=heavy_reader,
+            template_version=variant.template_version,
+            status="sent",
+        )
     url = f"/w/{workspace.slug}/campaigns/{campaign.pk}/clickmap/preview/"
     client = client_for(owner)
     with django_capture_on_commit_callbacks(execute=True):  # the render, queued on commit
