@@ -95,6 +95,19 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+def database_url(name: str = "", dbname: str | None = None) -> str:
+    """The test database's URL, for another process or connection (host and port as
+    query parameters: the host may be the embedded server's socket directory);
+    ``dbname`` names another database on the same server, ``name`` the connection."""
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    query = [f"{key}={params[key]}" for key in ("host", "port") if params.get(key)]
+    if name:
+        query.append(f"application_name={name}")
+    return f"postgres://{params['user']}@/{dbname or params['dbname']}?{'&'.join(query)}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

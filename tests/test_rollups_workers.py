@@ -26,6 +26,7 @@ from clickmap.rollups import (
     aggregate_free_shards,
     aggregate_now,
 )
+from tests.conftest import database_url
 from tests.rollup_world import DEVICES, T0, links_of
 from tests.test_rollups import check_exact
 from tracking.models import ClickEvent, EventChange, OpenEvent
@@ -105,11 +106,7 @@ def test_aggregate_now_runs_every_shard_at_once_and_gives_exact_numbers(world, s
 
 
 def _database_url(name: str = "crashme") -> str:
-    """The test database's URL, for another process or connection (host and port as
-    query parameters: the host may be the embedded server's socket directory)."""
-    params = connection.get_connection_params()
-    where = "&".join(f"{key}={params[key]}" for key in ("host", "port") if params.get(key))
-    return f"postgres://{params['user']}@/{params['dbname']}?{where}&application_name={name}"
+    return database_url(name)
 
 
 def assert_drained_exactly(world, clicks: int) -> None:

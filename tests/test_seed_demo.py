@@ -13,12 +13,12 @@ from io import StringIO
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import environ
 import lxml.html
 import psycopg
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
 from django_scopes import scopes_disabled
 from PIL import Image
@@ -26,7 +26,7 @@ from PIL import Image
 from campaigns.models import Campaign, Customer, Delivery, Membership, TemplateVersion, Workspace
 from clickmap.demo import DEMO_CAMPAIGNS, DEMO_TEMPLATES, WELCOME_AMP, demo_email
 from clickmap.models import LinkRollup
-from tests.testenv import TEST_DATABASE_URL
+from tests.conftest import database_url
 from tracking.models import ClickEvent, OpenEvent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,24 +174,17 @@ def test_the_product_never_refers_to_shared():
 
 
 @pytest.fixture
-def fresh_database():
+def fresh_database(db):
     """A new, empty PostgreSQL database beside the test one; dropped afterwards."""
-    config = environ.Env.db_url_config(TEST_DATABASE_URL)
-    name = f"{config['NAME']}_fresh_clone"
-    admin = {
-        "dbname": "postgres",
-        "user": config["USER"] or None,
-        "password": config["PASSWORD"] or None,
-        "host": config["HOST"] or None,
-        "port": config["PORT"] or None,
-        "autocommit": True,
-    }
-    with psycopg.connect(**admin) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield TEST_DATABASE_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(**admin) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    params = connection.get_connection_params()
+    name = f"{params['dbname']}_fresh_clone"
+    admin = {key: params[key] for key in ("user", "password", "host", "port") if params.get(key)}
+    with psycopg.connect(dbname="postgres", autocommit=True, **admin) as server:
+        server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        server.execute(f'CREATE DATABASE "{name}"')
+    yield database_url(dbname=name)
+    with psycopg.connect(dbname="postgres", autocommit=True, **admin) as server:
+        server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 CLONE_REPORT = """

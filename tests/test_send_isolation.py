@@ -18,7 +18,7 @@ from django_scopes import scope, scopes_disabled
 
 from campaigns.models import Campaign, Delivery
 from campaigns.sending import INTERRUPTED_WHILE_HANDED_OVER, plan_deliveries, send_campaign
-from tests.conftest import SmtpSink, free_port
+from tests.conftest import SmtpSink, database_url, free_port
 from tests.factories import customers, sendable_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,11 +182,9 @@ def test_a_send_killed_mid_batch_then_rerun_mails_everyone_exactly_once(ws, sett
     controller = Controller(sink, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
-        s = connection.settings_dict
         env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
         env.update(
-            DATABASE_URL=f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
-            "?application_name=killed-sender",
+            DATABASE_URL=database_url("killed-sender"),
             EMAIL_URL=f"smtp://127.0.0.1:{controller.port}",
             TRACKING_SPOOL_DIR=str(tmp_path / "spool"),
         )

@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from aiosmtpd.controller import Controller
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from django_scopes import scope, scopes_disabled
@@ -34,7 +33,7 @@ from campaigns.sending import INTERRUPTED_WHILE_HANDED_OVER, plan_deliveries
 from campaigns.tasks import send_campaign_task
 from clickmap.celery import app
 from clickmap.models import LinkRollup
-from tests.conftest import SmtpSink, free_port
+from tests.conftest import SmtpSink, database_url, free_port
 from tests.factories import customers, sendable_campaign
 from tracking.hotpath import spool
 from tracking.links import SignedTracker
@@ -174,10 +173,9 @@ def test_a_send_over_budget_fails_one_delivery_and_never_delays_another_workspac
     sink = HoldingSink()
     smtp = Controller(sink, hostname="127.0.0.1", port=free_port())
     smtp.start()
-    s = connection.settings_dict
     env = dict(
         os.environ,
-        DATABASE_URL=f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}",
+        DATABASE_URL=database_url(),
         EMAIL_URL=f"smtp://127.0.0.1:{smtp.port}",
         TRACKING_SPOOL_DIR=str(spool_dir),
     )
@@ -236,10 +234,9 @@ def test_a_send_stopped_at_its_soft_time_limit_goes_on_by_itself_and_mails_nobod
     sink = HoldingSink()
     smtp = Controller(sink, hostname="127.0.0.1", port=free_port())
     smtp.start()
-    s = connection.settings_dict
     env = dict(
         os.environ,
-        DATABASE_URL=f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}",
+        DATABASE_URL=database_url(),
         EMAIL_URL=f"smtp://127.0.0.1:{smtp.port}",
         SEND_SOFT_TIME_LIMIT="2",
         SEND_TIME_LIMIT="60",
