@@ -19,6 +19,7 @@ from django_scopes import scopes_disabled
 
 from campaigns.models import Delivery, TemplateLink, Workspace
 from tracking.classify import (
+    MAX_USER_AGENT_LENGTH,
     ClickFacts,
     Reason,
     Thresholds,
@@ -39,24 +40,31 @@ class IngestReport:
     clicks: int = 0
     opens: int = 0
     dropped: int = 0  # events naming a delivery or link that no longer exists
-    bad_lines: int = 0
+    bad_lines: int = 0  # skipped spool lines: not a whole event (kept in the spool's bad/)
+    bad_bytes: int = 0
     reclassified: int = 0
-    errors: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # per file: what was skipped
 
 
 def ingest_spool(directory=None) -> IngestReport:
-    """Store every complete spool file's events; returns what was done."""
+    """Store every complete spool file's events; returns what was done, and for each
+    file with lines that were not whole events, exactly what was skipped (also logged
+    at ERROR; the lines are kept in the spool's bad/ directory)."""
     report = IngestReport()
     for path, fd in claim_files(directory or settings.TRACKING_SPOOL_DIR):
         try:
-            records, bad = read_records(fd)
-            store_records(records, report)
+            spooled = read_records(fd)
+            store_records(spooled.records, report)
         except BaseException:
             os.close(fd)  # the file stays; the next run reads it again
             raise
-        release(path, fd, bad)
+        release(path, fd, spooled.bad)
         report.files += 1
-        report.bad_lines += len(bad)
+        report.bad_lines += len(spooled.bad)
+        report.bad_bytes += spooled.bad_bytes
+        if loss := spooled.loss(path.name):
+            report.lost.append(loss)
+            log.error("tracking spool %s: %s; kept in bad/%s", path.parent, loss, path.name)
     if report.files:
         events_stored.send(sender=ingest_spool, report=report)
     return report
@@ -92,14 +100,16 @@ def store_records(records: list[dict], report: IngestReport) -> None:
 
 
 def _facts(record, delivery) -> ClickFacts:
+    # As stored (user agent and method cut to their stored length), so a verdict made
+    # now is the one a later batch makes again from the stored row.
     return ClickFacts(
         event_id=uuid.UUID(record["id"]).hex,
         delivery_id=delivery.pk,
         link_id=int(record.get("l") or 0),
         at=_at(record),
         delivered_at=delivery.sent_at,
-        user_agent=record.get("ua", ""),
-        method=record.get("m", "GET"),
+        user_agent=str(record.get("ua") or "")[:MAX_USER_AGENT_LENGTH],
+        method=str(record.get("m") or "GET")[:8],
         headers=record.get("hd") or {},
         honeypot=bool(record.get("h")),
     )
@@ -208,7 +218,7 @@ def _store_opens(records, deliveries, report: IngestReport) -> None:
         if delivery is None:
             report.dropped += 1
             continue
-        user_agent = record.get("ua", "")
+        user_agent = str(record.get("ua") or "")[:MAX_USER_AGENT_LENGTH]
         reason = classify_open(user_agent, record.get("ip") or None)
         rows.append(
             OpenEvent(
