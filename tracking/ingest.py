@@ -4,6 +4,15 @@ Each claimed spool file is stored in one transaction with INSERT … ON CONFLICT
 (event_id) DO NOTHING, and deleted only after the commit; a crash in between makes
 the next run read the file again and insert nothing twice. Several ingesters may
 run at once: each file is locked by the one that claimed it.
+
+A delivery's stored click verdicts always equal classify_clicks over all of its
+stored clicks, whatever the batching, order and concurrency of ingestion. A batch
+first locks its deliveries (PostgreSQL transaction-level advisory locks, taken in
+one sorted order so two ingesters never deadlock; on SQLite write transactions run
+one at a time anyway), so it sees every click an earlier batch stored. Then it
+judges the stored clicks that its new ones can affect (those within
+classify.verdict_reach of one) over everything within that reach of them, and
+stores the changed verdicts with their rollup change log rows.
 """
 
 import logging
@@ -11,10 +20,10 @@ import os
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django_scopes import scopes_disabled
 
 from campaigns.models import Delivery, TemplateLink, Workspace
@@ -26,12 +35,19 @@ from tracking.classify import (
     classify_clicks,
     classify_open,
     device_class,
+    verdict_reach,
 )
 from tracking.models import ClickEvent, EventChange, OpenEvent
 from tracking.signals import events_stored
 from tracking.spool import claim_files, read_records, release
 
 log = logging.getLogger(__name__)
+
+# PostgreSQL advisory locks (the two-int form): this class, and the delivery id modulo
+# LOCK_SLOTS. Bounded, so a batch of many deliveries cannot fill the server's lock
+# table; two deliveries sharing a slot are only ingested one after the other.
+INGEST_LOCK = 0x696E  # "in"
+LOCK_SLOTS = 256
 
 
 @dataclass
@@ -84,9 +100,11 @@ def _thresholds(workspace: Workspace) -> Thresholds:
 
 @transaction.atomic
 def store_records(records: list[dict], report: IngestReport) -> None:
-    """Classify and insert one batch of spool records (idempotent by event id)."""
+    """Classify and insert one batch of spool records (idempotent by event id), and
+    reclassify the stored clicks of its deliveries that the new ones affect."""
     with scopes_disabled():
         delivery_ids = {int(r["d"]) for r in records}
+        _lock_deliveries(delivery_ids)
         deliveries = {
             d.pk: d
             for d in Delivery.objects.filter(pk__in=delivery_ids).select_related("workspace")
@@ -97,6 +115,20 @@ def store_records(records: list[dict], report: IngestReport) -> None:
         opens = [r for r in records if r.get("k") == "o"]
         _store_clicks(clicks, deliveries, links, report)
         _store_opens(opens, deliveries, report)
+
+
+def _lock_deliveries(delivery_ids) -> None:
+    """Hold, until the transaction ends, the ingestion lock of each delivery: another
+    batch of the same deliveries waits, then sees this one's rows."""
+    if connection.vendor != "postgresql":
+        return  # SQLite: the write transactions (BEGIN IMMEDIATE) already take turns
+    slots = sorted({delivery_id % LOCK_SLOTS for delivery_id in delivery_ids})
+    with connection.cursor() as cursor:
+        # unnest yields the sorted array in order: every batch locks in the same order.
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock(%s, slot)) FROM unnest(%s::int[]) AS slot",
+            [INGEST_LOCK, slots],
+        )
 
 
 def _facts(record, delivery) -> ClickFacts:
@@ -142,38 +174,40 @@ def _store_clicks(records, deliveries, links, report: IngestReport) -> None:
         by_workspace[delivery.workspace].append((record, delivery))
     for workspace, items in by_workspace.items():
         thresholds = _thresholds(workspace)
-        facts_of = [_facts(record, delivery) for record, delivery in items]
-        new = facts_of
-        # Earlier clicks of the same deliveries near these ones: a burst or honeypot
-        # can span two batches, and then the earlier clicks are flagged too.
-        window = timedelta(seconds=thresholds.burst_seconds)
-        earliest = min(f.at for f in new) - window
-        latest = max(f.at for f in new) + window
+        batch = {}  # event_id -> (record, facts); a repeated event counts once
+        for record, delivery in items:
+            facts = _facts(record, delivery)
+            batch.setdefault(facts.event_id, (record, facts))
+        # Stored clicks within `reach` of a new one may change verdict; each of them is
+        # judged over the clicks within `reach` of it: read twice as far.
+        reach = verdict_reach(thresholds)
+        first = min(facts.at for _, facts in batch.values())
+        last = max(facts.at for _, facts in batch.values())
         stored = list(
             ClickEvent.objects.filter(
-                delivery_id__in={f.delivery_id for f in new}, at__gte=earliest, at__lte=latest
+                delivery_id__in={facts.delivery_id for _, facts in batch.values()},
+                at__gte=first - 2 * reach,
+                at__lte=last + 2 * reach,
             )
         )
         known = {e.event_id.hex for e in stored}
-        # A re-read file's events are stored already; each event counts once.
-        new = list({f.event_id: f for f in new if f.event_id not in known}.values())
-        history = [_history_facts(e, deliveries.get(e.delivery_id)) for e in stored]
-        reasons = classify_clicks(history + new, thresholds)
-        _reclassify(stored, reasons, report)
+        new = [(record, facts) for record, facts in batch.values() if facts.event_id not in known]
+        history = [_history_facts(e, deliveries[e.delivery_id]) for e in stored]
+        reasons = classify_clicks(history + [facts for _, facts in new], thresholds)
+        affected = [e for e in stored if first - reach <= e.at <= last + reach]
+        _reclassify(affected, reasons, report)
         rows = []
-        for (record, delivery), facts in zip(items, facts_of, strict=True):
-            if facts.event_id in known:
-                continue
+        for record, facts in new:
             reason = reasons[facts.event_id]
             rows.append(
                 ClickEvent(
                     event_id=uuid.UUID(facts.event_id),
                     workspace_id=workspace.pk,
-                    delivery_id=delivery.pk,
+                    delivery_id=facts.delivery_id,
                     link_id=facts.link_id or None,
                     url=record.get("u", ""),
                     honeypot=facts.honeypot,
-                    method=facts.method[:8],
+                    method=facts.method,
                     at=facts.at,
                     user_agent=facts.user_agent,
                     ip=record.get("ip", ""),
