@@ -169,7 +169,7 @@ def ingest_inline() -> None:
     """Store the spool now (embedded default). Never raises: when it fails (the
     database is unreachable) the events stay in the spool for the next ingestion,
     and the failure is logged at ERROR (rate-limited, counted exactly)."""
-    from django.db import close_old_connections
+    from django.db import close_old_connections, connection
 
     from tracking.ingest import ingest_spool
 
@@ -178,8 +178,10 @@ def ingest_inline() -> None:
         ingest_spool()
     except Exception as error:
         _inline_failures.failure(error)
-        # Outside Django's request cycle nothing else drops a broken connection.
-        close_old_connections()
+        # Outside Django's request cycle nothing else drops a broken connection (inside
+        # a caller's transaction, the caller's to handle).
+        if not connection.in_atomic_block:
+            close_old_connections()
     else:
         _inline_failures.success()
 
