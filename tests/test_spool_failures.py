@@ -5,10 +5,12 @@ writes fail, and once the disk is back the next clicks are stored whole. Ingesti
 skips what is not a whole event up to the next newline and says exactly what."""
 
 import errno
+import io
 import os
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 from django_scopes import scope, scopes_disabled
@@ -202,6 +204,18 @@ def test_ingestion_skips_to_the_next_newline_and_reports_exactly_what_was_lost(d
     assert (spool_dir / "bad" / "0000-host-1-1.jsonl").read_text() == f"{merged}\n{tail}\n"
     with scopes_disabled():
         assert sorted(e.event_id.hex for e in OpenEvent.objects.all()) == ["1" * 32, "3" * 32]
+
+
+def test_ingest_events_prints_what_it_skipped(delivery, spool_dir):
+    spool_dir.mkdir(parents=True)
+    good = f'{{"k":"o","t":1700000000.0,"d":{delivery.pk},"ua":"","id":"{"4" * 32}"}}'
+    (spool_dir / "0000-host-2-1.jsonl").write_text(f"{good}\nnot an event\n")
+    out, err = io.StringIO(), io.StringIO()
+
+    call_command("ingest_events", stdout=out, stderr=err)
+
+    assert "ingested 0 clicks and 1 opens from 1 files (0 dropped, 1 bad lines" in out.getvalue()
+    assert err.getvalue() == "lost: 0000-host-2-1.jsonl: skipped 1 line(s), 13 bytes\n"
 
 
 def test_health_check_is_ok_while_the_spool_takes_events(spool_dir):
