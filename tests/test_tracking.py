@@ -2,6 +2,7 @@
 redirecting, opens and unsubscribes are recorded, and no event is lost or doubled."""
 
 import base64
+import ipaddress
 import json
 import os
 import threading
@@ -11,6 +12,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 from django_scopes import scope, scopes_disabled
+from hypothesis import given
+from hypothesis import strategies as st
 
 from campaigns.models import Customer, Delivery
 from campaigns.sending import plan_deliveries
@@ -268,8 +271,35 @@ def test_concurrent_writers_lose_nothing(delivery, spool_dir):
 
 def test_ip_addresses_are_truncated():
     assert truncate_ip("198.51.100.23") == "198.51.100.0"
+    assert truncate_ip(" 198.51.100.23") == "198.51.100.0"  # X-Forwarded-For: a, b
     assert truncate_ip("2001:db8:abcd:12:1:2:3:4") == "2001:db8:abcd::"
     assert truncate_ip("not an ip") == ""
+    for refused in ("198.51.100.023", "256.1.1.1", "1.2.3", "1.2.3.4.5", "１.2.3.4", "1.2.3.+4"):
+        assert truncate_ip(refused) == ""
+
+
+def _truncated_by_ipaddress(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return ""
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+
+
+@given(
+    st.one_of(
+        st.ip_addresses().map(str),
+        st.lists(
+            st.one_of(st.integers(0, 300).map(str), st.text("0123456789+-x １", max_size=4)),
+            min_size=3,
+            max_size=5,
+        ).map(".".join),
+        st.text(max_size=20),
+    )
+)
+def test_ip_truncation_agrees_with_the_ipaddress_module(address):
+    assert truncate_ip(address) == _truncated_by_ipaddress(address)
 
 
 def test_a_later_batch_keeps_earlier_prefetch_verdicts(delivery):

@@ -20,6 +20,7 @@ the spool for the next ingestion.
 import base64
 import ipaddress
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -104,11 +105,20 @@ class RecentRequests:
 _recent_clicks = RecentRequests()
 
 
+# Dotted IPv4 as ipaddress.ip_address accepts it: four decimal octets, no leading zeros.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+
+
 @lru_cache(maxsize=4096)  # recipients click several links from one address
 def truncate_ip(address: str) -> str:
-    """The client's network, not its address: IPv4 /24, IPv6 /48."""
+    """The client's network, not its address: IPv4 /24, IPv6 /48; "" for anything
+    that is not an address."""
+    address = address.strip()
+    if _IPV4.fullmatch(address):  # nearly every client: no ipaddress objects (~15 µs)
+        return address[: address.rindex(".")] + ".0"
     try:
-        ip = ipaddress.ip_address(address.strip())
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return ""
     prefix = 24 if ip.version == 4 else 48
