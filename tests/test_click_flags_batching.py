@@ -25,7 +25,7 @@ from clickmap import metrics
 from clickmap.rollups import aggregate
 from tests.factories import customers, sendable_campaign
 from tracking.classify import ClickFacts, Thresholds, classify_clicks
-from tracking.ingest import ingest_spool
+from tracking.ingest import MAX_SLOT_LOCKS, ingest_spool
 from tracking.models import ClickEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)  # real concurrent transactions
@@ -231,6 +231,21 @@ def test_two_ingesters_at_once_do_not_both_store_reliable(make_workspace):
     ingest_at_once(first, second)
 
     assert by_number(world, clicks) == {1: "burst", 2: "burst", 3: "burst"}
+
+
+@pytest.mark.parametrize("big_first", [True, False])
+def test_a_batch_of_many_deliveries_and_a_small_one_at_once_take_turns(make_workspace, big_first):
+    # Over MAX_SLOT_LOCKS deliveries, a batch locks all of them at once (one lock).
+    world = World(make_workspace, Thresholds(), people=MAX_SLOT_LOCKS + 8)
+    big = [Click(1, 0, 1, 0), Click(2, 0, 2, 0)]  # delivery 0: links 2 and 3…
+    big += [Click(10 + n, n, 1, 0) for n in range(1, len(world.deliveries))]
+    small = [Click(3, 0, 3, 5)]  # …and link 4 half a second later, in the other batch
+    batches = [spool_of(world, big), spool_of(world, small)]
+
+    ingest_at_once(*(batches if big_first else reversed(batches)))
+
+    assert by_number(world, [*big[:2], *small]) == {1: "burst", 2: "burst", 3: "burst"}
+    assert set(by_number(world, big[2:]).values()) == {""}
 
 
 # --- any batching ------------------------------------------------------------------

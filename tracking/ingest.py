@@ -43,11 +43,17 @@ from tracking.spool import claim_files, read_records, release
 
 log = logging.getLogger(__name__)
 
-# PostgreSQL advisory locks (the two-int form): this class, and the delivery id modulo
-# LOCK_SLOTS. Bounded, so a batch of many deliveries cannot fill the server's lock
-# table; two deliveries sharing a slot are only ingested one after the other.
+# PostgreSQL advisory locks (the two-int form), all of class INGEST_LOCK: one per slot
+# (a delivery's slot is its id modulo LOCK_SLOTS; two deliveries sharing one are only
+# ingested one after the other), and ALL_SLOTS, which stands for every slot. A batch
+# of at most MAX_SLOT_LOCKS slots takes ALL_SLOTS shared, then its slots; a bigger one
+# takes ALL_SLOTS alone, exclusive. So no transaction holds more than MAX_SLOT_LOCKS
+# + 1 of the server's shared lock table (a few thousand entries for every session),
+# and every batch takes its locks in one order: ALL_SLOTS first, then slots sorted.
 INGEST_LOCK = 0x696E  # "in"
-LOCK_SLOTS = 256
+ALL_SLOTS = -1
+LOCK_SLOTS = 1024
+MAX_SLOT_LOCKS = 32
 
 
 @dataclass
@@ -124,6 +130,10 @@ def _lock_deliveries(delivery_ids) -> None:
         return  # SQLite: the write transactions (BEGIN IMMEDIATE) already take turns
     slots = sorted({delivery_id % LOCK_SLOTS for delivery_id in delivery_ids})
     with connection.cursor() as cursor:
+        if len(slots) > MAX_SLOT_LOCKS:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [INGEST_LOCK, ALL_SLOTS])
+            return
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", [INGEST_LOCK, ALL_SLOTS])
         # unnest yields the sorted array in order: every batch locks in the same order.
         cursor.execute(
             "SELECT count(pg_advisory_xact_lock(%s, slot)) FROM unnest(%s::int[]) AS slot",
