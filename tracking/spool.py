@@ -17,9 +17,10 @@ so every file holds whole lines only and the next event starts on a line boundar
 (when even the cut fails, the file is given up and the next event goes to a new
 one). The event is then lost, never half-written: `append` returns None, and the
 process counts it exactly and logs it at ERROR (tracking.failures: at most one line
-per ten seconds while writes keep failing, and one when they succeed again). The reader treats
-any line that is not a whole event, a last line without its newline included, as
-lost: it is skipped up to the next newline, kept aside and reported.
+per ten seconds while writes keep failing, one when they succeed again, one at exit).
+The reader treats any line that is not a whole event, a last line without its
+newline included, as lost: it is skipped up to the next newline, kept aside and
+reported.
 """
 
 import contextlib
