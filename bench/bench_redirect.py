@@ -25,7 +25,12 @@ Prints, in the house format:
   bench: redirect_exact_100k_redis_restart value=<rows> baseline=100000 ratio=… goal===1.0
 Exits non-zero when an exactness check fails; a missed speed goal is only printed.
 
-Uses its own PostgreSQL database (clickmap_bench, recreated each run), its own Redis on
+Every request comes from an address of its own (X-Forwarded-For, which the servers are
+told to trust): the tracker records one token from one address at most once a second,
+and the bench measures recorded clicks, not repeats it skips.
+
+Uses its own PostgreSQL database (clickmap_bench, or BENCH_DB_NAME; recreated each
+run), its own Redis on
 a free port so other work on the machine's Redis is not disturbed (BENCH_REDIS_PORT=6379
 uses and restarts that one instead, leaving it running) and a temporary spool directory.
 BENCH_GUNICORN_ARGS and BENCH_SECONDS (one round) override the defaults below.
@@ -70,7 +75,7 @@ ROUNDS = 5
 WARMUP_SECONDS = 2
 EXACT_CLICKS = 100_000
 CUSTOMERS = 1000  # × 3 links: 3,000 distinct tokens
-DB_NAME = "clickmap_bench"
+DB_NAME = os.environ.get("BENCH_DB_NAME", "clickmap_bench")
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -331,10 +336,11 @@ class Load:
 
     def _client(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        headers = {"User-Agent": USER_AGENT}
+        headers = {"User-Agent": USER_AGENT, "X-Forwarded-For": ""}
         ok, latencies, errors = 0, [], []
         while (i := next(self._next)) < self.total:
             click = self.clicks[i % len(self.clicks)]
+            headers["X-Forwarded-For"] = client_address(i)
             sent = time.perf_counter()
             try:
                 conn.request("GET", click.path, headers=headers)
@@ -373,13 +379,27 @@ def ensure_wrk() -> str | None:
     return shutil.which("wrk")
 
 
-# wrk cycles through the paths so every request verifies another token.
+def client_address(n: int) -> str:
+    """The n-th request's client address (10.0.0.0/8): each request its own."""
+    return f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+
+
+# wrk cycles through the paths so every request verifies another token, each request
+# from an address of its own (10.<thread>.x.y).
 WRK_SCRIPT = """
-local paths, i = {}, 0
+local threads = 0
+function setup(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+end
+local paths, i, n = {}, 0, 0
 for line in io.lines("%s") do paths[#paths + 1] = line end
 wrk.headers["User-Agent"] = "%s"
 request = function()
   i = i %% #paths + 1
+  n = n + 1
+  wrk.headers["X-Forwarded-For"] = string.format(
+    "10.%%d.%%d.%%d", id %% 256, math.floor(n / 256) %% 256, n %% 256)
   return wrk.format("GET", paths[i])
 end
 """
@@ -545,6 +565,7 @@ def main() -> int:
         "HTTPS_ONLY": "0",
         "STATIC_MANIFEST": "0",
         "TRACKING_INGEST_INLINE": "0",
+        "TRACKING_TRUST_X_FORWARDED_FOR": "1",
         "TRACKING_SPOOL_DIR": str(work / "spool"),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",

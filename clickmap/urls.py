@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.http import HttpResponse, HttpResponsePermanentRedirect
@@ -6,9 +7,16 @@ from django.urls import include, path
 
 from campaigns import account_views
 from campaigns import views as campaign_views
+from tracking.spool import write_problem
 
 
 def healthz(request):
+    """200 "ok"; 503 while the tracking spool cannot take an event (clicks are lost)."""
+    problem = write_problem(settings.TRACKING_SPOOL_DIR)
+    if problem:
+        return HttpResponse(
+            f"unhealthy: tracking spool: {problem}\n", status=503, content_type="text/plain"
+        )
     return HttpResponse("ok", content_type="text/plain")
 
 

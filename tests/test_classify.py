@@ -4,7 +4,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracking.classify import (
@@ -17,6 +17,7 @@ from tracking.classify import (
     load_user_agent_rules,
     request_reason,
     user_agent_reason,
+    verdict_reach,
 )
 
 DELIVERED = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
@@ -673,6 +674,23 @@ def test_classification_is_independent_of_order_and_batching(clicks, split, seed
     assert classify_clicks(later, DEFAULTS, history=earlier) == {
         c.event_id: whole[c.event_id] for c in later
     }
+
+
+@settings(deadline=None)  # the first call loads the user agent parser
+@given(
+    clicks=_random_clicks,
+    limits=st.builds(Thresholds, burst_links=st.integers(2, 4), burst_seconds=st.integers(0, 4)),
+)
+def test_a_verdict_depends_only_on_the_clicks_within_its_reach(clicks, limits):
+    whole = classify_clicks(clicks, limits)
+    reach = verdict_reach(limits)
+    for subject in clicks:
+        near = [c for c in clicks if abs(c.at - subject.at) <= reach]
+        assert classify_clicks(near, limits)[subject.event_id] == whole[subject.event_id]
+    # …and reaches that far: clicks exactly `reach` apart can make a burst.
+    pair = [click("a", 1, 100.0), click("b", 2, 100.0 + reach.total_seconds())]
+    pair_limits = Thresholds(burst_links=2, burst_seconds=limits.burst_seconds)
+    assert set(classify_clicks(pair, pair_limits).values()) == {Reason.BURST}
 
 
 # --- opens --------------------------------------------------------------------------

@@ -217,6 +217,22 @@ def test_token_signed_by_an_unknown_key_is_rejected():
     assert verify_token(text, [OTHER_KEY]) == OpenToken(42)
 
 
+@pytest.mark.parametrize(
+    "token", [ClickToken(7, 3, URL), ClickToken(7, 0, URL, True), OpenToken(7), UnsubscribeToken(7)]
+)
+def test_a_token_whose_key_id_names_another_key_than_its_signer_is_refused(token):
+    assert _key_id(KEY) != _key_id(OTHER_KEY)  # two keys, two ids
+    honest = _seal(_encode_payload(token, _key_id(KEY)), KEY)
+    # Signed by KEY, but its key-id byte names OTHER_KEY; both keys are listed.
+    misnamed = _seal(_encode_payload(token, _key_id(OTHER_KEY)), KEY)
+
+    assert verify_token(honest, [KEY, OTHER_KEY]) == token
+    assert unb64(misnamed)[1] == _key_id(OTHER_KEY)
+    assert verify_token(misnamed, [KEY, OTHER_KEY]) is None
+    assert verify_token(misnamed, [OTHER_KEY, KEY]) is None
+    assert verify_token(misnamed, [KEY]) is None
+
+
 def test_huge_input_is_rejected_quickly():
     for huge in ("A" * 1_000_000, sign_token(OpenToken(1), KEYS) * 40_000, "é" * 1_000_000):
         started = time.perf_counter()

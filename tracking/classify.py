@@ -294,6 +294,19 @@ def classify_clicks(
     }
 
 
+def verdict_reach(thresholds: Thresholds) -> timedelta:
+    """How far in time one click's verdict reaches: the longest distance between two
+    clicks of one delivery at which one's presence can change the other's verdict.
+
+    Every rule that looks at other clicks (burst, honeypot neighbourhood) looks only at
+    clicks of the same delivery within burst_seconds, both ends included. So a click's
+    verdict is classify_clicks over the delivery's clicks within this reach of it, and
+    new clicks can change only the verdicts of clicks within this reach of one of them.
+    Keep it in step with the rules above: ingestion relies on it.
+    """
+    return timedelta(seconds=thresholds.burst_seconds)
+
+
 def _click_reason(
     event: ClickFacts, near_honeypot: set[str], in_burst: set[str], too_soon: timedelta
 ) -> Reason:

@@ -20,7 +20,10 @@ def _wsgi_response(handler, request, token):
     def start_response(status, headers):
         captured["status"], captured["headers"] = status, headers
 
-    body = b"".join(handler(request.META, start_response, token))
+    answer = handler(request.META, start_response, token)
+    body = b"".join(answer)
+    if hasattr(answer, "close"):
+        answer.close()  # as a WSGI server does once the body is out: inline ingestion
     response = HttpResponse(body, status=int(captured["status"].split()[0]))
     for name, value in captured["headers"]:
         if name.lower() != "content-length":
@@ -28,7 +31,7 @@ def _wsgi_response(handler, request, token):
     return response
 
 
-@csrf_exempt  # link checkers POST here too: recorded as unreliable, never refused
+@csrf_exempt  # link checkers POST here too: answered, never refused, not recorded
 def click(request, token):
     return _wsgi_response(hotpath.click, request, token)
 

@@ -21,6 +21,8 @@ class Command(BaseCommand):
                     f"from {report.files} files ({report.dropped} dropped, "
                     f"{report.bad_lines} bad lines, {report.reclassified} reclassified)"
                 )
+                for loss in report.lost:
+                    self.stderr.write(f"lost: {loss}")
             if not follow:
                 return
             time.sleep(interval)
