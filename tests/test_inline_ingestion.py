@@ -45,12 +45,12 @@ def unreachable_databases(tmp_path):
     return {
         # Nothing listens on a port just found free: connections are refused.
         "PostgreSQL refusing connections": f"postgres://postgres@127.0.0.1:{free_port()}/gone",
-        "SQLite file that cannot be opened": f"sqlite:///{tmp_path}/no-such-dir/db.sqlite3",
+        "PostgreSQL at a socket nothing listens on": f"postgres://postgres@/gone?host={tmp_path}",
     }
 
 
 @pytest.mark.parametrize(
-    "database", ["PostgreSQL refusing connections", "SQLite file that cannot be opened"]
+    "database", ["PostgreSQL refusing connections", "PostgreSQL at a socket nothing listens on"]
 )
 def test_with_the_database_unreachable_clicks_still_redirect_and_wait_in_the_spool(
     delivery, tmp_path, database

@@ -13,9 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
-from tests.conftest import free_port
+from tests.conftest import database_url, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
@@ -23,8 +22,7 @@ GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 def database_url_of_this_run() -> str:
     """The URL of the database this test run uses (pytest-django's test database)."""
-    db = settings.DATABASES["default"]
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return database_url()
 
 
 class Tracker:
