@@ -61,6 +61,9 @@ ENV = {
     "HTTPS_ONLY": "0",
     "STATIC_MANIFEST": "0",
     "DJANGO_SETTINGS_MODULE": "clickmap.settings",
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls the page's
+    # routed requests make beside it are still plain synchronous calls.
+    "DJANGO_ALLOW_ASYNC_UNSAFE": "true",
 }
 os.environ.update(ENV)
 os.environ.pop("REDIS_URL", None)
