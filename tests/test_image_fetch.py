@@ -239,7 +239,7 @@ def test_the_name_is_resolved_once_and_the_checked_address_is_connected(server):
 
 
 @pytest.fixture
-def test_ca(tmp_path, monkeypatch):
+def trusted_ca(tmp_path, monkeypatch):
     """A certificate authority trusted by this process's default TLS context only."""
     ca = trustme.CA()
     path = tmp_path / "ca.pem"
@@ -258,8 +258,8 @@ def tls_server(ca, name):
     return serving(tls_context=context), seen
 
 
-def test_https_uses_the_url_s_host_for_sni_host_and_certificate(test_ca):
-    running, sni = tls_server(test_ca, "localhost")
+def test_https_uses_the_url_s_host_for_sni_host_and_certificate(trusted_ca):
+    running, sni = tls_server(trusted_ca, "localhost")
     with running as server:
         url = f"https://localhost:{server.port}/pink.png"
         fetched = fetch_image(url, allowed_hosts=[f"localhost:{server.port}"])
@@ -268,8 +268,8 @@ def test_https_uses_the_url_s_host_for_sni_host_and_certificate(test_ca):
         assert server.requests[-1][1]["Host"] == f"localhost:{server.port}"
 
 
-def test_https_with_a_certificate_for_another_name_is_refused(test_ca):
-    running, _ = tls_server(test_ca, "images.example.com")
+def test_https_with_a_certificate_for_another_name_is_refused(trusted_ca):
+    running, _ = tls_server(trusted_ca, "images.example.com")
     with running as server:
         url = f"https://localhost:{server.port}/pink.png"
         reason = refused(url, allowed_hosts=[f"localhost:{server.port}"])
