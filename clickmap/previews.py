@@ -20,13 +20,16 @@ once images arrive or change.
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import re
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from PIL import Image
 
 from campaigns.models import Customer, TemplateLink, TemplateVersion
 from campaigns.personalise import PersonaliseError, customer_context, render, tracked_source
@@ -260,3 +263,87 @@ def _enqueue(preview_id: int) -> None:
     from clickmap.tasks import render_preview_task
 
     transaction.on_commit(lambda: render_preview_task.delay(preview_id))
+
+
+# A template list's thumbnail: the top of the desktop preview, this wide (px).
+THUMBNAIL_WIDTH = 240
+THUMBNAIL_MAX_HEIGHT = 300
+THUMBNAIL_CACHE_SECONDS = 7 * 24 * 3600
+
+
+def version_thumbnail(version: TemplateVersion) -> Preview:
+    """The preview a version's thumbnail is cut from: the shared desktop HTML preview
+    (the one the click map shows), created and queued like any other."""
+    return preview_for(version, "html", "desktop", sample_customer(version.template.workspace_id))
+
+
+def thumbnail_size(preview: Preview) -> tuple[int, int]:
+    """The width and height of a done preview's thumbnail (thumbnail_png), in pixels."""
+    height = max(1, round(preview.height * THUMBNAIL_WIDTH / preview.width)) if preview.width else 1
+    return THUMBNAIL_WIDTH, min(height, THUMBNAIL_MAX_HEIGHT)
+
+
+def thumbnail_png(preview: Preview) -> bytes:
+    """The top of a done preview, scaled to THUMBNAIL_WIDTH px wide and cut at
+    THUMBNAIL_MAX_HEIGHT, as a PNG. Cached by the preview's input: a preview rendered
+    again for new content or images gets a new thumbnail."""
+    key = f"thumbnail:{preview.pk}:{preview.input_hash}:{THUMBNAIL_WIDTH}x{THUMBNAIL_MAX_HEIGHT}"
+    found = cache.get(key)
+    if found is not None:
+        return found
+    data = Preview.objects.with_scopes_disabled().values_list("image", flat=True).get(pk=preview.pk)
+    with Image.open(io.BytesIO(bytes(data))) as picture:
+        picture = picture.convert("RGB")
+        height = round(picture.height * THUMBNAIL_WIDTH / picture.width)
+        picture = picture.resize((THUMBNAIL_WIDTH, max(1, height)), Image.Resampling.LANCZOS)
+        picture = picture.crop((0, 0, THUMBNAIL_WIDTH, min(height, THUMBNAIL_MAX_HEIGHT)))
+        out = io.BytesIO()
+        picture.save(out, "PNG", optimize=True)
+    png = out.getvalue()
+    cache.set(key, png, THUMBNAIL_CACHE_SECONDS)
+    return png
+
+
+# The editor's live preview of unsaved source: at most this many characters.
+DRAFT_MAX_CHARS = 2_000_000
+
+
+class DraftError(ValueError):
+    """The draft cannot be previewed; the message says why, for the editor."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DraftPreview:
+    image: bytes
+    mime: str
+    width: int
+    height: int
+    notice: str = ""  # shown beside the picture (personalisation left out)
+
+
+def draft_preview(
+    source: str,
+    device: str,
+    customer: Customer | None,
+    images: dict[str, tuple[str, bytes]] | None = None,
+) -> DraftPreview:
+    """Unsaved HTML as Chromium shows it, in the same isolation as every preview
+    (JavaScript off, no request leaves the browser): personalised leniently for
+    ``customer`` (the sample), with ``images`` (src as written -> (MIME, bytes), e.g. the
+    template's latest version's stored images) in place of their placeholders. Nothing
+    is stored. Raises DraftError (empty or too long source, Chromium failing)."""
+    if not source.strip():
+        raise DraftError("There is no HTML to preview yet.")
+    if len(source) > DRAFT_MAX_CHARS:
+        raise DraftError(f"The HTML is longer than {DRAFT_MAX_CHARS:,} characters.")
+    notice = ""
+    try:
+        html = _personalised(source, [], customer, lenient=True)
+    except PersonaliseError as error:
+        notice = f"Shown without its personalisation, which cannot run: {error}"
+        html = _JINJA.sub("", source)
+    try:
+        result = renderer.render_preview(html, device, images=images)
+    except renderer.RenderError as error:
+        raise DraftError(str(error)) from error
+    return DraftPreview(result.image, result.mime, result.width, result.height, notice)
