@@ -23,6 +23,7 @@ from PIL import Image
 from campaigns.models import Campaign, Delivery, EmailNode, Role, Variant
 from campaigns.services import template_create, template_version_save
 from clickmap.rollups import aggregate
+from tests.conftest import PASSWORD
 from tests.factories import customers
 from tracking.models import ClickEvent, EventChange, OpenEvent
 
@@ -487,3 +488,56 @@ def test_a_template_nobody_sent_shows_its_links_with_zeros(world, client_for):
     assert [(row.total, row.unique) for row in page.context["rows"]] == [(0, 0), (0, 0)]
     assert page.context["uses"] == []
     assert "No campaign or scenario email has sent this template yet" in page.content.decode()
+
+
+BLUE = (
+    '<meta name="viewport" content="width=device-width">'
+    '<div style="background:#1030d0;height:300px">'
+)
+
+
+@pytest.mark.browser
+def test_typing_in_the_editor_renders_the_draft_beside_it(
+    transactional_db, live_server, browser, eager_tasks, make_user, make_workspace
+):
+    owner = make_user("editor")
+    ws = make_workspace("Studio", owner=owner)
+    with tenant_scope(workspace=ws):
+        version = template_create(workspace=ws, name="Live", html=GREEN)
+    # wait_for_function evaluates in the page, which the CSP refuses (test_csp_browser
+    # opens the editor under the policy).
+    context = browser.new_context(viewport={"width": 1440, "height": 1000}, bypass_csp=True)
+    page = context.new_page()
+    try:
+        page.goto(f"{live_server.url}/login/")
+        page.fill("#id_username", "editor")
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/w/**")
+        page.goto(f"{live_server.url}/w/{ws.slug}/templates/{version.template_id}/edit/")
+        # The saved source's preview appears as the editor opens.
+        page.wait_for_selector("#draft-preview img", timeout=60_000)
+        first = page.get_attribute("#draft-preview img", "src")
+
+        def colour(src):
+            data = base64.b64decode(src.split(",", 1)[1])
+            return Image.open(io.BytesIO(data)).convert("RGB").getpixel((50, 50))
+
+        r, g, b = colour(first)
+        assert g > 150 and r < 60 and b < 60
+        # Typing: one render once the keys stop, of what is in the textarea now.
+        page.fill("#id_html", "")
+        with page.expect_response(lambda r: r.url.endswith("/draft-preview/")) as rendered:
+            page.locator("#id_html").press_sequentially(BLUE)
+        posted = rendered.value.request.post_data
+        assert "1030d0" in unescape(posted.replace("%23", "#"))
+        page.wait_for_function(
+            "src => document.querySelector('#draft-preview img')?.src !== src", arg=first
+        )
+        r, g, b = colour(page.get_attribute("#draft-preview img", "src"))
+        assert b > 150 and r < 60 and g < 80
+        # Nothing was saved.
+        with scopes_disabled():
+            assert version.template.versions.count() == 1
+    finally:
+        context.close()
