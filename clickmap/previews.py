@@ -29,7 +29,7 @@ from datetime import timedelta
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from PIL import Image
+from PIL import Image, ImageChops
 
 from campaigns.models import Customer, TemplateLink, TemplateVersion
 from campaigns.personalise import PersonaliseError, customer_context, render, tracked_source
@@ -277,31 +277,48 @@ def version_thumbnail(version: TemplateVersion) -> Preview:
     return preview_for(version, "html", "desktop", sample_customer(version.template.workspace_id))
 
 
-def thumbnail_size(preview: Preview) -> tuple[int, int]:
-    """The width and height of a done preview's thumbnail (thumbnail_png), in pixels."""
-    height = max(1, round(preview.height * THUMBNAIL_WIDTH / preview.width)) if preview.width else 1
-    return THUMBNAIL_WIDTH, min(height, THUMBNAIL_MAX_HEIGHT)
+@dataclasses.dataclass(frozen=True)
+class Thumbnail:
+    png: bytes
+    width: int
+    height: int
 
 
-def thumbnail_png(preview: Preview) -> bytes:
-    """The top of a done preview, scaled to THUMBNAIL_WIDTH px wide and cut at
-    THUMBNAIL_MAX_HEIGHT, as a PNG. Cached by the preview's input: a preview rendered
-    again for new content or images gets a new thumbnail."""
-    key = f"thumbnail:{preview.pk}:{preview.input_hash}:{THUMBNAIL_WIDTH}x{THUMBNAIL_MAX_HEIGHT}"
+def thumbnail(preview: Preview) -> Thumbnail:
+    """The top of a done preview as a PNG THUMBNAIL_WIDTH px wide, cut at
+    THUMBNAIL_MAX_HEIGHT: the columns the email paints (a desktop render centres a
+    600 px email in 1280 px of page background, which would shrink it to a strip), scaled
+    to the width. Cached by the preview's input: a preview rendered again for new
+    content or images gets a new thumbnail."""
+    # The cache outlives processes: the key names everything the thumbnail depends on.
+    key = f"thumbnail:2:{preview.pk}:{preview.input_hash}:{THUMBNAIL_WIDTH}x{THUMBNAIL_MAX_HEIGHT}"
     found = cache.get(key)
     if found is not None:
         return found
     data = Preview.objects.with_scopes_disabled().values_list("image", flat=True).get(pk=preview.pk)
     with Image.open(io.BytesIO(bytes(data))) as picture:
         picture = picture.convert("RGB")
-        height = round(picture.height * THUMBNAIL_WIDTH / picture.width)
-        picture = picture.resize((THUMBNAIL_WIDTH, max(1, height)), Image.Resampling.LANCZOS)
+        left, right = _painted_columns(picture)
+        picture = picture.crop((left, 0, right, picture.height))
+        height = max(1, round(picture.height * THUMBNAIL_WIDTH / picture.width))
+        picture = picture.resize((THUMBNAIL_WIDTH, height), Image.Resampling.LANCZOS)
         picture = picture.crop((0, 0, THUMBNAIL_WIDTH, min(height, THUMBNAIL_MAX_HEIGHT)))
         out = io.BytesIO()
         picture.save(out, "PNG", optimize=True)
-    png = out.getvalue()
-    cache.set(key, png, THUMBNAIL_CACHE_SECONDS)
-    return png
+    found = Thumbnail(out.getvalue(), picture.width, picture.height)
+    cache.set(key, found, THUMBNAIL_CACHE_SECONDS)
+    return found
+
+
+def _painted_columns(picture: Image.Image) -> tuple[int, int]:
+    """The left and right edges of what differs from the page background (the top-left
+    pixel's colour), kept symmetric about the centre; the whole width when nothing does."""
+    background = Image.new("RGB", picture.size, picture.getpixel((0, 0)))
+    box = ImageChops.difference(picture, background).getbbox()
+    if box is None:
+        return 0, picture.width
+    margin = min(box[0], picture.width - box[2])
+    return margin, picture.width - margin
 
 
 # The editor's live preview of unsaved source: at most this many characters.

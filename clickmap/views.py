@@ -169,7 +169,7 @@ def version_thumbnail(request, template_id, number):
     preview = previews.version_thumbnail(version)
     context = {"version": version, "preview": preview}
     if preview.status == Preview.Status.DONE:
-        context["size"] = previews.thumbnail_size(preview)
+        context["thumbnail"] = previews.thumbnail(preview)
     return render(request, "clickmap/partials/_thumbnail.html", context)
 
 
@@ -180,7 +180,7 @@ def version_thumbnail_image(request, template_id, number):
     preview = previews.version_thumbnail(version)
     if preview.status != Preview.Status.DONE:
         raise Http404("The preview is not rendered yet.")
-    response = HttpResponse(previews.thumbnail_png(preview), content_type="image/png")
+    response = HttpResponse(previews.thumbnail(preview).png, content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response
 

@@ -448,6 +448,25 @@ def test_the_thumbnail_is_a_png_of_the_chromium_rendered_version(
     # Cached: the same bytes again.
     assert client.get(base + "thumbnail.png").content == response.content
 
+    # An email 640 px wide centred on a grey page: the thumbnail is the email's columns.
+    with tenant_scope(workspace=ws):
+        centred = template_create(workspace=ws, name="Centred", html=CENTRED)
+    base = f"/w/{ws.slug}/templates/{centred.template_id}/versions/1/"
+    with django_capture_on_commit_callbacks(execute=True):
+        client.get(base + "thumbnail/")
+    picture = Image.open(io.BytesIO(client.get(base + "thumbnail.png").content)).convert("RGB")
+    # 640 CSS px scaled to 240: 1000 px tall becomes 375, cut at 300.
+    assert picture.size == (240, 300)
+    for x in (1, 120, 238):
+        r, g, b = picture.getpixel((x, 10))  # the red header spans the email's width
+        assert r > 180 and g < 60 and b < 60, x
+    assert picture.getpixel((120, 200)) == (255, 255, 255)
+
+
+CENTRED = """<html><body style="margin:0;background:#808080">
+<div style="width:640px;margin:0 auto;background:#ffffff">
+<div style="background:#d01010;height:100px"></div><div style="height:900px"></div></div>
+</body></html>"""
 
 GREEN = """<meta name="viewport" content="width=device-width">
 <div style="background:#10b010;height:300px">{{ customer.first_name }}</div>"""
