@@ -343,16 +343,18 @@ def draft_preview(
     device: str,
     customer: Customer | None,
     images: dict[str, tuple[str, bytes]] | None = None,
+    part: str = "HTML",
 ) -> DraftPreview:
     """Unsaved HTML as Chromium shows it, in the same isolation as every preview
     (JavaScript off, no request leaves the browser): personalised leniently for
     ``customer`` (the sample), with ``images`` (src as written -> (MIME, bytes), e.g. the
     template's latest version's stored images) in place of their placeholders. Nothing
-    is stored. Raises DraftError (empty or too long source, Chromium failing)."""
+    is stored. Raises DraftError (empty or too long source, Chromium failing), naming
+    ``part`` ("HTML" or "AMP part")."""
     if not source.strip():
-        raise DraftError("There is no HTML to preview yet.")
+        raise DraftError(f"There is no {part} to preview yet.")
     if len(source) > DRAFT_MAX_CHARS:
-        raise DraftError(f"The HTML is longer than {DRAFT_MAX_CHARS:,} characters.")
+        raise DraftError(f"The {part} is longer than {DRAFT_MAX_CHARS:,} characters.")
     notice = ""
     try:
         html = _personalised(source, [], customer, lenient=True)

@@ -321,7 +321,9 @@ def template_report(selection: ReportSelection) -> dict:
         "period_links": period_links(selection),
         "uses": uses,
         "email_count": len({u.node.pk for u in uses}),
-        "uses_of_version": [u for u in uses if u.version.pk == selection.version_id],
+        "uses_of_version": [
+            u for u in uses if u.version.pk == selection.version_id and u.format == selection.format
+        ],
         "main": main,
         "totals": main.totals if main else None,
         "rows": main.rows if main else [],

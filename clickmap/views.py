@@ -205,7 +205,11 @@ def draft_preview(request):
     context = {"part": part, "device": device}
     try:
         draft = previews.draft_preview(
-            source, device, previews.sample_customer(request.workspace.pk), images
+            source,
+            device,
+            previews.sample_customer(request.workspace.pk),
+            images,
+            part="AMP part" if part == "amp" else "HTML",
         )
     except previews.DraftError as error:
         context["error"] = str(error)

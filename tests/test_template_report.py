@@ -258,6 +258,7 @@ def test_numbers_equal_a_recount_over_every_campaign_that_sent_each_version(worl
     v1 = client.get(report_url(world), {"version": 1}).context
     assert (v1["totals"].sent, v1["totals"].delivered, v1["totals"].clickers) == (6, 5, 4)
     assert v1["totals"].total_clicks == 9
+    assert [u.campaign.name for u in v1["uses_of_version"]] == ["Onboarding", "Summer", "Spring"]
     new_in = next(row for row in v1["rows"] if row.link.ordinal == 0)
     assert (new_in.total, new_in.unique, new_in.rate) == (3, 1, 20.0)
 
@@ -493,6 +494,8 @@ def test_the_editor_previews_unsaved_html_rendered_by_chromium(world, client_for
     # Bad input: a message, never a 500; reading roles cannot post; GET is refused.
     empty = client.post(url, {"html": "   "})
     assert empty.status_code == 200 and "no HTML to preview" in empty.content.decode()
+    amp = client.post(url, {"html": GREEN, "amp_html": "", "part": "amp"})
+    assert "no AMP part to preview" in amp.content.decode()
     assert client.post(url, {"html": GREEN, "template": "x"}).status_code == 404
     assert client.get(url).status_code == 405
     viewer = client_for(add_member(world.workspace, Role.VIEWER))
