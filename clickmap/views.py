@@ -148,7 +148,8 @@ def report_export(request, template_id):
     fmt = request.GET.get("export")
     if version is None or fmt not in ("csv", "xlsx"):
         raise Http404("Unknown export format.")
-    name = f"template-{selection.template.pk}-v{version.number}-{selection.metric}"
+    part = "-amp" if selection.format == "amp" else ""
+    name = f"template-{selection.template.pk}-v{version.number}{part}-{selection.metric}"
     if fmt == "xlsx":
         return exports.xlsx_response(selection.scope(), f"{name}.xlsx", metric=selection.metric)
     return exports.csv_streaming_response(selection.scope(), f"{name}.csv", metric=selection.metric)

@@ -563,3 +563,20 @@ def test_typing_in_the_editor_renders_the_draft_beside_it(
             assert version.template.versions.count() == 1
     finally:
         context.close()
+
+
+def test_selectors_swap_the_report_and_the_pending_preview_polls_its_own_url(world, client_for):
+    client = client_for(world.owner)
+    full = client.get(report_url(world), {"version": 1}).content.decode()
+    assert "<html" in full and 'hx-target="#clickmap"' in full
+    partial = client.get(report_url(world), {"version": 1}, HTTP_HX_REQUEST="true")
+    assert "<html" not in partial.content.decode()
+    assert 'id="campaign-uses"' in partial.content.decode()
+    # No worker ran the render (tasks queue on commit): the preview polls the report's
+    # own preview URL with the page's selection, which answers the panel.
+    poll = re.search(r'hx-get="([^"]*/report/preview/[^"]*)"', full)
+    assert poll, "the pending preview does not poll the report's preview"
+    assert "version=1" in unescape(poll.group(1))
+    panel = client.get(unescape(poll.group(1)))
+    assert panel.status_code == 200
+    assert 'id="preview-a"' in panel.content.decode()
