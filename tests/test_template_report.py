@@ -20,7 +20,7 @@ from django_scopes import scope as tenant_scope
 from django_scopes import scopes_disabled
 from PIL import Image
 
-from campaigns.models import Campaign, Delivery, EmailNode, Role, Variant
+from campaigns.models import Campaign, Delivery, EmailNode, Role, Segment, Variant
 from campaigns.services import template_create, template_version_save
 from clickmap.rollups import aggregate
 from tests.conftest import PASSWORD
@@ -153,8 +153,8 @@ def world(make_workspace, make_user):
         d["fall0"] = _deliver(ws, fall, fall_a, p[0])
         d["misc6"] = _deliver(ws, misc, misc_a, p[6])
 
-        # (delivery, link ordinal, day, reliable)
-        for name, ordinal, day, reliable in [
+        # (delivery, link ordinal, day, reliable[, device])
+        for name, ordinal, day, reliable, *device in [
             ("spring0", 0, 0, True),
             ("spring0", 0, 1, True),
             ("spring0", 1, 2, False),
@@ -167,29 +167,45 @@ def world(make_workspace, make_user):
             ("day3_5", 0, 0, True),
             ("day3_6", 1, 1, True),
             ("day3_6", 1, 2, False),
+            ("day1_1", 0, 1, True, "mobile"),
             ("fall0", 0, 2, True),
             ("misc6", 0, 0, True),
         ]:
-            _click(d[name], ordinal, day, reliable)
+            _click(d[name], ordinal, day, reliable, *device)
         _open(d["summer4"], 1)  # an opener who never clicked
         _open(d["spring1"], 0)
         aggregate()
     return World(ws, other, owner, template, v1, v2, other_template, campaigns, nodes, people)
 
 
-def recount(versions, *, node=None, date_from=None, date_to=None, reliable_only=False):
+def recount(
+    versions,
+    *,
+    node=None,
+    date_from=None,
+    date_to=None,
+    reliable_only=False,
+    customers=None,
+    device=None,
+):
     """The figures of docs/metrics.md from raw rows: deliveries that pinned one of
-    ``versions`` (HTML), optionally of one node, and their events in the period."""
+    ``versions`` (HTML), optionally of one node and to some ``customers`` (ids), and
+    their events in the period (on ``device``)."""
     with scopes_disabled():
         deliveries = {
             d.pk: d
             for d in Delivery.objects.filter(template_version__in=versions, format="html")
-            if node is None or d.node_id == node.pk
+            if (node is None or d.node_id == node.pk)
+            and (customers is None or d.customer_id in customers)
         }
 
         def in_period(event):
             day = event.at.astimezone(UTC).date()
-            return (date_from is None or day >= date_from) and (date_to is None or day <= date_to)
+            return (
+                (date_from is None or day >= date_from)
+                and (date_to is None or day <= date_to)
+                and (device is None or event.device == device)
+            )
 
         clicks = [
             e for e in ClickEvent.objects.all() if e.delivery_id in deliveries and in_period(e)
@@ -257,10 +273,10 @@ def test_numbers_equal_a_recount_over_every_campaign_that_sent_each_version(worl
     # Hand-checked for v1: c0 (twice), c1 (twice), c3, c4, c5 delivered; c2 bounced.
     v1 = client.get(report_url(world), {"version": 1}).context
     assert (v1["totals"].sent, v1["totals"].delivered, v1["totals"].clickers) == (6, 5, 4)
-    assert v1["totals"].total_clicks == 9
+    assert v1["totals"].total_clicks == 10
     assert [u.campaign.name for u in v1["uses_of_version"]] == ["Onboarding", "Summer", "Spring"]
     new_in = next(row for row in v1["rows"] if row.link.ordinal == 0)
-    assert (new_in.total, new_in.unique, new_in.rate) == (3, 1, 20.0)
+    assert (new_in.total, new_in.unique, new_in.rate) == (4, 2, 40.0)
 
 
 def test_the_template_totals_count_every_version_and_each_customer_once(world, client_for):
@@ -285,7 +301,7 @@ def test_the_period_selector_counts_only_the_period(world, client_for):
     want = recount([world.v1], date_from=start, date_to=end)
     assert _totals(page.context["totals"]) == pytest.approx({k: want[k] for k in TOTALS})
     assert _links(page.context["rows"]) == want["links"]
-    assert page.context["totals"].total_clicks == 3  # spring0, summer0, day1_5 on DAY + 1
+    assert page.context["totals"].total_clicks == 4  # spring0, summer0, day1_5, day1_1
     # Open-ended periods and reliable clicks only.
     page = client.get(report_url(world), {"version": 1, "from": end, "reliable": "1"})
     want = recount([world.v1], date_from=end, reliable_only=True)
@@ -580,3 +596,33 @@ def test_selectors_swap_the_report_and_the_pending_preview_polls_its_own_url(wor
     panel = client.get(unescape(poll.group(1)))
     assert panel.status_code == 200
     assert 'id="preview-a"' in panel.content.decode()
+
+
+def test_segment_and_device_filters_count_their_customers_and_clicks(world, client_for):
+    with scopes_disabled():
+        members = [world.people[i] for i in (0, 1, 5)]
+        segment = Segment.objects.create(workspace=world.workspace, name="Picked")
+        segment.members.set(members)
+    ids = {p.pk for p in members}
+    client = client_for(world.owner)
+    for query, want in [
+        ({"segment": segment.pk}, {"customers": ids}),
+        ({"device": "mobile"}, {"device": "mobile"}),
+        ({"segment": segment.pk, "device": "desktop"}, {"customers": ids, "device": "desktop"}),
+    ]:
+        page = client.get(report_url(world), {"version": 1, **query})
+        expected = recount([world.v1], **want)
+        assert _totals(page.context["totals"]) == pytest.approx({k: expected[k] for k in TOTALS}), (
+            query
+        )
+        assert _links(page.context["rows"]) == expected["links"], query
+        for use in page.context["uses"]:
+            mine = recount([use.version], node=use.node, **want)
+            assert (use.totals.delivered, use.totals.clickers, use.totals.total_clicks) == (
+                mine["delivered"],
+                mine["clickers"],
+                mine["total_clicks"],
+            ), (query, use.node.name)
+    # Hand-checked: on mobile only c1's "New in" click in the scenario's first email.
+    mobile = client.get(report_url(world), {"version": 1, "device": "mobile"}).context
+    assert mobile["totals"].total_clicks == 1 and mobile["totals"].clickers == 1
