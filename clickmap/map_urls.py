@@ -29,6 +29,11 @@ urlpatterns = [
     ),
     path("templates/<int:template_id>/report/export/", views.report_export, name="report-export"),
     path(
+        "templates/<int:template_id>/report/links/<int:link_id>/clickers/",
+        views.report_clickers,
+        name="report-clickers",
+    ),
+    path(
         "templates/<int:template_id>/versions/<int:number>/thumbnail/",
         views.version_thumbnail,
         name="thumbnail",

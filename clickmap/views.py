@@ -218,3 +218,33 @@ def draft_preview(request):
         context["draft"] = draft
         context["data_url"] = f"data:{draft.mime};base64,{base64.b64encode(draft.image).decode()}"
     return render(request, "clickmap/partials/_draft_preview.html", context)
+
+
+@workspace_view
+def report_clickers(request, template_id, link_id):
+    """Who clicked a link of the shown version over every email that sent it (its
+    Outlook copies included): paginated, or as CSV."""
+    selection = _report_selection(request, template_id)
+    link = get_object_or_404(TemplateLink, pk=link_id)
+    if selection.version is None or link.version_id != selection.version_id:
+        raise Http404("This link is not in the version shown.")
+    link_ids = [link.pk, *link.mso_copies.values_list("pk", flat=True)]
+    clickers = metrics.link_clickers(selection.scope(), link_ids)
+    if request.GET.get("export") == "csv":
+        name = f"clickers-template-{selection.template.pk}-v{selection.version.number}"
+        return exports.clickers_csv_response(
+            clickers, f"{name}-link-{link.ordinal + 1}.csv", request.workspace
+        )
+    page = Paginator(clickers, CLICKERS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {
+        "template": selection.template,
+        "link": link,
+        "page": page,
+        "selection": selection,
+    }
+    template = (
+        "clickmap/partials/_report_clickers.html"
+        if request.htmx
+        else "clickmap/report_clickers.html"
+    )
+    return render(request, template, context)

@@ -168,6 +168,12 @@ def pages(w):
         "clickmap:report": member("clickmap:report", "", **template)
         + member("clickmap:report", "?version=1&view=mobile&from=2020-01-01", **template),
         "clickmap:report-preview": member("clickmap:report-preview", **template),
+        "clickmap:report-clickers": member(
+            "clickmap:report-clickers",
+            f"?version={w['version'].number}",
+            link_id=w["link"].pk,
+            **template,
+        ),
         "clickmap:thumbnail": member("clickmap:thumbnail", number=w["version"].number, **template),
     }
 

@@ -626,3 +626,35 @@ def test_segment_and_device_filters_count_their_customers_and_clicks(world, clie
     # Hand-checked: on mobile only c1's "New in" click in the scenario's first email.
     mobile = client.get(report_url(world), {"version": 1, "device": "mobile"}).context
     assert mobile["totals"].total_clicks == 1 and mobile["totals"].clickers == 1
+
+
+def test_who_clicked_a_link_lists_its_clickers_from_every_email(world, client_for):
+    client = client_for(world.owner)
+    sale = world.v1.links.get(ordinal=1)
+    url = f"{report_url(world)}links/{sale.pk}/clickers/"
+    page = client.get(url, {"version": 1})
+    assert page.status_code == 200
+    with scopes_disabled():
+        want = {
+            e.delivery.customer.email
+            for e in ClickEvent.objects.filter(link=sale).select_related("delivery__customer")
+        }
+    # c0 (Spring), c1 (Spring, and the scenario's first email), c3 (Summer), c5 (scenario)
+    assert want == {f"c{i}@example.test" for i in (0, 1, 3, 5)}
+    listed = {row["delivery__customer__email"] for row in page.context["page"].object_list}
+    assert listed == want
+    report = client.get(report_url(world), {"version": 1}).content.decode()
+    assert f"/report/links/{sale.pk}/clickers/?version=1" in unescape(report)
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                b"".join(
+                    client.get(url, {"version": 1, "export": "csv"}).streaming_content
+                ).decode()
+            )
+        )
+    )
+    assert {row["Email"] for row in rows} == want
+    assert sum(int(row["Clicks"]) for row in rows) == 5  # spring0, spring1, summer3, day1_5, day1_1
+    # A link of another version than the one shown is not in the report.
+    assert client.get(url, {"version": 2}).status_code == 404
