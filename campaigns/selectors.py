@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
 from campaigns.linkmatch import match_links
-from campaigns.models import Campaign, Template, TemplateLink, TemplateVersion
+from campaigns.models import Campaign, Template, TemplateLink, TemplateVersion, Variant
 
 CAMPAIGN_SORTS = {
     "newest": "-created_at",
@@ -69,3 +69,22 @@ def version_diff(old: TemplateVersion, new: TemplateVersion) -> list[LinkChange]
         changes,
         key=lambda c: (rank[c.change], (c.new or c.old).format, (c.new or c.old).ordinal),
     )
+
+
+def version_uses(version: TemplateVersion) -> list[dict]:
+    """The campaign emails that sent ``version``: one entry per email node (a campaign's
+    email, or one email of a scenario), newest campaign first, with the campaign, the
+    node, its variants of this version and their formats."""
+    variants = (
+        Variant.objects.filter(template_version=version)
+        .select_related("node__campaign")
+        .order_by("-node__campaign__created_at", "-node__campaign_id", "node__position", "name")
+    )
+    uses: dict[int, dict] = {}
+    for variant in variants:
+        use = uses.setdefault(
+            variant.node_id,
+            {"campaign": variant.node.campaign, "node": variant.node, "variants": []},
+        )
+        use["variants"].append(variant)
+    return list(uses.values())

@@ -409,6 +409,7 @@ def version_detail(request, template_id, number):
         "base": base,
         "diff": selectors.version_diff(base, version) if base and base != version else None,
         "latest": versions[0],
+        "uses": selectors.version_uses(version),
     }
     return render(request, "campaigns/version_detail.html", context)
 

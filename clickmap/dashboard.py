@@ -60,8 +60,40 @@ LINK_COLUMNS = (
 )
 
 
+class Filters:
+    """The selectors a click map and a template report share, parsed one way: metric,
+    preview device, period, reliable only, segment, device, palette, display, sort.
+    Mixed into a dataclass with those fields and ``problems``."""
+
+    def read_filters(self, query) -> None:
+        self.metric = query.get("metric") if query.get("metric") in METRICS else "rate"
+        self.preview_device = "mobile" if query.get("view") == "mobile" else "desktop"
+        self.date_from = _date(query.get("from"), self.problems, "start")
+        self.date_to = _date(query.get("to"), self.problems, "end")
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            self.problems.append("The period ends before it starts; showing all time.")
+            self.date_from = self.date_to = None
+        self.reliable_only = query.get("reliable") in ("1", "on", "true")
+        self.segments = list(Segment.objects.order_by("name"))
+        self.segment_id = _int(query.get("segment"), [g.pk for g in self.segments])
+        self.device = query.get("device") if query.get("device") in DEVICE_FILTERS else None
+        self.palette = query.get("palette") if query.get("palette") in PALETTES else "classic"
+        self.display = query.get("display") if query.get("display") in DISPLAYS else "numbers"
+        sort = query.get("sort") or "rank"
+        self.sort = sort if sort.lstrip("-") in SORTS else "rank"
+
+    @property
+    def segment(self) -> Segment | None:
+        return next((g for g in self.segments if g.pk == self.segment_id), None)
+
+    def sort_query(self, column: str) -> str:
+        """The query that sorts the link list by ``column``: its natural direction first,
+        the other one when it is already sorted so."""
+        return self.query(sort=f"-{column}" if self.sort == column else column)
+
+
 @dataclass
-class Selection:
+class Selection(Filters):
     campaign: Campaign
     metric: str = "rate"
     node_id: int | None = None
@@ -91,7 +123,6 @@ class Selection:
     @classmethod
     def from_query(cls, campaign: Campaign, query) -> "Selection":
         s = cls(campaign=campaign)
-        s.metric = query.get("metric") if query.get("metric") in METRICS else "rate"
         nodes = list(campaign.nodes.order_by("position").values_list("pk", flat=True))
         s.node_id = _int(query.get("node"), nodes) or (nodes[0] if nodes else None)
         s.variants = list(
@@ -100,20 +131,7 @@ class Selection:
             .order_by("name")
         )
         s._choose_variants(query)
-        s.preview_device = "mobile" if query.get("view") == "mobile" else "desktop"
-        s.date_from = _date(query.get("from"), s.problems, "start")
-        s.date_to = _date(query.get("to"), s.problems, "end")
-        if s.date_from and s.date_to and s.date_from > s.date_to:
-            s.problems.append("The period ends before it starts; showing all time.")
-            s.date_from = s.date_to = None
-        s.reliable_only = query.get("reliable") in ("1", "on", "true")
-        s.segments = list(Segment.objects.order_by("name"))
-        s.segment_id = _int(query.get("segment"), [g.pk for g in s.segments])
-        s.device = query.get("device") if query.get("device") in DEVICE_FILTERS else None
-        s.palette = query.get("palette") if query.get("palette") in PALETTES else "classic"
-        s.display = query.get("display") if query.get("display") in DISPLAYS else "numbers"
-        sort = query.get("sort") or "rank"
-        s.sort = sort if sort.lstrip("-") in SORTS else "rank"
+        s.read_filters(query)
         s.preview_for = (query.get("for") or "").strip()[:254]
         if s.preview_for:
             s.customer = _customer(s.preview_for)
@@ -189,10 +207,6 @@ class Selection:
     def compared(self) -> Variant | None:
         return next((v for v in self.variants if v.pk == self.compare_id), None)
 
-    @property
-    def segment(self) -> Segment | None:
-        return next((g for g in self.segments if g.pk == self.segment_id), None)
-
     def scope(self, **changes) -> metrics.Scope:
         base = metrics.Scope(
             workspace=self.campaign.workspace,
@@ -236,11 +250,6 @@ class Selection:
         }
         values.update(changes)
         return urlencode({k: v for k, v in values.items() if v not in (None, "")})
-
-    def sort_query(self, column: str) -> str:
-        """The query that sorts the link list by ``column``: its natural direction first,
-        the other one when it is already sorted so."""
-        return self.query(sort=f"-{column}" if self.sort == column else column)
 
 
 def _int(raw, allowed):

@@ -21,4 +21,27 @@ urlpatterns = [
         name="clickers",
     ),
     path("previews/<int:preview_id>/image/", views.preview_image, name="preview-image"),
+    path("templates/<int:template_id>/report/", views.report_page, name="report"),
+    path(
+        "templates/<int:template_id>/report/preview/",
+        views.report_preview,
+        name="report-preview",
+    ),
+    path("templates/<int:template_id>/report/export/", views.report_export, name="report-export"),
+    path(
+        "templates/<int:template_id>/report/links/<int:link_id>/clickers/",
+        views.report_clickers,
+        name="report-clickers",
+    ),
+    path(
+        "templates/<int:template_id>/versions/<int:number>/thumbnail/",
+        views.version_thumbnail,
+        name="thumbnail",
+    ),
+    path(
+        "templates/<int:template_id>/versions/<int:number>/thumbnail.png",
+        views.version_thumbnail_image,
+        name="thumbnail-image",
+    ),
+    path("templates/draft-preview/", views.draft_preview, name="draft-preview"),
 ]

@@ -99,6 +99,10 @@ class Scope:
 
     @property
     def version_ids(self) -> set[int]:
+        """The template versions whose links the scope counts: the scope's version when
+        it names one (its links are listed, with zeros, before any email sent it)."""
+        if self.version_id:
+            return {self.version_id}
         return {version for _, _, version in self._variants}
 
     @property

@@ -20,13 +20,16 @@ once images arrive or change.
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import re
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from PIL import Image, ImageChops
 
 from campaigns.models import Customer, TemplateLink, TemplateVersion
 from campaigns.personalise import PersonaliseError, customer_context, render, tracked_source
@@ -260,3 +263,106 @@ def _enqueue(preview_id: int) -> None:
     from clickmap.tasks import render_preview_task
 
     transaction.on_commit(lambda: render_preview_task.delay(preview_id))
+
+
+# A template list's thumbnail: the top of the desktop preview, this wide (px).
+THUMBNAIL_WIDTH = 240
+THUMBNAIL_MAX_HEIGHT = 300
+THUMBNAIL_CACHE_SECONDS = 7 * 24 * 3600
+
+
+def version_thumbnail(version: TemplateVersion) -> Preview:
+    """The preview a version's thumbnail is cut from: the shared desktop HTML preview
+    (the one the click map shows), created and queued like any other."""
+    return preview_for(version, "html", "desktop", sample_customer(version.template.workspace_id))
+
+
+@dataclasses.dataclass(frozen=True)
+class Thumbnail:
+    png: bytes
+    width: int
+    height: int
+
+
+def thumbnail(preview: Preview) -> Thumbnail:
+    """The top of a done preview as a PNG THUMBNAIL_WIDTH px wide, cut at
+    THUMBNAIL_MAX_HEIGHT: the columns the email paints (a desktop render centres a
+    600 px email in 1280 px of page background, which would shrink it to a strip), scaled
+    to the width. Cached by the preview's input: a preview rendered again for new
+    content or images gets a new thumbnail."""
+    # The cache outlives processes: the key names everything the thumbnail depends on.
+    key = f"thumbnail:2:{preview.pk}:{preview.input_hash}:{THUMBNAIL_WIDTH}x{THUMBNAIL_MAX_HEIGHT}"
+    found = cache.get(key)
+    if found is not None:
+        return found
+    data = Preview.objects.with_scopes_disabled().values_list("image", flat=True).get(pk=preview.pk)
+    with Image.open(io.BytesIO(bytes(data))) as picture:
+        picture = picture.convert("RGB")
+        left, right = _painted_columns(picture)
+        picture = picture.crop((left, 0, right, picture.height))
+        height = max(1, round(picture.height * THUMBNAIL_WIDTH / picture.width))
+        picture = picture.resize((THUMBNAIL_WIDTH, height), Image.Resampling.LANCZOS)
+        picture = picture.crop((0, 0, THUMBNAIL_WIDTH, min(height, THUMBNAIL_MAX_HEIGHT)))
+        out = io.BytesIO()
+        picture.save(out, "PNG", optimize=True)
+    found = Thumbnail(out.getvalue(), picture.width, picture.height)
+    cache.set(key, found, THUMBNAIL_CACHE_SECONDS)
+    return found
+
+
+def _painted_columns(picture: Image.Image) -> tuple[int, int]:
+    """The left and right edges of what differs from the page background (the top-left
+    pixel's colour), kept symmetric about the centre; the whole width when nothing does."""
+    background = Image.new("RGB", picture.size, picture.getpixel((0, 0)))
+    box = ImageChops.difference(picture, background).getbbox()
+    if box is None:
+        return 0, picture.width
+    margin = min(box[0], picture.width - box[2])
+    return margin, picture.width - margin
+
+
+# The editor's live preview of unsaved source: at most this many characters.
+DRAFT_MAX_CHARS = 2_000_000
+
+
+class DraftError(ValueError):
+    """The draft cannot be previewed; the message says why, for the editor."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DraftPreview:
+    image: bytes
+    mime: str
+    width: int
+    height: int
+    notice: str = ""  # shown beside the picture (personalisation left out)
+
+
+def draft_preview(
+    source: str,
+    device: str,
+    customer: Customer | None,
+    images: dict[str, tuple[str, bytes]] | None = None,
+    part: str = "HTML",
+) -> DraftPreview:
+    """Unsaved HTML as Chromium shows it, in the same isolation as every preview
+    (JavaScript off, no request leaves the browser): personalised leniently for
+    ``customer`` (the sample), with ``images`` (src as written -> (MIME, bytes), e.g. the
+    template's latest version's stored images) in place of their placeholders. Nothing
+    is stored. Raises DraftError (empty or too long source, Chromium failing), naming
+    ``part`` ("HTML" or "AMP part")."""
+    if not source.strip():
+        raise DraftError(f"There is no {part} to preview yet.")
+    if len(source) > DRAFT_MAX_CHARS:
+        raise DraftError(f"The {part} is longer than {DRAFT_MAX_CHARS:,} characters.")
+    notice = ""
+    try:
+        html = _personalised(source, [], customer, lenient=True)
+    except PersonaliseError as error:
+        notice = f"Shown without its personalisation, which cannot run: {error}"
+        html = _JINJA.sub("", source)
+    try:
+        result = renderer.render_preview(html, device, images=images)
+    except renderer.RenderError as error:
+        raise DraftError(str(error)) from error
+    return DraftPreview(result.image, result.mime, result.width, result.height, notice)

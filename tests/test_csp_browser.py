@@ -38,6 +38,9 @@ NOT_PAGES = {
     "favicon": "a redirect to the static icon",
     "campaigns:version-image": "an image (shown by the version page visited here)",
     "campaigns:version-images": "the version page's images fragment, polled while fetching",
+    "clickmap:report-export": "a CSV or Excel download",
+    "clickmap:thumbnail-image": "an image (loaded by the thumbnail fragment visited here)",
+    "clickmap:draft-preview": "POST only (the editor visited here loads it as it opens)",
     "click": "a redirect, served outside Django by tracking.hotpath",
     "open": "a 1×1 GIF, served outside Django by tracking.hotpath",
 }
@@ -162,6 +165,16 @@ def pages(w):
         "clickmap:preview": member("clickmap:preview", variant, **campaign),
         "clickmap:destinations": member("clickmap:destinations", variant, **campaign),
         "clickmap:clickers": member("clickmap:clickers", variant, link_id=w["link"].pk, **campaign),
+        "clickmap:report": member("clickmap:report", "", **template)
+        + member("clickmap:report", "?version=1&view=mobile&from=2020-01-01", **template),
+        "clickmap:report-preview": member("clickmap:report-preview", **template),
+        "clickmap:report-clickers": member(
+            "clickmap:report-clickers",
+            f"?version={w['version'].number}",
+            link_id=w["link"].pk,
+            **template,
+        ),
+        "clickmap:thumbnail": member("clickmap:thumbnail", number=w["version"].number, **template),
     }
 
 
