@@ -101,6 +101,8 @@ def test_collectstatic_then_gunicorn_serves_the_css_and_htmx_with_debug_off(chec
         timeout=300,
     )
     assert collected.returncode == 0, collected.stderr
+    assert (tmp_path / "static" / "staticfiles.json").is_file()  # STATIC_ROOT, as set
+    assert not (checkout / "var").exists()
     log = tmp_path / "gunicorn.log"
     process, port = gunicorn(checkout, env, log)
     try:
