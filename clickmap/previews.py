@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
@@ -32,6 +33,7 @@ from campaigns.models import Customer, TemplateLink, TemplateVersion
 from campaigns.personalise import PersonaliseError, customer_context, render, tracked_source
 from campaigns.version_images import version_image_digests, version_images_for_render
 from clickmap import render as renderer
+from clickmap import telemetry
 from clickmap.models import Preview
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,7 @@ def render_stored_preview(preview_id: int) -> Preview | None:
         return previews.filter(pk=preview_id).defer("image").first()
     preview = previews.select_related("version", "customer").get(pk=preview_id)
     preview.notice = ""
+    started = time.perf_counter()
     try:
         result = _render(preview)
     except (renderer.RenderError, PersonaliseError) as error:
@@ -149,6 +152,8 @@ def render_stored_preview(preview_id: int) -> Preview | None:
         }
         preview.render_ms = result.render_ms
     preview.save()
+    telemetry.PREVIEW_RENDER_SECONDS.observe(time.perf_counter() - started)
+    telemetry.PREVIEW_RENDERS.labels(preview.status).inc()  # done or failed
     return preview
 
 
