@@ -416,7 +416,7 @@ class ProgressLog:
         self.started = self.logged = clock()
         self.sent = self.failed = 0  # of the nodes already done
         self.node_sent = self.node_failed = 0
-        self._log(logging.INFO, "send started", left=self._left())
+        self._log(logging.INFO, "send started", left=None)  # planned by each node's send
 
     def tick(self, report: SendReport) -> None:
         self.node_sent, self.node_failed = report.sent, report.failed
@@ -447,7 +447,7 @@ class ProgressLog:
             status__in=[Delivery.Status.QUEUED, Delivery.Status.SENDING],
         ).count()
 
-    def _log(self, level: int, message: str, left: int) -> None:
+    def _log(self, level: int, message: str, left: int | None) -> None:
         seconds = self.clock() - self.started
         sent = self.sent + self.node_sent
         fields = {
@@ -455,10 +455,11 @@ class ProgressLog:
             "workspace": self.campaign.workspace_id,
             "sent": sent,
             "failed": self.failed + self.node_failed,
-            "left": left,
             "seconds": round(seconds, 1),
             "per_second": round(sent / seconds, 1) if seconds > 0 else 0.0,
         }
+        if left is not None:
+            fields["left"] = left
         log.log(level, message, extra={"fields": fields})
 
 

@@ -44,11 +44,11 @@ def after_run(task: str, result: dict, seconds: float) -> None:
         telemetry.INGESTION_RUN_SECONDS.observe(seconds)
         fields |= {key: result.get(key, 0) for key in ("files", "clicks", "opens")}
         message, busy = "ingestion run", bool(result.get("files"))
-    fields |= {
+    fields |= {  # nothing waiting: no lag
         "backlog": backlog,
-        "lag_s": _round(change_age),
+        "lag_s": _round(change_age or 0.0),
         "spool_files": spool_files,
-        "spool_lag_s": _round(spool_age),
+        "spool_lag_s": _round(spool_age or 0.0),
     }
     log.log(logging.INFO if busy or backlog else logging.DEBUG, message, extra={"fields": fields})
     watch(
