@@ -19,8 +19,9 @@ COPY tracking ./tracking
 RUN pip install .
 COPY . .
 
+# The volumes mounted under /app/var start as these folders: the app's user owns them.
 RUN useradd --create-home --uid 1000 clickmap \
-    && mkdir -p /app/var && chown -R clickmap /app/var
+    && mkdir -p /app/var/spool /app/var/metrics && chown -R clickmap /app/var
 USER clickmap
 
 # collectstatic needs settings but no database (it never connects) or secret worth keeping.

@@ -204,3 +204,25 @@ def test_two_gunicorns_on_one_host_each_answer_on_their_own_control_socket(tmp_p
         for process, _ in masters.values():
             process.terminate()
             process.wait(30)
+
+
+def test_the_trackers_health_check_is_the_trackers_and_the_webs_the_webs():
+    assert SERVICES["tracker"]["environment"]["SERVICE_ROLE"] == "tracker"
+    assert "SERVICE_ROLE" not in SERVICES["web"]["environment"]  # the default: web
+    assert settings.SERVICE_ROLE == "web"
+    for name, port in (("web", 8000), ("tracker", 8001)):
+        probe = " ".join(SERVICES[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/healthz'" in probe, name
+
+
+def test_every_counting_process_shares_one_metrics_directory():
+    """/metrics (served by the web) adds up the files of every process that counts:
+    the gunicorns and the workers must write to one volume."""
+    directory = SERVICES["web"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    for name in ("web", "tracker", *WORKERS):
+        assert SERVICES[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"] == directory, name
+        assert f"metrics-data:{directory}" in SERVICES[name]["volumes"], name
+    assert "METRICS_TOKEN" in SERVICES["web"]["environment"]
+    # The image creates the volumes' folders for its user (else they start root-owned).
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"mkdir -p /app/var/spool {directory}" in dockerfile
