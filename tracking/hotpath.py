@@ -278,9 +278,9 @@ def tracking_wsgi(django_app):
             else:
                 statuses = []
 
-                def starting(status_line, headers, exc_info=None):
+                def starting(status_line, headers, *exc_info):
                     statuses.append(status_line[:3])
-                    return start_response(status_line, headers, exc_info)
+                    return start_response(status_line, headers, *exc_info)
 
                 answer = handler(environ, starting, token)
                 status = statuses[0] if statuses else "500"
