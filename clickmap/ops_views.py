@@ -48,10 +48,12 @@ def healthz_pipeline(request):
 
 def metrics(request):
     """Prometheus text format, for `Authorization: Bearer <METRICS_TOKEN>`; 403 without
-    it, 404 when no token is configured (the endpoint is off)."""
+    it, 404 when no token is configured (the endpoint is off) and on the tracker."""
     token = settings.METRICS_TOKEN
     if not token:
         raise Http404("Metrics are off: set METRICS_TOKEN.")
+    if settings.SERVICE_ROLE == "tracker":  # the scrape reads the database: the web's
+        raise Http404("Scrape the web: it adds up every process's metrics.")
     given = request.headers.get("Authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         return HttpResponse("A valid bearer token is needed.\n", status=403, headers=NO_STORE)

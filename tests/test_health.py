@@ -234,3 +234,20 @@ def test_the_pipeline_check_follows_beat_and_the_worker(redis_client, settings, 
                 wait_for(lambda: not failing(client), "the worker's return")
     log = (tmp_path / "worker.log").read_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_without_redis_the_pipeline_check_says_tasks_run_inline(settings, db, tmp_path):
+    """The embedded default: no worker or beat to wait for; backlogs still judged."""
+    settings.REDIS_URL = ""
+    settings.TRACKING_SPOOL_DIR = tmp_path / "spool"
+    response = Client().get("/healthz/pipeline")
+    assert response.status_code == 200
+    checks = response.json()["checks"]
+    for name in ("aggregation", "beat", "workers"):
+        assert checks[name]["detail"].startswith("tasks run inline"), name
+    assert checks["change_backlog"] == {
+        "ok": True,
+        "detail": "0 change-log row(s) wait for the aggregator",
+        "value": 0,
+        "threshold": settings.HEALTH_CHANGE_BACKLOG,
+    }

@@ -109,6 +109,8 @@ def test_metrics_need_the_token(settings, db):
     assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}x").status_code == 403
     assert client.get("/metrics", HTTP_AUTHORIZATION=f"Token {TOKEN}").status_code == 403
     assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 200
+    settings.SERVICE_ROLE = "tracker"  # the web scrapes; the tracker never reads the database
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 404
 
 
 @pytest.mark.django_db(transaction=True)
