@@ -152,12 +152,13 @@ def test_a_send_logs_its_progress_every_few_seconds(settings, make_workspace, ca
         "per_second": 0,
     }
     progress = [line for line in lines if line[1] == "send progress"]
-    # 14 messages at 0.25 s: about 3.5 s, so 2 or 3 lines, a second or more apart.
-    assert 2 <= len(progress) <= 4
+    # 14 messages at 0.25 s or more: a line a second while it runs, never one a message.
+    duration = lines[-1][0] - lines[0][0]
+    assert duration >= 3.5 and 2 <= len(progress) <= int(duration)
     times = [lines[0][0]] + [at for at, _, _ in progress]
     assert all(later - earlier >= 0.99 for earlier, later in zip(times, times[1:], strict=False))
     sent = [fields["sent"] for _, _, fields in progress]
-    assert sent == sorted(set(sent)) and sent[0] > 0 and sent[-1] < 14
+    assert sent == sorted(set(sent)) and sent[0] > 0 and sent[-1] <= 14
     assert all(fields["sent"] + fields["left"] == 14 for _, _, fields in progress)
 
 
