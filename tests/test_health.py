@@ -5,10 +5,12 @@ a database connection; /healthz/pipeline turns unhealthy when beat or the worker
 (real `celery beat` and `celery worker` processes) and healthy again when they return."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -45,10 +47,14 @@ def health(server: Tracker, path: str = "/healthz") -> tuple[int, dict]:
 
 
 def test_the_webs_health_check_fails_while_its_database_is_stopped(tmp_path):
-    data_dir = tmp_path / "postgres"
-    socket_dir = embedded_db.start(data_dir, "health")
+    # Not under pytest's tmp_path: its folders are private to root, and the embedded
+    # server runs as a user of its own (as root), which must reach its data directory.
+    home = Path(tempfile.mkdtemp(prefix="clickmap-health-pg-"))
+    home.chmod(0o755)
+    data_dir = home / "postgres"
     web = None
     try:
+        socket_dir = embedded_db.start(data_dir, "health")
         web = Tracker(
             tmp_path,
             tmp_path / "spool",
@@ -75,6 +81,7 @@ def test_the_webs_health_check_fails_while_its_database_is_stopped(tmp_path):
         if web:
             web.stop()
         embedded_db.stop(data_dir)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_the_webs_health_check_fails_when_the_cache_is_unreachable(settings, db):
@@ -251,3 +258,17 @@ def test_without_redis_the_pipeline_check_says_tasks_run_inline(settings, db, tm
         "value": 0,
         "threshold": settings.HEALTH_CHANGE_BACKLOG,
     }
+
+
+def test_probes_and_scrapers_need_no_public_host_name_and_no_tls(settings, db):
+    """Compose probes 127.0.0.1, Prometheus scrapes web:8000, over plain HTTP: the ops
+    endpoints answer them although neither host is allowed and HTTPS is enforced."""
+    settings.ALLOWED_HOSTS = ["clickmap.example.com"]
+    settings.SECURE_SSL_REDIRECT = True
+    settings.METRICS_TOKEN = "t" * 32
+    client = Client()
+    assert client.get("/login/", HTTP_HOST="web:8000").status_code == 400  # the rest: refused
+    assert client.get("/healthz", HTTP_HOST="127.0.0.1:8000").status_code == 200
+    assert client.get("/healthz/pipeline", HTTP_HOST="web:8000").status_code in (200, 503)
+    scrape = client.get("/metrics", HTTP_HOST="web:8000", HTTP_AUTHORIZATION="Bearer " + "t" * 32)
+    assert scrape.status_code == 200 and b"clickmap_pipeline_up 1.0" in scrape.content
