@@ -22,6 +22,7 @@ import hashlib
 import logging
 import re
 import smtplib
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import make_msgid
@@ -36,6 +37,7 @@ from django.db.models import Count
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from campaigns import telemetry
 from campaigns.models import Campaign, Customer, Delivery, EmailNode, TemplateLink, TemplateVersion
 from campaigns.personalise import customer_context, render, render_subject, tracked_source
 from campaigns.plaintext import html_to_text
@@ -108,6 +110,8 @@ def plan_deliveries(node: EmailNode) -> int:
         for i, pk in enumerate(ids)
     ]
     Delivery.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
+    if rows:  # counted once the rows are there for good
+        transaction.on_commit(lambda: telemetry.QUEUED.inc(len(rows)))
     return len(rows)
 
 
@@ -196,12 +200,18 @@ def _claim(node: EmailNode, limit: int) -> list[int]:
 
 
 def send_node(
-    node: EmailNode, *, batch_size: int = BATCH_SIZE, progress=None, lock_key=None
+    node: EmailNode,
+    *,
+    batch_size: int = BATCH_SIZE,
+    progress=None,
+    lock_key=None,
+    progress_log: "ProgressLog | None" = None,
 ) -> SendReport:
     """Send every queued delivery of `node` (planning them first). Idempotent.
 
     Deliveries this run claimed but had not handed over when it stops (an SMTP server
-    that cannot be reached, a worker's soft time limit) go back to the queue."""
+    that cannot be reached, a worker's soft time limit) go back to the queue.
+    `progress_log` is told after every delivery (it logs every few seconds)."""
     report = SendReport(planned=plan_deliveries(node))
     tracker = get_tracker()
     while ids := _claim(node, batch_size):
@@ -217,6 +227,8 @@ def send_node(
                 for delivery in deliveries:
                     if not _send_one(delivery, tracker, smtp, report):
                         _reconnect(smtp)
+                    if progress_log:
+                        progress_log.tick(report)
             except BaseException:
                 _abort(smtp)  # stopping: never wait on the server to say goodbye
                 raise
@@ -295,6 +307,7 @@ def _send_one(delivery: Delivery, tracker, smtp, report: SendReport) -> bool:
     delivery.message_id = message.extra_headers["Message-ID"]
     report.sent += 1
     delivery.save(update_fields=["status", "error", "sent_at", "message_id"])
+    telemetry.SENT.inc()
     return True
 
 
@@ -306,6 +319,7 @@ def _failed(delivery: Delivery, error: Exception, report: SendReport) -> None:
         report.errors.append(f"{delivery.customer}: {delivery.error}")
     log.warning("delivery %s failed: %s", delivery.pk, delivery.error)
     delivery.save(update_fields=["status", "error"])
+    telemetry.FAILED.inc()
 
 
 INTERRUPTED_WHILE_HANDED_OVER = (
@@ -324,6 +338,7 @@ def recover_interrupted(campaign: Campaign) -> tuple[int, int]:
     failed = interrupted.filter(handed_over_at__isnull=False).update(
         status=Delivery.Status.FAILED, error=INTERRUPTED_WHILE_HANDED_OVER
     )
+    telemetry.FAILED.inc(failed)
     return requeued, failed
 
 
@@ -371,14 +386,81 @@ def send_campaign(campaign: Campaign, *, progress=None) -> SendReport:
         resumed, skipped = recover_interrupted(campaign)
         total = SendReport(skipped=skipped, resumed=resumed)
         Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
-        for node in campaign.nodes.order_by("position"):
-            report = send_node(node, progress=progress, lock_key=lock_key)
-            total.planned += report.planned
-            total.sent += report.sent
-            total.failed += report.failed
-            total.errors += report.errors
+        progress_log = ProgressLog(campaign)
+        try:
+            for node in campaign.nodes.order_by("position"):
+                report = send_node(
+                    node, progress=progress, lock_key=lock_key, progress_log=progress_log
+                )
+                total.planned += report.planned
+                total.sent += report.sent
+                total.failed += report.failed
+                total.errors += report.errors
+                progress_log.node_done(report)
+        except BaseException:
+            progress_log.stopped()
+            raise
         Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENT)
+        progress_log.finished()
         return total
+
+
+class ProgressLog:
+    """A send's log: a line when it starts, one every settings.SEND_PROGRESS_SECONDS
+    while it runs (sent, failed, left to send, rate), one when it ends or stops. Each
+    carries its numbers as fields (clickmap/log_format.py writes them key=value)."""
+
+    def __init__(self, campaign: Campaign, clock=time.monotonic):
+        self.campaign, self.clock = campaign, clock
+        self.every = settings.SEND_PROGRESS_SECONDS
+        self.started = self.logged = clock()
+        self.sent = self.failed = 0  # of the nodes already done
+        self.node_sent = self.node_failed = 0
+        self._log(logging.INFO, "send started", left=None)  # planned by each node's send
+
+    def tick(self, report: SendReport) -> None:
+        self.node_sent, self.node_failed = report.sent, report.failed
+        now = self.clock()
+        if now - self.logged >= self.every:
+            self.logged = now
+            self._log(logging.INFO, "send progress", left=self._left())
+
+    def node_done(self, report: SendReport) -> None:
+        self.sent += report.sent
+        self.failed += report.failed
+        self.node_sent = self.node_failed = 0
+
+    def finished(self) -> None:
+        self._log(logging.INFO, "send finished", left=0)
+
+    def stopped(self) -> None:
+        # A soft time limit or a lost server: its continuation or a retry goes on.
+        try:
+            left = self._left()
+        except DatabaseError:  # the database may be why it stopped
+            left = -1
+        self._log(logging.WARNING, "send stopped", left=left)
+
+    def _left(self) -> int:
+        return Delivery.objects.filter(
+            node__campaign=self.campaign,
+            status__in=[Delivery.Status.QUEUED, Delivery.Status.SENDING],
+        ).count()
+
+    def _log(self, level: int, message: str, left: int | None) -> None:
+        seconds = self.clock() - self.started
+        sent = self.sent + self.node_sent
+        fields = {
+            "campaign": self.campaign.pk,
+            "workspace": self.campaign.workspace_id,
+            "sent": sent,
+            "failed": self.failed + self.node_failed,
+            "seconds": round(seconds, 1),
+            "per_second": round(sent / seconds, 1) if seconds > 0 else 0.0,
+        }
+        if left is not None:
+            fields["left"] = left
+        log.log(level, message, extra={"fields": fields})
 
 
 def send_progress(campaign: Campaign) -> dict[str, int]:

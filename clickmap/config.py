@@ -109,3 +109,20 @@ def email_config(env: environ.Env) -> dict:
         }
     # Nothing configured: print messages instead of losing them silently.
     return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
+
+
+def prometheus_multiprocess(directory: Path) -> Path:
+    """Make prometheus_client count in files under `directory`, one per process, named
+    by host and process id: processes of several containers share the directory (their
+    process ids repeat), and /metrics adds every file up. Must run before any metric is
+    created (settings.py); returns the directory."""
+    import socket
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    from prometheus_client import values
+
+    host = socket.gethostname().replace("_", "-")  # "_" separates the file name's parts
+    values.ValueClass = values.MultiProcessValue(lambda: f"{host}-{os.getpid()}")
+    return directory

@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import re
+import time
 from datetime import timedelta
 
 from django.core.cache import cache
@@ -35,6 +36,7 @@ from campaigns.models import Customer, TemplateLink, TemplateVersion
 from campaigns.personalise import PersonaliseError, customer_context, render, tracked_source
 from campaigns.version_images import version_image_digests, version_images_for_render
 from clickmap import render as renderer
+from clickmap import telemetry
 from clickmap.models import Preview
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,7 @@ def render_stored_preview(preview_id: int) -> Preview | None:
         return previews.filter(pk=preview_id).defer("image").first()
     preview = previews.select_related("version", "customer").get(pk=preview_id)
     preview.notice = ""
+    started = time.perf_counter()
     try:
         result = _render(preview)
     except (renderer.RenderError, PersonaliseError) as error:
@@ -152,6 +155,8 @@ def render_stored_preview(preview_id: int) -> Preview | None:
         }
         preview.render_ms = result.render_ms
     preview.save()
+    telemetry.PREVIEW_RENDER_SECONDS.observe(time.perf_counter() - started)
+    telemetry.PREVIEW_RENDERS.labels(preview.status).inc()  # done or failed
     return preview
 
 

@@ -17,6 +17,7 @@ from clickmap.config import (
     email_config,
     embedded_database_config,
     persistent_secret_key,
+    prometheus_multiprocess,
     task_and_cache_config,
 )
 
@@ -57,6 +58,30 @@ PERSONALISE_MAX_OUTPUT_CHARS = env.int("PERSONALISE_MAX_OUTPUT_CHARS", default=2
 PERSONALISE_MAX_DEPTH = env.int("PERSONALISE_MAX_DEPTH", default=50)
 PERSONALISE_MAX_SECONDS = env.float("PERSONALISE_MAX_SECONDS", default=2.0)
 
+# What /healthz checks (clickmap/pipeline_health.py): "web", the database and the cache;
+# "tracker", the spool alone (it never touches the database).
+SERVICE_ROLE = env.str("SERVICE_ROLE", default="web")
+if SERVICE_ROLE not in ("web", "tracker"):
+    raise ImproperlyConfigured(f"SERVICE_ROLE must be web or tracker, not {SERVICE_ROLE!r}")
+# Bearer token of /metrics (Prometheus); unset, the endpoint answers 404.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Every process (gunicorns, workers) counts into its own file here; /metrics adds them
+# up. It must be one directory for all of them (docker-compose.yml: a shared volume).
+PROMETHEUS_MULTIPROC_DIR = prometheus_multiprocess(
+    env.path("PROMETHEUS_MULTIPROC_DIR", default=BASE_DIR / "var" / "metrics")
+)
+# /healthz/pipeline: past any of these the pipeline is unhealthy (and the worker logs a
+# WARNING, once, when a backlog or lag crosses its threshold).
+HEALTH_SPOOL_AGE_SECONDS = env.float("HEALTH_SPOOL_AGE_SECONDS", default=60.0)
+HEALTH_CHANGE_BACKLOG = env.int("HEALTH_CHANGE_BACKLOG", default=500_000)
+HEALTH_CHANGE_AGE_SECONDS = env.float("HEALTH_CHANGE_AGE_SECONDS", default=60.0)
+HEALTH_AGGREGATE_AGE_SECONDS = env.float("HEALTH_AGGREGATE_AGE_SECONDS", default=60.0)
+HEALTH_HEARTBEAT_AGE_SECONDS = env.float("HEALTH_HEARTBEAT_AGE_SECONDS", default=30.0)
+# How often each Celery worker writes its heartbeat.
+HEARTBEAT_SECONDS = env.float("HEARTBEAT_SECONDS", default=5.0)
+# How often a running send logs its progress.
+SEND_PROGRESS_SECONDS = env.float("SEND_PROGRESS_SECONDS", default=5.0)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -74,6 +99,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: times every request; then health and metrics, answered before host
+    # validation and the HTTPS redirect (probes and scrapers use internal names).
+    "clickmap.telemetry.RequestMetricsMiddleware",
+    "clickmap.ops_views.OpsEndpointsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_permissions_policy.PermissionsPolicyMiddleware",
@@ -132,6 +161,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Workers and beat log through LOGGING below (clickmap/celery_signals.py), one format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Each kind of work has its queue and (docker-compose.yml) its worker, so a send, however
 # slow, never holds the worker that ingests and aggregates another workspace's clicks.
 CELERY_TASK_ROUTES = {
@@ -207,16 +238,21 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+# Where `collectstatic` writes and WhiteNoise serves from (hashed names).
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "var" / "staticfiles")
+STATIC_MANIFEST = env.bool("STATIC_MANIFEST", default=not DEBUG)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
-        # Hashed names need `collectstatic` first (the Docker image runs it).
+        # Hashed names need `collectstatic` first (the Docker image runs it); the WSGI
+        # entry point refuses to start without it (clickmap/static_files.py).
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        if env.bool("STATIC_MANIFEST", default=not DEBUG)
+        if STATIC_MANIFEST
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
+# Without hashed names WhiteNoise serves the source folders: nothing to collect.
+WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "var" / "media")
 MEDIA_URL = "media/"
 
@@ -283,9 +319,23 @@ PERMISSIONS_POLICY = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    # The level on every line: an operator (or a test) tells an ERROR from a notice.
-    "formatters": {"levelled": {"format": "%(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "levelled"}},
+    # One line per record (a traceback too), with the level, the logger and the record's
+    # fields as key=value (LOG_FORMAT=json: one JSON object); clickmap/log_format.py.
+    "formatters": {
+        "line": {
+            "()": "clickmap.log_format.LineFormatter",
+            "output": env.str("LOG_FORMAT", default="text"),
+        }
+    },
+    # Beat's ticks and the routine pipeline tasks' received/succeeded lines at DEBUG.
+    "filters": {"routine": {"()": "clickmap.log_format.RoutineAtDebug"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "line",
+            "filters": ["routine"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "INFO"},

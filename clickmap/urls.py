@@ -1,23 +1,12 @@
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import HttpResponse, HttpResponsePermanentRedirect
+from django.http import HttpResponsePermanentRedirect
 from django.templatetags.static import static
 from django.urls import include, path
 
 from campaigns import account_views
 from campaigns import views as campaign_views
-from tracking.spool import write_problem
-
-
-def healthz(request):
-    """200 "ok"; 503 while the tracking spool cannot take an event (clicks are lost)."""
-    problem = write_problem(settings.TRACKING_SPOOL_DIR)
-    if problem:
-        return HttpResponse(
-            f"unhealthy: tracking spool: {problem}\n", status=503, content_type="text/plain"
-        )
-    return HttpResponse("ok", content_type="text/plain")
+from clickmap import ops_views
 
 
 def favicon(request):
@@ -60,7 +49,10 @@ urlpatterns = [
     path("w/<slug:workspace_slug>/", include("campaigns.urls")),
     path("w/<slug:workspace_slug>/", include("clickmap.map_urls")),
     path("admin/", admin.site.urls),
-    path("healthz", healthz, name="healthz"),
+    # Answered by clickmap.ops_views.OpsEndpointsMiddleware before host validation.
+    path("healthz", ops_views.healthz, name="healthz"),
+    path("healthz/pipeline", ops_views.healthz_pipeline, name="healthz-pipeline"),
+    path("metrics", ops_views.metrics, name="metrics"),
     path("favicon.ico", favicon, name="favicon"),
     path("", include("tracking.urls")),
 ]

@@ -102,3 +102,127 @@ def test_dockerfile_uses_debian_chromium_and_never_downloads_a_browser():
     assert "apt-get install" in dockerfile and "chromium" in dockerfile
     assert "playwright install" not in dockerfile
     assert "FROM python:3.11" in dockerfile
+
+
+def test_tracking_links_default_to_the_tracker_service():
+    tracker_port = SERVICES["tracker"]["ports"][0].split(":")[-1]
+    assert tracker_port == "8001"
+    for name in ("web", "tracker", *WORKERS, "beat"):
+        value = SERVICES[name]["environment"]["TRACKING_BASE_URL"]
+        # ${TRACKING_BASE_URL:-default}: the default is what an unconfigured install uses.
+        assert value == "${TRACKING_BASE_URL:-http://localhost:8001}", name
+
+
+def gunicorn_argv(service: str) -> list[str]:
+    """The gunicorn command line a service runs (after `migrate &&` for the web)."""
+    words = shlex.split(SERVICES[service]["command"])
+    if words[:2] == ["sh", "-c"]:
+        words = shlex.split(words[2].split("&&")[-1])
+    assert words[0] == "gunicorn", service
+    return words
+
+
+def control_socket(argv: list[str]) -> str | None:
+    """The control socket a gunicorn command line asks for; None when it disables it."""
+    if "--no-control-socket" in argv:
+        return None
+    assert "--control-socket" in argv, f"gunicorn's shared default socket: {argv}"
+    return argv[argv.index("--control-socket") + 1]
+
+
+def test_each_gunicorn_has_its_own_control_socket():
+    sockets = [control_socket(gunicorn_argv(name)) for name in ("web", "tracker")]
+    named = [s for s in sockets if s is not None]
+    assert len(set(named)) == len(named)
+
+
+def test_two_gunicorns_on_one_host_each_answer_on_their_own_control_socket(tmp_path):
+    """Both services' gunicorn command lines, run side by side on this host with one
+    HOME (ports and socket directory moved to the test's): each socket reaches its own
+    master, and a reload through it reloads that master only."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import free_port
+
+    bin_dir = Path(sys.executable).parent
+    env = os.environ | {
+        "HOME": str(tmp_path / "home"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "PYTHONWARNINGS": "ignore:No directory at",
+    }
+    masters = {}
+    try:
+        for name in ("web", "tracker"):
+            argv = gunicorn_argv(name)
+            argv[argv.index("--bind") + 1] = f"127.0.0.1:{free_port()}"
+            argv[argv.index("--workers") + 1] = "1"
+            socket_path = control_socket(argv)
+            if socket_path is None:
+                continue
+            moved = str(tmp_path / Path(socket_path).name)
+            argv[argv.index("--control-socket") + 1] = moved
+            log = (tmp_path / f"{name}.log").open("wb")
+            process = subprocess.Popen(
+                [str(bin_dir / "gunicorn"), *argv[1:]],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            masters[name] = (process, moved)
+            deadline = time.monotonic() + 60
+            while not Path(moved).exists():
+                assert process.poll() is None, (tmp_path / f"{name}.log").read_text()
+                assert time.monotonic() < deadline, f"{name}: no control socket"
+                time.sleep(0.1)
+
+        def ask(path: str, command: str) -> dict:
+            result = subprocess.run(
+                [str(bin_dir / "gunicornc"), "-s", path, "-c", command, "-j"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            return json.loads(result.stdout)
+
+        for name, (process, path) in masters.items():
+            assert ask(path, "show stats")["pid"] == process.pid, name
+        web_process, web_socket = masters["web"]
+        ask(web_socket, "reload")
+        deadline = time.monotonic() + 30
+        while ask(web_socket, "show stats")["reloads"] != 1:
+            assert time.monotonic() < deadline, "the web did not reload"
+            time.sleep(0.1)
+        if "tracker" in masters:
+            assert ask(masters["tracker"][1], "show stats")["reloads"] == 0
+    finally:
+        for process, _ in masters.values():
+            process.terminate()
+            process.wait(30)
+
+
+def test_the_trackers_health_check_is_the_trackers_and_the_webs_the_webs():
+    assert SERVICES["tracker"]["environment"]["SERVICE_ROLE"] == "tracker"
+    assert "SERVICE_ROLE" not in SERVICES["web"]["environment"]  # the default: web
+    assert settings.SERVICE_ROLE == "web"
+    for name, port in (("web", 8000), ("tracker", 8001)):
+        probe = " ".join(SERVICES[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/healthz'" in probe, name
+
+
+def test_every_counting_process_shares_one_metrics_directory():
+    """/metrics (served by the web) adds up the files of every process that counts:
+    the gunicorns and the workers must write to one volume."""
+    directory = SERVICES["web"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    for name in ("web", "tracker", *WORKERS):
+        assert SERVICES[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"] == directory, name
+        assert f"metrics-data:{directory}" in SERVICES[name]["volumes"], name
+    assert "METRICS_TOKEN" in SERVICES["web"]["environment"]
+    # The image creates the volumes' folders for its user (else they start root-owned).
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"mkdir -p /app/var/spool {directory}" in dockerfile

@@ -142,3 +142,25 @@ def test_deploy_check_is_clean_with_debug_off():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_the_readmes_deploy_check_statement_is_what_the_command_prints():
+    """README: no issues with HTTPS_ONLY on (the default with DEBUG off); with
+    HTTPS_ONLY=0 exactly the warnings it names."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    statement = readme[readme.index("`python manage.py check --deploy`") :]
+    statement = statement[: statement.index("checks this sentence")]
+    named = set(re.findall(r"`(security\.W\d+)`", statement))
+    assert "exactly four warnings" in statement and len(named) == 4
+    common = {"SECRET_KEY": "k" + os.urandom(40).hex(), "ALLOWED_HOSTS": "clickmap.example.com"}
+
+    secure = run_manage("check", "--deploy", **common)
+    assert secure.returncode == 0, secure.stderr
+    assert "System check identified no issues" in secure.stdout + secure.stderr
+
+    plain = run_manage("check", "--deploy", HTTPS_ONLY="0", **common)
+    printed = plain.stdout + plain.stderr
+    assert set(re.findall(r"\((security\.W\d+)\)", printed)) == named
+    assert "System check identified 4 issues" in printed

@@ -38,6 +38,8 @@ PUBLIC_URL_NAMES = {
     "password_reset_confirm",
     "password_reset_complete",
     "healthz",
+    "healthz-pipeline",  # operators' endpoints: no workspace data
+    "metrics",  # behind METRICS_TOKEN
     "favicon",
     "click",
     "open",

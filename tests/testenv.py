@@ -8,6 +8,7 @@ start it.
 """
 
 import os
+import tempfile
 
 import pytest
 
@@ -28,6 +29,9 @@ os.environ["STATIC_MANIFEST"] = "0"  # no collectstatic before tests
 # Playwright's sync API keeps an event loop in the test thread; the ORM calls the tests
 # make beside it are still plain synchronous calls.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+# Prometheus counts (clickmap/telemetry.py) of this run's processes only: the tests, and
+# the gunicorns and Celery workers they start, which inherit it.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="clickmap-metrics-")
 
 
 def _postgres_problem() -> str | None:

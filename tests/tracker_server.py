@@ -53,6 +53,7 @@ class Tracker:
                 "DATABASE_URL": database_url_of_this_run(),
                 "TRACKING_SPOOL_DIR": str(spool_dir),
                 "TRACKING_INGEST_INLINE": "0",
+                "SERVICE_ROLE": "tracker",  # /healthz checks the spool, as the tracker's
                 "LOG_LEVEL": "INFO",
                 "PYTHONWARNINGS": "ignore:No directory at",  # WhiteNoise, STATIC_ROOT
             }

@@ -33,6 +33,7 @@ from django.dispatch import receiver
 from tracking.classify import MAX_USER_AGENT_LENGTH
 from tracking.failures import FailureLog
 from tracking.spool import Spool
+from tracking.telemetry import EVENTS_LOST, EVENTS_SPOOLED, HTTP_LATENCY, HTTP_REQUESTS, KIND
 from tracking.tokens import ClickToken, OpenToken, verify_token
 
 log = logging.getLogger(__name__)
@@ -148,14 +149,20 @@ def _event(environ, kind: str, delivery_id: int, address: str) -> dict:
     return record
 
 
+_SPOOLED = {kind: EVENTS_SPOOLED.labels(name) for kind, name in KIND.items()}
+_LOST = {kind: EVENTS_LOST.labels(name) for kind, name in KIND.items()}
+
+
 def _record(record: dict) -> bool:
     """Spool one event; True when inline ingestion should follow the answer."""
     try:
-        spool().append(record)  # a refused event is counted and logged by the spool
+        # A refused event is counted and logged by the spool.
+        written = spool().append(record) is not None
     except Exception:  # never the recipient's problem: the answer goes out regardless
         log.exception("tracking: an event could not be recorded")
-        return False
-    return settings.TRACKING_INGEST_INLINE
+        written = False
+    (_SPOOLED if written else _LOST)[record["k"]].inc()
+    return written and settings.TRACKING_INGEST_INLINE
 
 
 class _ThenIngest(list):
@@ -243,6 +250,14 @@ def open_pixel(environ, start_response, token_text: str):
 
 
 ROUTES = {"/c/": click, "/o/": open_pixel}
+# Route groups of the request metrics (tracking/telemetry.py), children bound once.
+_GROUPS = {"/c/": "redirect", "/o/": "pixel"}
+_LATENCY = {prefix: HTTP_LATENCY.labels(group) for prefix, group in _GROUPS.items()}
+_REQUESTS = {
+    (prefix, status): HTTP_REQUESTS.labels(group, status)
+    for prefix, group in _GROUPS.items()
+    for status in ("200", "302", "404")
+}
 
 
 def tracking_wsgi(django_app):
@@ -250,14 +265,31 @@ def tracking_wsgi(django_app):
 
     def application(environ, start_response):
         path = environ.get("PATH_INFO", "")
-        handler = ROUTES.get(path[:3])
+        prefix = path[:3]
+        handler = ROUTES.get(prefix)
         # Every method gets its answer here (a link checker's OPTIONS too); only GET
         # and HEAD are recorded.
         if handler is not None:
+            started = time.perf_counter()
             token = path[3:]
             if "/" in token:
-                return _not_found(start_response)
-            return handler(environ, start_response, token)
+                answer = _not_found(start_response)
+                status = "404"
+            else:
+                statuses = []
+
+                def starting(status_line, headers, *exc_info):
+                    statuses.append(status_line[:3])
+                    return start_response(status_line, headers, *exc_info)
+
+                answer = handler(environ, starting, token)
+                status = statuses[0] if statuses else "500"
+            counter = _REQUESTS.get((prefix, status))
+            if counter is None:  # never for these handlers' answers; bounded anyway
+                counter = HTTP_REQUESTS.labels(_GROUPS[prefix], status)
+            counter.inc()
+            _LATENCY[prefix].observe(time.perf_counter() - started)
+            return answer
         return django_app(environ, start_response)
 
     return application

@@ -18,7 +18,7 @@ stores the changed verdicts with their rollup change log rows.
 import logging
 import os
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,6 +27,7 @@ from django.db import connection, transaction
 from django_scopes import scopes_disabled
 
 from campaigns.models import Delivery, TemplateLink, Workspace
+from tracking import telemetry
 from tracking.classify import (
     MAX_USER_AGENT_LENGTH,
     ClickFacts,
@@ -66,6 +67,8 @@ class IngestReport:
     bad_bytes: int = 0
     reclassified: int = 0
     lost: list[str] = field(default_factory=list)  # per file: what was skipped
+    # New clicks by verdict: "reliable", or the reason they are not (the metrics' labels).
+    verdicts: Counter = field(default_factory=Counter)
 
 
 def ingest_spool(directory=None) -> IngestReport:
@@ -74,6 +77,7 @@ def ingest_spool(directory=None) -> IngestReport:
     at ERROR; the lines are kept in the spool's bad/ directory)."""
     report = IngestReport()
     for path, fd in claim_files(directory or settings.TRACKING_SPOOL_DIR):
+        before = (report.clicks, report.opens, report.dropped, report.verdicts.copy())
         try:
             spooled = read_records(fd)
             store_records(spooled.records, report)
@@ -81,6 +85,7 @@ def ingest_spool(directory=None) -> IngestReport:
             os.close(fd)  # the file stays; the next run reads it again
             raise
         release(path, fd, spooled.bad)
+        _count_stored(report, before)
         report.files += 1
         report.bad_lines += len(spooled.bad)
         report.bad_bytes += spooled.bad_bytes
@@ -90,6 +95,16 @@ def ingest_spool(directory=None) -> IngestReport:
     if report.files:
         events_stored.send(sender=ingest_spool, report=report)
     return report
+
+
+def _count_stored(report: IngestReport, before) -> None:
+    """Count what one committed file added to `report` (Prometheus, tracking/telemetry)."""
+    clicks, opens, dropped, verdicts = before
+    telemetry.EVENTS_INGESTED.labels("click").inc(report.clicks - clicks)
+    telemetry.EVENTS_INGESTED.labels("open").inc(report.opens - opens)
+    telemetry.EVENTS_DROPPED.inc(report.dropped - dropped)
+    for verdict, count in (report.verdicts - verdicts).items():
+        telemetry.CLICKS_CLASSIFIED.labels(verdict).inc(count)
 
 
 def _at(record) -> datetime:
@@ -209,6 +224,7 @@ def _store_clicks(records, deliveries, links, report: IngestReport) -> None:
         rows = []
         for record, facts in new:
             reason = reasons[facts.event_id]
+            report.verdicts[str(reason) or "reliable"] += 1
             rows.append(
                 ClickEvent(
                     event_id=uuid.UUID(facts.event_id),

@@ -7,6 +7,7 @@ ingestion exactly-once however often a spool file is read.
 """
 
 from django.db import models
+from django.db.models.functions import Now
 from django_scopes import ScopedManager
 
 from campaigns.models import Customer, Delivery, TemplateLink, Workspace
@@ -129,6 +130,10 @@ class EventChange(models.Model):
     link = models.ForeignKey(
         TemplateLink, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
+    # When ingestion wrote it: the oldest row's age is the aggregation's lag (health
+    # check and metrics, clickmap/pipeline_health.py). The database's clock, as every
+    # process writing rows shares it.
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
 
     def __str__(self):
         return f"{self.kind} {self.delivery_id}/{self.link_id}"
