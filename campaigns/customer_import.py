@@ -25,11 +25,14 @@ import csv
 import io
 import os
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 
+from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from campaigns.models import CustomerImport, Workspace
 
@@ -642,3 +645,92 @@ def safe_cell(value) -> str:
     leading apostrophe (OWASP CSV injection, as clickmap/exports.py)."""
     text = "" if value is None else str(value)
     return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+# --- Imports from the web page (a CustomerImport row per upload) ----------------------
+
+
+def upload_import(workspace: Workspace, uploaded, user=None) -> CustomerImport:
+    """Keep an uploaded file under CUSTOMER_IMPORT_DIR and read its shape: a
+    CustomerImport waiting for its mapping (raises ImportFileError, file removed)."""
+    folder = os.path.join(settings.CUSTOMER_IMPORT_DIR, str(workspace.pk))
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{uuid.uuid4().hex}.upload")
+    with open(path, "wb") as out:
+        for chunk in uploaded.chunks():
+            out.write(chunk)
+    try:
+        shape = inspect_file(path)
+    except ImportFileError:
+        os.remove(path)
+        raise
+    return CustomerImport.objects.create(
+        workspace=workspace,
+        file_name=os.path.basename(uploaded.name or "upload")[:255],
+        path=path,
+        columns=shape.header,
+        mapping=[c.as_dict() for c in guess_mapping(shape)],
+        created_by=user,
+    )
+
+
+def import_preview(customer_import: CustomerImport) -> list[list[str]]:
+    """The first rows of an upload, for the mapping page."""
+    try:
+        return inspect_file(customer_import.path).preview
+    except ImportFileError:
+        return []
+
+
+def start_import(customer_import: CustomerImport, *, key: str, columns: list[Column]) -> None:
+    """Confirm the mapping and queue the import (raises ImportFileError)."""
+    check_mapping(columns, key)
+    if len(columns) != len(customer_import.columns):
+        raise ImportFileError("The mapping does not match the file's columns.")
+    updated = CustomerImport.objects.filter(
+        pk=customer_import.pk, status=CustomerImport.Status.MAPPING
+    ).update(key=key, mapping=[c.as_dict() for c in columns], status=CustomerImport.Status.QUEUED)
+    if not updated:
+        raise ImportFileError("This import has already started.")
+    customer_import.refresh_from_db()
+
+
+def run_import(customer_import: CustomerImport) -> CustomerImport:
+    """Run a queued import (the Celery task's body): progress, then the summary, are
+    written to its row as it goes. Running it again after it finished does nothing."""
+    rows = CustomerImport.objects.filter(pk=customer_import.pk)
+    claimed = rows.filter(
+        status__in=[CustomerImport.Status.QUEUED, CustomerImport.Status.RUNNING]
+    ).update(status=CustomerImport.Status.RUNNING, progress=0)
+    if not claimed:
+        return customer_import
+
+    def progress(percent, count):
+        rows.update(progress=percent, rows_read=count)
+
+    try:
+        summary = import_customers(
+            customer_import.workspace,
+            customer_import.path,
+            key=customer_import.key,
+            columns=[Column(**c) for c in customer_import.mapping],
+            errors_path=customer_import.errors_path,
+            progress=progress,
+        )
+    except ImportFileError as error:
+        rows.update(
+            status=CustomerImport.Status.FAILED, error=str(error), finished_at=timezone.now()
+        )
+    else:
+        rows.update(
+            status=CustomerImport.Status.DONE,
+            progress=100,
+            rows_read=summary.rows,
+            created=summary.created,
+            updated=summary.updated,
+            skipped=summary.skipped,
+            failed=summary.failed,
+            finished_at=timezone.now(),
+        )
+    customer_import.refresh_from_db()
+    return customer_import

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from clickmap import views
+from clickmap import customer_views, views
 
 app_name = "clickmap"
 
@@ -21,4 +21,9 @@ urlpatterns = [
         name="clickers",
     ),
     path("previews/<int:preview_id>/image/", views.preview_image, name="preview-image"),
+    path(
+        "customers/<int:customer_id>/timeline/",
+        customer_views.customer_timeline_fragment,
+        name="customer-timeline",
+    ),
 ]

@@ -6,37 +6,77 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('campaigns', '0006_delivery_handed_over_at'),
+        ("campaigns", "0006_delivery_handed_over_at"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CustomerImport',
+            name="CustomerImport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('file_name', models.CharField(max_length=255)),
-                ('path', models.CharField(max_length=500)),
-                ('key', models.CharField(choices=[('email', 'Email address'), ('external_id', 'External id')], default='email', max_length=12)),
-                ('columns', models.JSONField(default=list)),
-                ('mapping', models.JSONField(default=list)),
-                ('status', models.CharField(choices=[('mapping', 'Waiting for the column mapping'), ('queued', 'Queued'), ('running', 'Importing'), ('done', 'Done'), ('failed', 'Failed')], default='mapping', max_length=8)),
-                ('progress', models.PositiveSmallIntegerField(default=0)),
-                ('rows_read', models.PositiveBigIntegerField(default=0)),
-                ('created', models.PositiveBigIntegerField(default=0)),
-                ('updated', models.PositiveBigIntegerField(default=0)),
-                ('skipped', models.PositiveBigIntegerField(default=0)),
-                ('failed', models.PositiveBigIntegerField(default=0)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('workspace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='customer_imports', to='campaigns.workspace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("file_name", models.CharField(max_length=255)),
+                ("path", models.CharField(max_length=500)),
+                (
+                    "key",
+                    models.CharField(
+                        choices=[("email", "Email address"), ("external_id", "External id")],
+                        default="email",
+                        max_length=12,
+                    ),
+                ),
+                ("columns", models.JSONField(default=list)),
+                ("mapping", models.JSONField(default=list)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("mapping", "Waiting for the column mapping"),
+                            ("queued", "Queued"),
+                            ("running", "Importing"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                        ],
+                        default="mapping",
+                        max_length=8,
+                    ),
+                ),
+                ("progress", models.PositiveSmallIntegerField(default=0)),
+                ("rows_read", models.PositiveBigIntegerField(default=0)),
+                ("created", models.PositiveBigIntegerField(default=0)),
+                ("updated", models.PositiveBigIntegerField(default=0)),
+                ("skipped", models.PositiveBigIntegerField(default=0)),
+                ("failed", models.PositiveBigIntegerField(default=0)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "workspace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="customer_imports",
+                        to="campaigns.workspace",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
     ]
