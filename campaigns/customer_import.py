@@ -61,6 +61,8 @@ _EXTERNAL_ID_HEADERS = {
 # What the text COPY format needs escaped, and what a text value cannot hold.
 _SPECIAL = re.compile("[\\\\\n\r\x00\udc80-\udcff]")
 _UNUSABLE = re.compile("[\x00\udc80-\udcff]")
+# What a value is trimmed of: spaces, tabs and line breaks.
+_WHITESPACE = "E' \\t\\r\\n\\f'"
 
 
 class ImportFileError(ValueError):
@@ -357,7 +359,7 @@ def import_customers(
         finally:
             cursor.execute(
                 "DROP TABLE IF EXISTS customer_import_rows, customer_import_checked,"
-                " customer_import_report"
+                " customer_import_report, customer_import_matches"
             )
     if progress:
         progress(100, summary.rows)
@@ -428,7 +430,7 @@ def _escape(cell: str) -> str:
 def _check(cursor, columns: list[Column], key: str) -> None:
     """customer_import_checked: every staged row with its key, email, external id and
     typed attributes, and the reason it is bad (NULL when good)."""
-    cell = {i: f"nullif(btrim(c{i}), '')" for i in range(len(columns))}
+    cell = {i: f"nullif(btrim(c{i}, {_WHITESPACE}), '')" for i in range(len(columns))}
     email = ext = "NULL::text"
     reasons = ["problem"]
     attributes = []
@@ -555,7 +557,7 @@ def _upsert_by_external_id(cursor, workspace_id: int) -> tuple[int, int]:
 def _upsert_by_email(cursor, workspace_id: int) -> tuple[int, int]:
     cursor.execute(
         """
-        CREATE TEMP TABLE customer_import_matches ON COMMIT DROP AS
+        CREATE TEMP TABLE customer_import_matches AS
         SELECT r.line, c.id, count(*) OVER (PARTITION BY r.line) AS n
         FROM customer_import_checked r JOIN campaigns_customer c
           ON c.workspace_id = %s AND lower(c.email) = r.email""",
