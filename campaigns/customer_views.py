@@ -155,9 +155,9 @@ def import_detail(request, import_id):
     progress and summary."""
     customer_import = get_object_or_404(CustomerImport, pk=import_id)
     problems = []
+    if request.method == "POST" and customer_import.status != CustomerImport.Status.MAPPING:
+        return redirect("campaigns:customer-import", request.workspace.slug, customer_import.pk)
     if request.method == "POST":
-        if not request.membership.allows(Role.ANALYST):  # workspace_view already refuses
-            raise Http404
         key, columns, problems = mapping_from_post(request.POST, len(customer_import.columns))
         if not problems:
             try:
