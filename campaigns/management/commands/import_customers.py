@@ -34,5 +34,8 @@ class Command(BaseCommand):
             except ImportFileError as error:
                 raise CommandError(str(error)) from error
         self.stdout.write(summary.line())
+        if options["verbosity"] > 1:
+            phases = ", ".join(f"{name} {sec:.2f}s" for name, sec in summary.seconds.items())
+            self.stderr.write(f"  time: {phases}")
         if summary.skipped or summary.failed:
             self.stdout.write(f"Rows not imported, with line and reason: {errors_path}")
