@@ -21,6 +21,7 @@ rows never sit in Python's memory. Rules (README "Importing customers"):
 """
 
 import codecs
+import contextlib
 import csv
 import io
 import os
@@ -774,5 +775,9 @@ def run_import(customer_import: CustomerImport) -> CustomerImport:
             failed=summary.failed,
             finished_at=timezone.now(),
         )
+    # The upload has served its purpose (the report is a file of its own); a task run
+    # again after this finds the import finished and reads nothing.
+    with contextlib.suppress(OSError):
+        os.remove(customer_import.path)
     customer_import.refresh_from_db()
     return customer_import

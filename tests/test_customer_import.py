@@ -93,6 +93,8 @@ def customer_rows(draw):
         name = draw(TEXT)
         rows.append(
             {
+                # A cell too many (a stray delimiter): the row is bad as read.
+                "extra": ("x", None, False) if draw(st.integers(0, 9)) == 0 else ("", None, True),
                 "email": email,
                 "name": (name, name.strip() or None, True),
                 "age": draw(cell(NUMBERS, ["abc", "1.2.3", "12a", "NaN", "1,5"])),
@@ -111,7 +113,8 @@ def write_csv(rows, encoding, delimiter, quoting, terminator) -> tuple[bytes, li
     lines = []
     for row in rows:
         lines.append(out.getvalue().count("\n") + 1)
-        writer.writerow([row[k][0] for k in ("email", "name", "age", "joined", "vip")])
+        cells = [row[k][0] for k in ("email", "name", "age", "joined", "vip")]
+        writer.writerow(cells + ["x"] if row["extra"][0] else cells)
     return out.getvalue().encode(encoding), lines
 
 

@@ -8,6 +8,7 @@ import io
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -393,6 +394,9 @@ def test_import_maps_previews_and_reports_progress_with_a_real_worker(
     assert client.post(f"{base}/imports/{imp.pk}/", mapping).status_code == 302
     with scopes_disabled():
         assert CustomerImport.objects.get(pk=imp.pk).created == 1
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [
+        f"{Path(imp.path).name}.errors.csv"
+    ]  # the upload is gone once imported; its report stays
 
 
 def test_an_upload_that_is_no_table_is_refused_with_a_reason(shop, client_for, settings, tmp_path):
