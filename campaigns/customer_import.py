@@ -346,15 +346,17 @@ def import_customers(
             started = perf_counter()
             summary.rows = _stage(cursor, path, shape, size, progress)
             summary.seconds["read and COPY"] = perf_counter() - started
+            started = perf_counter()
+            _check(cursor, columns, key)  # temporary tables only: outside the transaction
+            summary.seconds["check"] = perf_counter() - started
+            if progress:
+                progress(95, summary.rows)
             with transaction.atomic():
                 # One import per workspace at a time: matching by email has no unique
                 # index to settle two imports racing to create the same customer.
                 cursor.execute(
                     "SELECT pg_advisory_xact_lock(%s::int, %s::int)", [0x1A7C, workspace.pk]
                 )
-                started = perf_counter()
-                _check(cursor, columns, key)
-                summary.seconds["check"] = perf_counter() - started
                 started = perf_counter()
                 counts = _upsert(cursor, workspace.pk, key)
                 summary.seconds["upsert"] = perf_counter() - started
@@ -423,8 +425,8 @@ def _stage(cursor, path: str, shape: FileShape, size: int, progress) -> int:
                 if lines:
                     copy.write("".join(lines))
             if progress:
-                # How far the reader is in the file (it reads ahead a little); the upsert
-                # after the last row takes the last tenth.
+                # How far the reader is in the file (it reads ahead a little); the checks
+                # and the upsert after the last row take the last tenth.
                 done_part = raw.tell() / size if shape.kind == "csv" else count / shape.rows
                 progress(min(90, int(90 * done_part)), count)
     finally:
