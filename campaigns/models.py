@@ -524,3 +524,62 @@ class VersionImage(models.Model):
 
     def __str__(self):
         return f"{self.version} {self.src} ({self.status})"
+
+
+class CustomerImport(models.Model):
+    """One upload of a customer file and how its import went (campaigns/customer_import.py).
+
+    The file waits under CUSTOMER_IMPORT_DIR while the user maps its columns; the import
+    task reads it from there, so the web and worker hosts must share that directory (like
+    the tracking spool). `mapping` is one entry per column of the file:
+    {"field": "email" | "external_id" | "attribute" | "ignore", "name": …, "type": …}.
+    """
+
+    class Key(models.TextChoices):
+        EMAIL = "email", "Email address"
+        EXTERNAL_ID = "external_id", "External id"
+
+    class Status(models.TextChoices):
+        MAPPING = "mapping", "Waiting for the column mapping"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Importing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="customer_imports"
+    )
+    file_name = models.CharField(max_length=255)
+    path = models.CharField(max_length=500)
+    key = models.CharField(max_length=12, choices=Key.choices, default=Key.EMAIL)
+    columns = models.JSONField(default=list)
+    mapping = models.JSONField(default=list)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.MAPPING)
+    progress = models.PositiveSmallIntegerField(default=0)  # percent
+    rows_read = models.PositiveBigIntegerField(default=0)
+    created = models.PositiveBigIntegerField(default=0)
+    updated = models.PositiveBigIntegerField(default=0)
+    skipped = models.PositiveBigIntegerField(default=0)
+    failed = models.PositiveBigIntegerField(default=0)
+    error = models.TextField(blank=True)  # why the file itself could not be imported
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedManager(workspace="workspace")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.file_name} ({self.get_status_display()})"
+
+    @property
+    def errors_path(self) -> str:
+        return f"{self.path}.errors.csv"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)

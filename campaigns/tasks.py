@@ -3,7 +3,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django_scopes import scope
 
-from campaigns.models import Campaign, TemplateVersion
+from campaigns.customer_import import run_import
+from campaigns.models import Campaign, CustomerImport, TemplateVersion
 from campaigns.sending import send_campaign
 from campaigns.version_images import version_images_fetch
 
@@ -45,3 +46,18 @@ def fetch_version_images_task(version_id: int) -> int:
         return 0
     with scope(workspace=version.template.workspace):
         return version_images_fetch(version)
+
+
+@shared_task(name="campaigns.import_customers", ignore_result=True)
+def import_customers_task(import_id: int) -> None:
+    """Run a queued customer import (idempotent: a finished import is left as it is)."""
+    customer_import = (
+        CustomerImport.objects.with_scopes_disabled()
+        .select_related("workspace")
+        .filter(pk=import_id)
+        .first()
+    )
+    if customer_import is None:
+        return
+    with scope(workspace=customer_import.workspace):
+        run_import(customer_import)

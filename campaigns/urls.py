@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from campaigns import views
+from campaigns import customer_urls, views
 
 app_name = "campaigns"
 
@@ -44,3 +44,5 @@ urlpatterns = [
         name="version-image",
     ),
 ]
+
+urlpatterns += customer_urls.urlpatterns

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from clickmap import views
+from clickmap import customer_views, views
 
 app_name = "clickmap"
 
@@ -44,4 +44,9 @@ urlpatterns = [
         name="thumbnail-image",
     ),
     path("templates/draft-preview/", views.draft_preview, name="draft-preview"),
+    path(
+        "customers/<int:customer_id>/timeline/",
+        customer_views.customer_timeline_fragment,
+        name="customer-timeline",
+    ),
 ]

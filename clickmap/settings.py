@@ -40,6 +40,8 @@ TRACKING_BASE_URL = env.str("TRACKING_BASE_URL", default="http://127.0.0.1:8000"
 TRACKING_KEYS = env.list("TRACKING_KEYS", default=[])
 # Where the click/open endpoints append events before they reach the database.
 TRACKING_SPOOL_DIR = env.path("TRACKING_SPOOL_DIR", default=BASE_DIR / "var" / "spool")
+# Uploaded customer files wait here for their import (web and worker hosts share it).
+CUSTOMER_IMPORT_DIR = env.path("CUSTOMER_IMPORT_DIR", default=BASE_DIR / "var" / "imports")
 # Store events as they arrive instead of by the worker: the embedded default has none.
 TRACKING_INGEST_INLINE = env.bool("TRACKING_INGEST_INLINE", default=not env.str("REDIS_URL", ""))
 TRACKING_SPOOL_FSYNC = env.bool("TRACKING_SPOOL_FSYNC", default=False)

@@ -10,12 +10,14 @@ is visited here or listed with the reason it is not a page.
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.tokens import default_token_generator
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django_scopes import scope, scopes_disabled
 
 from campaigns import services
+from campaigns.customer_import import upload_import
 from campaigns.models import Campaign, Delivery, Template
 from clickmap.demo import seed_demo
 from clickmap.models import Preview
@@ -32,6 +34,8 @@ NOT_PAGES = {
     "campaigns:member-role": "POST only",
     "campaigns:member-remove": "POST only",
     "campaigns:invitation-revoke": "POST only",
+    "campaigns:customer-export": "a CSV download",
+    "campaigns:customer-import-errors": "a CSV download",
     "clickmap:export": "a CSV or Excel download",
     "clickmap:preview-image": "an image (loaded by the click-map page visited here)",
     "healthz": "JSON for load balancers",
@@ -100,6 +104,11 @@ def build_world():
         )
         link = version.links.filter(trackable=True).order_by("ordinal").first()
         delivery = Delivery.objects.filter(variant=variant).order_by("pk").first()
+        customer_import = upload_import(
+            workspace,
+            SimpleUploadedFile("list.csv", b"email;name;vip\na@example.com;Ann;yes\n"),
+            user,
+        )
     with scopes_disabled():
         assert Preview.objects.filter(version=version, status=Preview.Status.DONE).exists()
     return {
@@ -111,6 +120,8 @@ def build_world():
         "version": version,
         "newsletter": newsletter,
         "link": link,
+        "customer": delivery.customer,
+        "customer_import": customer_import,
         "invitation_for_someone_else": tokens[0],
         "invitation_for_me": tokens[1],
         "unsubscribe": sign_token(UnsubscribeToken(delivery.pk)),
@@ -125,6 +136,8 @@ def pages(w):
     campaign = {**ws, "campaign_id": w["campaign"].pk}
     template = {**ws, "template_id": w["template"].pk}
     variant = f"?variant={w['variant'].pk}"
+    customer = {**ws, "customer_id": w["customer"].pk}
+    an_import = {**ws, "import_id": w["customer_import"].pk}
     reset = {"uidb64": w["reset_uid"], "token": w["reset_token"]}
     someone_else = reverse("invitation", args=[w["invitation_for_someone_else"]])
 
@@ -177,6 +190,16 @@ def pages(w):
             **template,
         ),
         "clickmap:thumbnail": member("clickmap:thumbnail", number=w["version"].number, **template),
+        "clickmap:customer-timeline": member("clickmap:customer-timeline", **customer),
+        "campaigns:customers": member("campaigns:customers", **ws),
+        "campaigns:customer": member("campaigns:customer", **customer),
+        "campaigns:customer-edit": member("campaigns:customer-edit", **customer),
+        "campaigns:customer-delete": member("campaigns:customer-delete", **customer),
+        "campaigns:customer-import-upload": member("campaigns:customer-import-upload", **ws),
+        "campaigns:customer-import": member("campaigns:customer-import", **an_import),
+        "campaigns:customer-import-progress": member(
+            "campaigns:customer-import-progress", **an_import
+        ),
     }
 
 

@@ -13,6 +13,8 @@ from PIL import Image
 
 from campaigns.models import (
     Campaign,
+    Customer,
+    CustomerImport,
     EmailNode,
     Invitation,
     Membership,
@@ -128,7 +130,15 @@ def _objects_of(workspace, make_campaign, make_user):
     with scopes_disabled():
         node = EmailNode.objects.create(campaign=campaign, name="Email")
         Variant.objects.create(node=node, name="A", subject="s", template_version=version)
+        customer = Customer.objects.create(
+            workspace=workspace, external_id="secret", email="secret@example.test"
+        )
+        customer_import = CustomerImport.objects.create(
+            workspace=workspace, file_name="Secret template list.csv", path="/nonexistent"
+        )
     return {
+        "customer_id": customer.pk,
+        "import_id": customer_import.pk,
         "campaign_id": campaign.pk,
         "membership_id": member.pk,
         "invitation_id": invitation.pk,
