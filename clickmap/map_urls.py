@@ -20,5 +20,7 @@ urlpatterns = [
         views.link_clickers,
         name="clickers",
     ),
+    path("campaigns/figures/", views.campaign_figures, name="campaign-figures"),
+    path("campaigns/<int:campaign_id>/results/", views.campaign_results, name="campaign-results"),
     path("previews/<int:preview_id>/image/", views.preview_image, name="preview-image"),
 ]

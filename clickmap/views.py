@@ -2,16 +2,17 @@
 clickmap.dashboard / clickmap.metrics; these views shape responses."""
 
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
 
 from campaigns.models import Campaign, TemplateLink
 from campaigns.tenancy import workspace_view
-from clickmap import dashboard, exports, metrics
+from clickmap import dashboard, exports, metrics, results
 from clickmap.dashboard import Selection, click_map, shown_version
 from clickmap.models import Preview
 
 CLICKERS_PER_PAGE = 25
+FIGURES_MAX_CAMPAIGNS = 100  # a page of the campaign list holds far fewer
 
 
 def _map_context(request, campaign_id) -> dict:
@@ -99,3 +100,41 @@ def export(request, campaign_id):
             selection.scope(), f"{name}.csv", metric=selection.metric, compare=other
         )
     raise Http404("Unknown export format.")
+
+
+@workspace_view
+def campaign_results(request, campaign_id):
+    """The campaign page's results section (htmx loads it there), or a page of its own."""
+    campaign = get_object_or_404(Campaign.objects.select_related("workspace"), pk=campaign_id)
+    context = {"campaign": campaign, "results": results.campaign_results(campaign)}
+    template = (
+        "clickmap/partials/_campaign_results.html"
+        if request.htmx and not request.htmx.boosted
+        else "clickmap/campaign_results.html"
+    )
+    return render(request, template, context)
+
+
+@workspace_view
+def campaign_figures(request):
+    """The campaign list's figures for the campaigns of one page (?id=…&id=…), as htmx
+    out-of-band table cells: one batch (metrics.campaign_figures), not one per row. Any
+    id that is not a campaign of this workspace answers 404."""
+    if not request.htmx:
+        return redirect("campaigns:list", request.workspace.slug)
+    raw = request.GET.getlist("id")
+    if not 0 < len(raw) <= FIGURES_MAX_CAMPAIGNS or not all(_is_id(v) for v in raw):
+        return HttpResponseBadRequest(
+            f"Give 1 to {FIGURES_MAX_CAMPAIGNS} campaign ids as ?id=…", content_type="text/plain"
+        )
+    ids = list(dict.fromkeys(int(v) for v in raw))
+    if Campaign.objects.filter(pk__in=ids).count() != len(ids):
+        raise Http404("No such campaign.")
+    figures = metrics.campaign_figures(ids)
+    rows = [(pk, figures[pk]) for pk in ids]
+    return render(request, "clickmap/partials/_campaign_figures.html", {"rows": rows})
+
+
+def _is_id(text: str) -> bool:
+    """A database id: digits that fit a bigint (beyond it PostgreSQL would raise)."""
+    return text.isascii() and text.isdigit() and int(text) < 2**63
