@@ -20,6 +20,8 @@ urlpatterns = [
         views.link_clickers,
         name="clickers",
     ),
+    path("campaigns/figures/", views.campaign_figures, name="campaign-figures"),
+    path("campaigns/<int:campaign_id>/results/", views.campaign_results, name="campaign-results"),
     path("previews/<int:preview_id>/image/", views.preview_image, name="preview-image"),
     path("templates/<int:template_id>/report/", views.report_page, name="report"),
     path(

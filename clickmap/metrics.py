@@ -527,6 +527,79 @@ def email_totals(scope: Scope, *, counts=None, delivered=None) -> EmailTotals:
     return totals
 
 
+@dataclass
+class CampaignFigures:
+    """A campaign's row in the campaign list: all time, every event (docs/metrics.md)."""
+
+    sent: int = 0
+    delivered: int = 0
+    unique_opens: int = 0
+    clickers: int = 0
+    ctr: float = 0.0
+    ctor: float = 0.0
+
+
+def campaign_figures(campaign_ids) -> dict[int, CampaignFigures]:
+    """campaign id -> its sent, delivered, unique opens, clickers, CTR and CTOR, each equal
+    to email_totals(Scope(campaign_id=…)) (all time, all events), for a page of campaigns
+    at once: three queries, five when a scenario is among them, however many campaigns.
+
+    The same tables route() reads: a one-email campaign's customers are its deliveries
+    (DeliveryCount) and its clickers and openers its variants' EmailRollup rows; a
+    scenario counts a customer once across its emails, from distinct counts over the
+    deliveries and RecipientRollup. Campaigns without a variant get zeros."""
+    found = {pk: CampaignFigures() for pk in campaign_ids}
+    campaign_of, nodes = {}, defaultdict(set)
+    for variant, node, campaign in Variant.objects.filter(node__campaign_id__in=found).values_list(
+        "pk", "node_id", "node__campaign_id"
+    ):
+        campaign_of[variant] = campaign
+        nodes[campaign].add(node)
+    one_email = [v for v, c in campaign_of.items() if len(nodes[c]) == 1]
+    scenarios = [c for c, of in nodes.items() if len(of) > 1]
+    counts = {"sent": defaultdict(int), "delivered": defaultdict(int)}
+    openers, clickers = defaultdict(int), defaultdict(int)
+    if one_email:
+        for variant, status, n in DeliveryCount.objects.filter(
+            variant_id__in=one_email, status__in=SENT
+        ).values_list("variant_id", "status", "n"):
+            counts["sent"][campaign_of[variant]] += n
+            if status in DELIVERED:
+                counts["delivered"][campaign_of[variant]] += n
+        for variant, clicked, opened in EmailRollup.objects.filter(
+            variant_id__in=one_email
+        ).values_list("variant_id", "clickers_all", "openers_all"):
+            clickers[campaign_of[variant]] += clicked
+            openers[campaign_of[variant]] += opened
+    if scenarios:
+
+        def distinct(condition: Q) -> Count:
+            return Count("customer_id", distinct=True, filter=condition)
+
+        for row in (
+            Delivery.objects.filter(node__campaign_id__in=scenarios)
+            .values("node__campaign_id")
+            .annotate(
+                sent=distinct(Q(status__in=SENT)), delivered=distinct(Q(status__in=DELIVERED))
+            )
+        ):
+            counts["sent"][row["node__campaign_id"]] = row["sent"]
+            counts["delivered"][row["node__campaign_id"]] = row["delivered"]
+        for row in (
+            RecipientRollup.objects.filter(variant__node__campaign_id__in=scenarios)
+            .values("variant__node__campaign_id")
+            .annotate(clickers=distinct(Q(clicked_all=True)), openers=distinct(Q(opened_all=True)))
+        ):
+            clickers[row["variant__node__campaign_id"]] = row["clickers"]
+            openers[row["variant__node__campaign_id"]] = row["openers"]
+    for pk, figures in found.items():
+        figures.sent, figures.delivered = counts["sent"][pk], counts["delivered"][pk]
+        figures.clickers, figures.unique_opens = clickers[pk], openers[pk]
+        figures.ctr = _pct(figures.clickers, figures.delivered)
+        figures.ctor = _pct(figures.clickers, figures.unique_opens)
+    return found
+
+
 def _utc_midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 

@@ -4,19 +4,20 @@ clickmap.dashboard / clickmap.metrics; these views shape responses."""
 import base64
 
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from campaigns.models import Campaign, Role, Template, TemplateLink, TemplateVersion
 from campaigns.tenancy import workspace_view
 from campaigns.version_images import version_images_for_render
-from clickmap import dashboard, exports, metrics, previews
+from clickmap import dashboard, exports, metrics, previews, results
 from clickmap.dashboard import Selection, click_map, shown_version
 from clickmap.models import Preview
 from clickmap.template_report import ReportSelection, report_side, template_report
 
 CLICKERS_PER_PAGE = 25
+FIGURES_MAX_CAMPAIGNS = 100  # a page of the campaign list holds far fewer
 
 
 def _map_context(request, campaign_id) -> dict:
@@ -248,3 +249,41 @@ def report_clickers(request, template_id, link_id):
         else "clickmap/report_clickers.html"
     )
     return render(request, template, context)
+
+
+@workspace_view
+def campaign_results(request, campaign_id):
+    """The campaign page's results section (htmx loads it there), or a page of its own."""
+    campaign = get_object_or_404(Campaign.objects.select_related("workspace"), pk=campaign_id)
+    context = {"campaign": campaign, "results": results.campaign_results(campaign)}
+    template = (
+        "clickmap/partials/_campaign_results.html"
+        if request.htmx and not request.htmx.boosted
+        else "clickmap/campaign_results.html"
+    )
+    return render(request, template, context)
+
+
+@workspace_view
+def campaign_figures(request):
+    """The campaign list's figures for the campaigns of one page (?id=…&id=…), as htmx
+    out-of-band table cells: one batch (metrics.campaign_figures), not one per row. Any
+    id that is not a campaign of this workspace answers 404."""
+    if not request.htmx:
+        return redirect("campaigns:list", request.workspace.slug)
+    raw = request.GET.getlist("id")
+    if not 0 < len(raw) <= FIGURES_MAX_CAMPAIGNS or not all(_is_id(v) for v in raw):
+        return HttpResponseBadRequest(
+            f"Give 1 to {FIGURES_MAX_CAMPAIGNS} campaign ids as ?id=…", content_type="text/plain"
+        )
+    ids = list(dict.fromkeys(int(v) for v in raw))
+    if Campaign.objects.filter(pk__in=ids).count() != len(ids):
+        raise Http404("No such campaign.")
+    figures = metrics.campaign_figures(ids)
+    rows = [(pk, figures[pk]) for pk in ids]
+    return render(request, "clickmap/partials/_campaign_figures.html", {"rows": rows})
+
+
+def _is_id(text: str) -> bool:
+    """A database id: digits that fit a bigint (beyond it PostgreSQL would raise)."""
+    return text.isascii() and text.isdigit() and int(text) < 2**63

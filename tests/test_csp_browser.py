@@ -37,6 +37,8 @@ NOT_PAGES = {
     "campaigns:customer-export": "a CSV download",
     "campaigns:customer-import-errors": "a CSV download",
     "clickmap:export": "a CSV or Excel download",
+    "clickmap:campaign-figures": "the campaign list's figure cells (htmx, out of band), which "
+    "the list page visited here loads",
     "clickmap:preview-image": "an image (loaded by the click-map page visited here)",
     "healthz": "JSON for load balancers",
     "healthz-pipeline": "JSON for operators' probes",
@@ -176,6 +178,7 @@ def pages(w):
         "campaigns:template": member("campaigns:template", **template),
         "campaigns:template-edit": member("campaigns:template-edit", **template),
         "campaigns:version": member("campaigns:version", number=w["version"].number, **template),
+        "clickmap:campaign-results": member("clickmap:campaign-results", **campaign),
         "clickmap:page": member("clickmap:page", variant, **campaign),
         "clickmap:preview": member("clickmap:preview", variant, **campaign),
         "clickmap:destinations": member("clickmap:destinations", variant, **campaign),
@@ -322,6 +325,14 @@ def test_every_page_runs_under_the_csp_without_a_violation(
         page.wait_for_url(lambda url: "q=newsletter" in url)
         rows = page.locator("#campaign-table tbody tr")
         assert rows.count() == 1 and "November newsletter" in rows.first.inner_text()
+        assert watcher.take() == []
+
+        # The list's figures and the campaign page's results arrive by htmx: swapped in
+        # (out of band, for the list) under the policy.
+        visit(page, watcher, f"{base}/w/{slug}/campaigns/")
+        page.wait_for_selector("#campaign-table .pending", state="detached")
+        visit(page, watcher, base + visits["campaigns:detail"][0][1])
+        page.wait_for_selector("#campaign-results .kpis")
         assert watcher.take() == []
 
         # The compare selector submits its form from the static script.

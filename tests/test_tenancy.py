@@ -6,7 +6,7 @@ import re
 
 import pytest
 from django.http import HttpResponse
-from django.urls import URLPattern, URLResolver, get_resolver, include, path
+from django.urls import URLPattern, URLResolver, get_resolver, include, path, reverse
 from django_scopes import scopes_disabled
 from django_scopes.exceptions import ScopeError
 from PIL import Image
@@ -221,6 +221,22 @@ def test_b_object_ids_under_workspace_a_answer_like_missing_ones(two_workspaces,
         assert Membership.objects.filter(workspace=b).count() == 2
         assert Invitation.objects.filter(workspace=b).count() == 1
         assert Template.objects.filter(workspace=b).get().versions.count() == 1
+
+
+def test_b_campaign_ids_in_the_list_figures_query_answer_like_missing_ones(
+    two_workspaces, client_for
+):
+    # The campaign list's figures name campaigns in the query (?id=…), not the path.
+    alice, a, b, a_objects, b_objects = two_workspaces
+    client = client_for(alice)
+    url = reverse("clickmap:campaign-figures", args=[a.slug])
+    htmx = {"HX-Request": "true"}
+    assert client.get(url, {"id": a_objects["campaign_id"]}, headers=htmx).status_code == 200
+    for ids in ([b_objects["campaign_id"]], [a_objects["campaign_id"], b_objects["campaign_id"]]):
+        foreign = client.get(url, {"id": ids}, headers=htmx)
+        absent = client.get(url, {"id": [10**9]}, headers=htmx)
+        assert foreign.status_code == absent.status_code == 404
+        assert without_csrf(foreign.content) == without_csrf(absent.content)
 
 
 def test_admin_is_for_superusers_and_sees_every_workspace(make_user, make_campaign, make_workspace):
