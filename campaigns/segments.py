@@ -48,6 +48,7 @@ OPERATOR_LABELS = {
     "gte": "≥",
     "lt": "<",
     "lte": "≤",
+    "in": "is one of",
     "exists": "is set",
 }
 MAX_DAYS = 36_500
