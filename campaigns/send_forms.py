@@ -42,7 +42,9 @@ class SenderForm(forms.ModelForm):
         try:
             check_template(preheader, html_mode=False)
         except PersonaliseError as error:
-            raise forms.ValidationError(f"The preheader's personalisation is invalid: {error}")
+            raise forms.ValidationError(
+                f"The preheader’s personalisation is invalid: {error}"
+            ) from error
         return preheader
 
 
