@@ -489,6 +489,7 @@ class TestSend(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = ScopedManager(workspace="workspace")
+    __test__ = False  # a model, not a pytest test class
 
     class Meta:
         ordering = ["-created_at"]

@@ -82,6 +82,12 @@ def in_zone(instant: datetime, zone_name: str) -> datetime:
     return instant.astimezone(zoneinfo.ZoneInfo(zone_name))
 
 
+def local_text(instant: datetime, zone_name: str) -> str:
+    """The instant as the workspace reads it: "Monday 7 December 2026, 09:00 Europe/Berlin".
+    Formatted here: templates' date filter would convert it to the server's zone."""
+    return f"{in_zone(instant, zone_name):%A %-d %B %Y, %H:%M} {zone_name}"
+
+
 def _move(campaign: Campaign, allowed, **changes) -> bool:
     """Move the campaign from one of `allowed` statuses, atomically; False when its
     status was another (someone else moved it first)."""

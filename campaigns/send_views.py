@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 from campaigns.models import Campaign, EmailNode, Role
 from campaigns.scheduling import (
     ScheduleError,
-    in_zone,
+    local_text,
     recipient_count,
     send_cancel,
     send_schedule,
@@ -38,7 +38,7 @@ def send_panel_context(request, campaign, **forms) -> dict:
             for node in nodes
         ],
         "test_sends": list(campaign.test_sends.order_by("-created_at")[:5]),
-        "scheduled_local": in_zone(campaign.scheduled_at, zone) if campaign.scheduled_at else None,
+        "scheduled_local": local_text(campaign.scheduled_at, zone) if campaign.scheduled_at else "",
         "progress": send_progress(campaign),
     }
 
@@ -75,7 +75,7 @@ def campaign_send(request, campaign_id):
             "form": form,
             "segment": segment,
             "at": at,
-            "at_local": in_zone(at, request.workspace.time_zone) if at else None,
+            "at_local": local_text(at, request.workspace.time_zone) if at else "",
             "count": count,
             "changed": "confirm" in request.POST and shown != str(count),
             "shown": shown,
@@ -87,10 +87,8 @@ def campaign_send(request, campaign_id):
             messages.success(request, f"Sending to {count} recipients. Progress updates below.")
         else:
             send_schedule(campaign, at, segment=segment)
-            local = in_zone(at, request.workspace.time_zone)
             messages.success(
-                request,
-                f"Scheduled for {local:%-d %b %Y %H:%M} {request.workspace.time_zone}.",
+                request, f"Scheduled for {local_text(at, request.workspace.time_zone)}."
             )
     except (ScheduleError, SendInProgress, SmtpUnavailable) as error:
         # SendInProgress and SmtpUnavailable come here when tasks run inline.

@@ -2,7 +2,8 @@
 
 A test message is never a Delivery, so nothing about it can reach a number: its links go
 straight to their personalised destinations (no tracking redirect), it has no open pixel,
-no honeypot and no List-Unsubscribe header, and its unsubscribe link goes nowhere. It is
+no honeypot and no List-Unsubscribe header, and its unsubscribe link leads to a page
+saying it was a test. It is
 marked as a test in its subject ("[Test] …") and in an X-Clickmap-Test header. It is
 personalised with a real customer's attributes (the first of the audience, or one the
 marketer names) so that it reads as a recipient will see it.
@@ -10,17 +11,22 @@ marketer names) so that it reads as a recipient will see it.
 
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.core.mail import get_connection
 from django.core.validators import validate_email
 from django.db.models import Q
+from django.urls import reverse
 
 from campaigns.models import Campaign, Customer, TestSend
 from campaigns.sending import audience, compose_message
 
 MAX_ADDRESSES = 20
 SUBJECT_PREFIX = "[Test] "
-# Where a test message's unsubscribe link points: nowhere a recipient could unsubscribe.
-TEST_UNSUBSCRIBE_URL = "#unsubscribe-link-disabled-in-test-sends"
+
+
+def unsubscribe_page_url() -> str:
+    """Where a test message's unsubscribe link leads: a page saying it was a test."""
+    return settings.TRACKING_BASE_URL.rstrip("/") + reverse("test-unsubscribe")
 
 
 class TestSendError(ValueError):
@@ -99,7 +105,7 @@ def send_test(campaign: Campaign, addresses: list[str], *, customer=None, user=N
                         fmt=variant.format,
                         customer=customer,
                         to=address,
-                        unsubscribe_url=TEST_UNSUBSCRIBE_URL,
+                        unsubscribe_url=unsubscribe_page_url(),
                         headers={"X-Clickmap-Test": label},
                         subject_prefix=SUBJECT_PREFIX,
                     )
