@@ -16,7 +16,7 @@ from django.utils.http import urlsafe_base64_encode
 from django_scopes import scope, scopes_disabled
 
 from campaigns import services
-from campaigns.models import Campaign, Delivery, Template
+from campaigns.models import Campaign, Delivery, Segment, Template
 from clickmap.demo import seed_demo
 from clickmap.models import Preview
 from tracking.tokens import UnsubscribeToken, sign_token
@@ -28,7 +28,13 @@ NOT_PAGES = {
     "logout": "POST only (the header's Log out button)",
     "workspace-create": "POST only (the new-workspace form's target)",
     "campaigns:variant-add": "POST only",
-    "campaigns:send": "POST only",
+    "campaigns:send": "POST only (its confirmation page: tests/test_send_panel_browser.py)",
+    "campaigns:send-cancel": "POST only",
+    "campaigns:test-send": "POST only",
+    "campaigns:sender": "POST only",
+    "campaigns:segment-delete": "POST only",
+    "campaigns:segment-preview": "the builder's count fragment (the builder loads it)",
+    "campaigns:segment-condition": "the builder's row fragment (the builder loads it)",
     "campaigns:member-role": "POST only",
     "campaigns:member-remove": "POST only",
     "campaigns:invitation-revoke": "POST only",
@@ -95,6 +101,7 @@ def build_world():
         )
         link = version.links.filter(trackable=True).order_by("ordinal").first()
         delivery = Delivery.objects.filter(variant=variant).order_by("pk").first()
+        segment = Segment.objects.order_by("pk").first()
     with scopes_disabled():
         assert Preview.objects.filter(version=version, status=Preview.Status.DONE).exists()
     return {
@@ -106,6 +113,7 @@ def build_world():
         "version": version,
         "newsletter": newsletter,
         "link": link,
+        "segment": segment,
         "invitation_for_someone_else": tokens[0],
         "invitation_for_me": tokens[1],
         "unsubscribe": sign_token(UnsubscribeToken(delivery.pk)),
@@ -152,6 +160,10 @@ def pages(w):
         "campaigns:edit": member("campaigns:edit", **campaign),
         "campaigns:progress": member("campaigns:progress", **campaign),
         "campaigns:members": member("campaigns:members", **ws),
+        "campaigns:segments": member("campaigns:segments", **ws),
+        "campaigns:segment-create": member("campaigns:segment-create", **ws),
+        "campaigns:segment": member("campaigns:segment", segment_id=w["segment"].pk, **ws),
+        "test-unsubscribe": visitor("test-unsubscribe"),
         "campaigns:settings": member("campaigns:settings", **ws),
         "campaigns:templates": member("campaigns:templates", **ws),
         "campaigns:template-create": member("campaigns:template-create", **ws),

@@ -17,6 +17,7 @@ from campaigns.models import (
     Invitation,
     Membership,
     Role,
+    Segment,
     Template,
     Variant,
 )
@@ -42,6 +43,7 @@ PUBLIC_URL_NAMES = {
     "click",
     "open",
     "unsubscribe",  # signed tracking tokens, for recipients
+    "test-unsubscribe",  # the fixed page a test message's unsubscribe link opens
 }
 PUBLIC_NAMESPACES = {"admin"}
 TENANT_PREFIX = "w/<slug:workspace_slug>/"
@@ -126,7 +128,12 @@ def _objects_of(workspace, make_campaign, make_user):
     with scopes_disabled():
         node = EmailNode.objects.create(campaign=campaign, name="Email")
         Variant.objects.create(node=node, name="A", subject="s", template_version=version)
+        segment = Segment.objects.create(
+            workspace=workspace, name="Secret segment", rule=[{"kind": "unsubscribed"}]
+        )
     return {
+        "segment_id": segment.pk,
+        "node_id": node.pk,
         "campaign_id": campaign.pk,
         "membership_id": member.pk,
         "invitation_id": invitation.pk,
