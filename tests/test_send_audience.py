@@ -380,3 +380,32 @@ def test_two_beats_at_once_start_each_due_send_once(make_workspace, monkeypatch)
     assert started == sorted(c.pk for c in due) == sorted(queued)
     with scopes_disabled():
         assert set(Campaign.objects.values_list("status", flat=True)) == {"sending"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_start_due_sends_command_starts_what_is_due_and_nothing_else(
+    make_workspace, smtp_server, spool_dir, eager_tasks
+):
+    """The embedded default has no beat: `manage.py start_due_sends --every 5` is it."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    workspace = make_workspace("No beat")
+    customers(workspace, [(f"n{i}", f"n{i}@example.test", {}) for i in range(3)])
+    html = "<p><a href='https://shop.example/'>Shop</a></p>"
+    due = sendable_campaign(workspace, html, subject="Due", name="Due")
+    later = sendable_campaign(workspace, html, subject="Later", name="Later")
+    with scope(workspace=workspace):
+        scheduling.send_schedule(due, timezone.now() + timedelta(hours=1))
+        scheduling.send_schedule(later, timezone.now() + timedelta(hours=2))
+        Campaign.objects.filter(pk=due.pk).update(
+            scheduled_at=timezone.now() - timedelta(seconds=1)
+        )
+    out = StringIO()
+    call_command("start_due_sends", stdout=out)
+    assert out.getvalue() == f"started the scheduled send of campaign {due.pk}\n"
+    assert sorted(m["Subject"] for m in smtp_server.messages()) == ["Due"] * 3
+    with scopes_disabled():
+        statuses = dict(Campaign.objects.values_list("name", "status"))
+    assert statuses == {"Due": "sent", "Later": "scheduled"}
