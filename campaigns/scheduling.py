@@ -131,6 +131,17 @@ def send_schedule(campaign: Campaign, at: datetime, *, segment: Segment | None =
         raise ScheduleError(_busy(campaign))
 
 
+def send_resume(campaign: Campaign) -> None:
+    """Queue the send task again for a campaign that says sending: a worker killed at its
+    hard time limit (or lost) leaves it so. Harmless while a run is alive: that run holds
+    the campaign's send lock and the new one stops at once (SendInProgress)."""
+    with transaction.atomic():
+        moved = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.SENDING)
+        if not moved.select_for_update(of=("self",), no_key=True).exists():
+            raise ScheduleError(_busy(campaign))
+        _queue_send(campaign.pk)
+
+
 def send_cancel(campaign: Campaign) -> None:
     """Cancel a scheduled send that has not started; ScheduleError once it has."""
     if not _move(campaign, (Campaign.Status.SCHEDULED,), status=Campaign.Status.CANCELLED):

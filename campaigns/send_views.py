@@ -11,6 +11,7 @@ from campaigns.scheduling import (
     local_text,
     recipient_count,
     send_cancel,
+    send_resume,
     send_schedule,
     send_start,
 )
@@ -93,6 +94,19 @@ def campaign_send(request, campaign_id):
     except (ScheduleError, SendInProgress, SmtpUnavailable) as error:
         # SendInProgress and SmtpUnavailable come here when tasks run inline.
         messages.error(request, str(error))
+    return redirect(campaign)
+
+
+@workspace_view(role=Role.ANALYST)
+@require_POST
+def campaign_send_resume(request, campaign_id):
+    campaign = _campaign(campaign_id)
+    try:
+        send_resume(campaign)
+    except (ScheduleError, SendInProgress, SmtpUnavailable) as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, "Resumed: whoever has not been mailed yet is mailed now.")
     return redirect(campaign)
 
 

@@ -19,6 +19,11 @@ urlpatterns = [
         send_views.campaign_send_cancel,
         name="send-cancel",
     ),
+    path(
+        "campaigns/<int:campaign_id>/send/resume/",
+        send_views.campaign_send_resume,
+        name="send-resume",
+    ),
     path("campaigns/<int:campaign_id>/test-send/", send_views.campaign_test_send, name="test-send"),
     path(
         "campaigns/<int:campaign_id>/emails/<int:node_id>/sender/",

@@ -30,6 +30,7 @@ NOT_PAGES = {
     "campaigns:variant-add": "POST only",
     "campaigns:send": "POST only (its confirmation page: tests/test_send_panel_browser.py)",
     "campaigns:send-cancel": "POST only",
+    "campaigns:send-resume": "POST only",
     "campaigns:test-send": "POST only",
     "campaigns:sender": "POST only",
     "campaigns:segment-delete": "POST only",

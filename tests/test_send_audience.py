@@ -409,3 +409,30 @@ def test_the_start_due_sends_command_starts_what_is_due_and_nothing_else(
     with scopes_disabled():
         statuses = dict(Campaign.objects.values_list("name", "status"))
     assert statuses == {"Due": "sent", "Later": "scheduled"}
+
+
+def test_a_send_left_sending_by_a_killed_worker_is_resumed_and_mails_nobody_twice(
+    shop, client_for, smtp_server, spool_dir, eager_tasks, django_capture_on_commit_callbacks
+):
+    workspace, campaign, germans, people = shop
+    with scope(workspace=workspace):
+        from campaigns.sending import plan_deliveries
+
+        plan_deliveries(campaign.nodes.get())
+        first = Delivery.objects.order_by("pk").first()
+        Delivery.objects.filter(pk=first.pk).update(status="sent")  # mailed before the kill
+        Campaign.objects.filter(pk=campaign.pk).update(status="sending")
+    client = owner_client(workspace, client_for)
+    page = client.get(f"/w/{workspace.slug}/campaigns/{campaign.pk}/")
+    assert b"Resume the send" in page.content
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(f"/w/{workspace.slug}/campaigns/{campaign.pk}/send/resume/")
+    received = sorted(r for e in smtp_server.envelopes for r in e.rcpt_tos)
+    with scopes_disabled():
+        assert received == sorted(
+            e for e in expected_recipients(people) if e != first.customer.email
+        )
+        assert Campaign.objects.get(pk=campaign.pk).status == "sent"
+    # Not sending any more: resuming is refused and changes nothing.
+    client.post(f"/w/{workspace.slug}/campaigns/{campaign.pk}/send/resume/")
+    assert len(smtp_server.envelopes) == len(received)
