@@ -350,3 +350,41 @@ def test_another_workspaces_segment_and_campaign_answer_404(
         .status_code
         == 403
     )
+
+
+def test_the_click_map_page_narrowed_to_an_engagement_segment_is_the_recount(demo, client):
+    """The demo's Black Friday map, narrowed to "clicked the newsletter and still
+    subscribed": the members are a plain recount of raw clicks, and every number on the
+    page is the raw-click recount of them."""
+    from tests.clickmap_truth import recount
+    from tests.demo_world import page_url, variant_named
+    from tests.test_clickmap_page import assert_page_is_the_recount
+
+    workspace, campaign, _ = demo
+    with scopes_disabled():
+        newsletter = Campaign.objects.get(workspace=workspace, name="November newsletter")
+        segment = Segment.objects.create(
+            workspace=workspace,
+            name="Newsletter clickers",
+            rule=[
+                {"kind": "clicked", "campaign": newsletter.pk},
+                {"kind": "unsubscribed", "negate": True},
+            ],
+        )
+        campaign_of = dict(Delivery.objects.values_list("pk", "node__campaign_id"))
+        customer_of = dict(Delivery.objects.values_list("pk", "customer_id"))
+        unsubscribed = set(
+            Customer.objects.filter(unsubscribed_at__isnull=False).values_list("pk", flat=True)
+        )
+        hand = {
+            customer_of[e.delivery_id]
+            for e in ClickEvent.objects.filter(workspace=workspace)
+            if e.reliable and campaign_of[e.delivery_id] == newsletter.pk
+        } - unsubscribed
+        assert hand and set(segment_customers(segment).values_list("pk", flat=True)) == hand
+    html = client.get(page_url(workspace, campaign), {"segment": segment.pk}).content.decode()
+    assert f'<option value="{segment.pk}" selected>' in html
+    with scopes_disabled():
+        truth = recount([variant_named(campaign, "A").pk], segment=segment)
+    assert truth.clickers, "the segment has Black Friday clickers"
+    assert_page_is_the_recount(html, truth)
