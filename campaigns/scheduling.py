@@ -41,26 +41,20 @@ class ScheduleError(ValueError):
 
 
 def recipient_count(campaign: Campaign, segment: Segment | None = ...) -> int:
-    """How many customers a send started now would mail: those of the audience still
-    missing a delivery of at least one of the campaign's emails (a campaign sent before
-    goes only to its new customers)."""
+    """How many customers a send started now would mail: those of the audience missing
+    a delivery that left the queue in at least one of the campaign's emails (a campaign
+    sent before goes only to its new customers; queued deliveries of a stopped send are
+    sent, and those of customers no longer in the audience dropped: sending.py)."""
     people = audience(campaign, segment)
     nodes = list(campaign.nodes.values_list("pk", flat=True))
     if not nodes:
         return 0
-    done = Delivery.objects.filter(node_id__in=nodes).values("customer_id")
+    left = Delivery.objects.filter(node_id__in=nodes).exclude(status=Delivery.Status.QUEUED)
     if len(nodes) == 1:
-        return people.exclude(pk__in=done).count()
-    # A customer with every node delivered has nothing coming.
-    complete = (
-        Delivery.objects.filter(node_id__in=nodes)
-        .values("customer_id")
-        .order_by()
-        .annotate(n=Count("pk"))
-        .filter(n=len(nodes))
-        .values("customer_id")
-    )
-    return people.exclude(pk__in=complete).count()
+        return people.exclude(pk__in=left.values("customer_id")).count()
+    # A customer whose every email left the queue has nothing coming.
+    complete = left.values("customer_id").order_by().annotate(n=Count("pk")).filter(n=len(nodes))
+    return people.exclude(pk__in=complete.values("customer_id")).count()
 
 
 def local_to_utc(day: date, at: time, zone_name: str) -> datetime:

@@ -76,6 +76,17 @@ def audience(campaign: Campaign, segment=...):
     return customers.filter(unsubscribed_at__isnull=True).exclude(email="")
 
 
+def drop_stale_queued(node: EmailNode) -> int:
+    """Delete the node's queued deliveries whose customer is no longer in the audience
+    (unsubscribed meanwhile, or the audience changed since a stopped send planned them):
+    a send mails exactly its audience as it is when it runs. Queued rows never reached
+    the SMTP server, so nothing of them was sent or counted. Returns how many went."""
+    stale = Delivery.objects.filter(node=node, status=Delivery.Status.QUEUED).exclude(
+        customer_id__in=audience(node.campaign).values("pk")
+    )
+    return stale.delete()[1].get(Delivery._meta.label, 0)
+
+
 def _bucket(node_id: int, customer_id: int) -> bytes:
     return hashlib.blake2b(f"{node_id}:{customer_id}".encode(), digest_size=8).digest()
 
@@ -261,6 +272,7 @@ def send_node(
 
     Deliveries this run claimed but had not handed over when it stops (an SMTP server
     that cannot be reached, a worker's soft time limit) go back to the queue."""
+    drop_stale_queued(node)
     report = SendReport(planned=plan_deliveries(node))
     tracker = get_tracker()
     while ids := _claim(node, batch_size):

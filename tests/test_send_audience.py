@@ -436,3 +436,34 @@ def test_a_send_left_sending_by_a_killed_worker_is_resumed_and_mails_nobody_twic
     # Not sending any more: resuming is refused and changes nothing.
     client.post(f"/w/{workspace.slug}/campaigns/{campaign.pk}/send/resume/")
     assert len(smtp_server.envelopes) == len(received)
+
+
+def test_a_stopped_send_resent_to_another_audience_mails_exactly_the_new_audience(
+    shop, client_for, smtp_server, spool_dir, eager_tasks, django_capture_on_commit_callbacks
+):
+    """A send stopped with everyone queued (the SMTP server was down); meanwhile s0
+    unsubscribes and the marketer narrows the audience to the Germans: the confirmation
+    counts them, and exactly they are mailed — no queued leftover of the old audience,
+    and never the customer who unsubscribed."""
+    workspace, campaign, germans, people = shop
+    with scope(workspace=workspace):
+        from campaigns.sending import plan_deliveries
+
+        assert plan_deliveries(campaign.nodes.get()) == 7
+        Campaign.objects.filter(pk=campaign.pk).update(status="failed")
+        Customer.objects.filter(external_id="s0").update(unsubscribed_at=timezone.now())
+    want = [e for e in expected_recipients(people, country="DE") if e != "s0@example.test"]
+    client = owner_client(workspace, client_for)
+    url = f"/w/{workspace.slug}/campaigns/{campaign.pk}/send/"
+    page = client.post(url, {"segment": germans.pk, "when": "now"})
+    assert f'data-count="{len(want)}"'.encode() in page.content
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(
+            url,
+            {"segment": germans.pk, "when": "now", "expected": str(len(want)), "confirm": "1"},
+        )
+    assert sorted(r for e in smtp_server.envelopes for r in e.rcpt_tos) == want
+    with scopes_disabled():
+        assert sorted(Delivery.objects.values_list("customer__email", "status")) == [
+            (e, "sent") for e in want
+        ]
