@@ -25,7 +25,8 @@ import re
 import smtplib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email.utils import formataddr, make_msgid, parseaddr
+from email.headerregistry import Address
+from email.utils import make_msgid, parseaddr
 from functools import lru_cache
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -210,7 +211,8 @@ def sender_address(node: EmailNode) -> str:
     """The From header: the node's address (or the default sender) with its display name
     (the node's sender name, else the one the address came with)."""
     name, address = parseaddr(node.from_email or settings.DEFAULT_FROM_EMAIL)
-    return formataddr((node.from_name or name, address))
+    # Unencoded (quoted when needed): Django encodes a non-ASCII name when it sends.
+    return str(Address(display_name=node.from_name or name, addr_spec=address))
 
 
 # Hidden in every client (Outlook needs mso-hide); the padding of zero-width joiners and

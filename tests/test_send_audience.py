@@ -16,7 +16,15 @@ from django.utils import timezone
 from django_scopes import scope, scopes_disabled
 
 from campaigns import scheduling
-from campaigns.models import Campaign, Customer, Delivery, DeliveryCount, Segment, TestSend
+from campaigns.models import (
+    Campaign,
+    Customer,
+    Delivery,
+    DeliveryCount,
+    Role,
+    Segment,
+    TestSend,
+)
 from campaigns.scheduling import ScheduleError, local_to_utc, start_due_sends
 from campaigns.sending import send_campaign
 from clickmap import metrics
@@ -467,3 +475,58 @@ def test_a_stopped_send_resent_to_another_audience_mails_exactly_the_new_audienc
         assert sorted(Delivery.objects.values_list("customer__email", "status")) == [
             (e, "sent") for e in want
         ]
+
+
+def test_sender_settings_are_checked_and_saved_and_viewers_cannot_send(
+    shop, client_for, add_member, smtp_server
+):
+    workspace, campaign, germans, people = shop
+    client = owner_client(workspace, client_for)
+    with scopes_disabled():
+        node = campaign.nodes.get()
+    url = f"/w/{workspace.slug}/campaigns/{campaign.pk}/emails/{node.pk}/sender/"
+    p = f"n{node.pk}-"
+    good = {
+        p + "from_name": "Müller & Söhne",
+        p + "from_email": "hello@muller.example",
+        p + "reply_to": "",
+        p + "preheader": "Hi {{ first_name }}",
+    }
+    for field, bad, reason in (
+        ("from_name", "Evil\nBcc: x@example.test", b"no line breaks"),
+        ("from_email", "not an address", b"valid email"),
+        ("reply_to", "nope", b"valid email"),
+        ("preheader", "{{ unclosed", b"personalisation is invalid"),
+    ):
+        response = client.post(url, {**good, p + field: bad})
+        assert response.status_code == 400 and reason in response.content, field
+    assert client.post(url, good).status_code == 302
+    with scopes_disabled():
+        node.refresh_from_db()
+    assert (node.from_name, node.from_email, node.reply_to) == (
+        "Müller & Söhne",
+        "hello@muller.example",
+        "",
+    )
+    from campaigns.sending import sender_address
+
+    assert sender_address(node) == "Müller & Söhne <hello@muller.example>"
+    client.post(
+        f"/w/{workspace.slug}/campaigns/{campaign.pk}/test-send/", {"addresses": "a@x.test"}
+    )
+    [message] = smtp_server.messages()
+    [sender] = message["From"].addresses  # encoded on the wire, decoded here
+    assert (sender.display_name, sender.addr_spec) == ("Müller & Söhne", "hello@muller.example")
+    assert message["Reply-To"] is None
+    smtp_server.envelopes.clear()
+    viewer = client_for(add_member(workspace, Role.VIEWER))
+    base = f"/w/{workspace.slug}/campaigns/{campaign.pk}/"
+    for action in (
+        "send/",
+        "send/cancel/",
+        "send/resume/",
+        "test-send/",
+        f"emails/{node.pk}/sender/",
+    ):
+        assert viewer.post(base + action, {"addresses": "x@example.test"}).status_code == 403
+    assert not smtp_server.envelopes
