@@ -71,7 +71,11 @@ class SendForm(forms.Form):
     when = forms.ChoiceField(
         choices=[("now", "Send now"), ("later", "Schedule")], initial="now", label="When"
     )
-    date = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date = forms.DateField(
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Only to schedule.",
+    )
     time = forms.TimeField(required=False, widget=forms.TimeInput(attrs={"type": "time"}))
 
     def __init__(self, *args, workspace, **kwargs):

@@ -6,6 +6,7 @@ sends to exactly them through a real SMTP server, and no page breaks the policy.
 
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django_scopes import scope, scopes_disabled
@@ -18,6 +19,7 @@ from tests.test_csp_browser import Watcher
 from tracking.models import ClickEvent
 
 pytestmark = pytest.mark.browser
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 
 
 def test_build_a_segment_and_send_to_it_in_the_browser(
@@ -98,6 +100,7 @@ def test_build_a_segment_and_send_to_it_in_the_browser(
         page.wait_for_function(
             "() => document.querySelector('#segment-preview .member-count')?.dataset.count === '3'"
         )
+        page.screenshot(path=SCREENSHOTS / "segment-builder.png")
         page.click("button[value=save]")
         page.wait_for_url("**/segments/*/")
         assert watcher.take() == []
@@ -115,11 +118,13 @@ def test_build_a_segment_and_send_to_it_in_the_browser(
         # f6 clicked but unsubscribed: two recipients.
         assert page.locator(".recipients strong").get_attribute("data-count") == "2"
         assert "Send to 2 recipients now" in page.inner_text(".confirm")
+        page.screenshot(path=SCREENSHOTS / "send-confirmation.png")
         assert watcher.take() == []
         page.click("button[name=confirm]")
         page.wait_for_url(f"**/campaigns/{follow_up.pk}/")
         page.wait_for_selector("#send-progress[data-status=sent]")
         assert page.locator('[data-n="sent"]').inner_text() == "2"
+        page.locator(".send-panel").screenshot(path=SCREENSHOTS / "send-panel.png")
         assert watcher.take() == []
     finally:
         context.close()
