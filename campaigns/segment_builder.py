@@ -20,7 +20,8 @@ from campaigns.segments import (
 )
 
 _ROW = re.compile(r"^c-(\d+)-kind$")
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+# A number as people type one; "01234" (a postcode) stays text.
+_NUMBER = re.compile(r"^-?(0|[1-9]\d*)(\.\d+)?$")
 MAX_CONDITIONS = 30
 
 

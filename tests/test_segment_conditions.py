@@ -388,3 +388,12 @@ def test_the_click_map_page_narrowed_to_an_engagement_segment_is_the_recount(dem
         truth = recount([variant_named(campaign, "A").pk], segment=segment)
     assert truth.clickers, "the segment has Black Friday clickers"
     assert_page_is_the_recount(html, truth)
+
+
+def test_typed_values_become_numbers_booleans_and_lists_but_postcodes_stay_text():
+    from campaigns.segment_builder import typed_value
+
+    assert typed_value("35", "gt") == 35 and typed_value("-2.5", "lt") == -2.5
+    assert typed_value("0", "eq") == 0 and typed_value("true", "eq") is True
+    assert typed_value("01234", "eq") == "01234" and typed_value("DE", "eq") == "DE"
+    assert typed_value("DE, FR ,3", "in") == ["DE", "FR", 3]
