@@ -13,6 +13,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 from django_scopes import scope, scopes_disabled
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from campaigns.models import Campaign, Customer, Delivery, Role, Segment
 from campaigns.segments import SegmentRuleError, rule_q, segment_customers
@@ -397,3 +399,23 @@ def test_typed_values_become_numbers_booleans_and_lists_but_postcodes_stay_text(
     assert typed_value("0", "eq") == 0 and typed_value("true", "eq") is True
     assert typed_value("01234", "eq") == "01234" and typed_value("DE", "eq") == "DE"
     assert typed_value("DE, FR ,3", "in") == ["DE", "FR", 3]
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_any_rule_of_any_kinds_negated_and_combined_matches_the_brute_force(town, data):
+    workspace, spring, autumn, facts = town
+    pool = conditions(spring, autumn)
+    chosen = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=4))
+    flips = data.draw(st.lists(st.booleans(), min_size=len(chosen), max_size=len(chosen)))
+    rule_conditions = [
+        {**c, "negate": not c.get("negate", False)} if flip else c
+        for c, flip in zip(chosen, flips, strict=True)
+    ]
+    match = data.draw(st.sampled_from(["all", "any"]))
+    rule = rule_conditions if match == "all" else {"match": "any", "conditions": rule_conditions}
+    assert members(workspace, rule) == brute(facts, rule)
