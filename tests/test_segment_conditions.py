@@ -162,6 +162,9 @@ def conditions(spring, autumn):
         {"kind": "unsubscribed"},
         {"kind": "unsubscribed", "negate": True},
         {"kind": "signed_up_within", "days": 1},
+        # Customers signed up 3 days and an hour ago: out at 3 days, in at 4.
+        {"kind": "signed_up_within", "days": 3},
+        {"kind": "signed_up_within", "days": 4},
         {"kind": "signed_up_within", "days": 30},
     ]
 
