@@ -19,6 +19,9 @@ run: $(STAMP)
 	@mkdir -p var
 	DEBUG=1 $(PY) manage.py migrate --noinput
 	DEBUG=1 $(PY) manage.py seed_demo
+	@# No celery beat on the embedded default: this starts scheduled sends every 5 s.
+	DEBUG=1 $(PY) manage.py start_due_sends --every 5 & beat=$$!; \
+	trap 'kill $$beat 2>/dev/null' EXIT INT TERM; \
 	DEBUG=1 $(PY) manage.py runserver 127.0.0.1:8000
 
 # The embedded PostgreSQL keeps running for the next command until stopped (data stays).

@@ -3,6 +3,7 @@ also lifts a login lock (campaigns.login_throttle)."""
 
 from django.conf import settings
 from django.contrib.auth import views as auth_views
+from django.shortcuts import render
 
 from campaigns.login_throttle import clear_login_failures
 
@@ -34,3 +35,8 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         response = super().form_valid(form)
         clear_login_failures(form.user)
         return response
+
+
+def test_message_unsubscribe(request):
+    """The unsubscribe link of a test message (public: test recipients need no account)."""
+    return render(request, "campaigns/test_unsubscribe.html")

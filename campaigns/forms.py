@@ -1,3 +1,5 @@
+import zoneinfo
+
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
@@ -17,23 +19,31 @@ class WorkspaceSettingsForm(forms.ModelForm):
         model = Workspace
         fields = [
             "name",
+            "time_zone",
             "unique_window_hours",
             "bot_min_seconds_after_delivery",
             "bot_burst_links",
             "bot_burst_seconds",
         ]
         labels = {
+            "time_zone": "Time zone",
             "unique_window_hours": "Unique-click window (hours)",
             "bot_min_seconds_after_delivery": "Scanner delay (seconds after delivery)",
             "bot_burst_links": "Burst: distinct links",
             "bot_burst_seconds": "Burst: within seconds",
+        }
+        widgets = {
+            "time_zone": forms.Select(
+                choices=[(z, z) for z in sorted(zoneinfo.available_timezones())]
+            )
         }
 
 
 class CampaignForm(forms.ModelForm):
     class Meta:
         model = Campaign
-        fields = ["name", "kind", "status", "description"]
+        # No status: it follows what happened (campaigns/scheduling.py), never set by hand.
+        fields = ["name", "kind", "description"]
         widgets = {"description": forms.Textarea(attrs={"rows": 3})}
 
 

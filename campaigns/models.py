@@ -7,9 +7,11 @@ rows (see campaigns/tenancy.py).
 
 import hashlib
 import secrets
+import zoneinfo
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
@@ -17,10 +19,23 @@ from django.utils import timezone
 from django_scopes import ScopedManager
 
 
+def validate_time_zone(name: str) -> None:
+    """An IANA time zone name (Europe/Berlin, UTC…) that this server's tz database has."""
+    if name not in zoneinfo.available_timezones():
+        raise ValidationError(f"“{name}” is not a time zone name such as Europe/Berlin or UTC.")
+
+
 class Workspace(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=60, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Scheduled sends are entered and shown in this zone (stored in UTC).
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
+        help_text="Scheduled sends are entered and shown in this time zone, e.g. Europe/Berlin.",
+    )
 
     # Metric and classifier settings (docs/metrics.md; README "Sending and tracking").
     unique_window_hours = models.PositiveIntegerField(
@@ -145,10 +160,13 @@ class Campaign(models.Model):
         SCENARIO = "scenario", "Scenario"
 
     class Status(models.TextChoices):
+        # Set only by campaigns/scheduling.py and campaigns/sending.py, from what happened.
         DRAFT = "draft", "Draft"
         SCHEDULED = "scheduled", "Scheduled"
         SENDING = "sending", "Sending"
         SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
         ARCHIVED = "archived", "Archived"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="campaigns")
@@ -156,6 +174,10 @@ class Campaign(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CAMPAIGN)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     description = models.TextField(blank=True)
+    # When a scheduled send starts (UTC); beat's start_due_sends starts it.
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    # Why the last send run failed (the SMTP server unreachable…); empty otherwise.
+    send_error = models.TextField(blank=True)
     segment = models.ForeignKey(
         "Segment",
         on_delete=models.SET_NULL,
@@ -174,7 +196,15 @@ class Campaign(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["workspace", "status", "kind"])]
+        indexes = [
+            models.Index(fields=["workspace", "status", "kind"]),
+            # Beat's look-up of due scheduled sends, across workspaces.
+            models.Index(
+                fields=["scheduled_at"],
+                condition=models.Q(status="scheduled"),
+                name="campaign_due_scheduled",
+            ),
+        ]
 
     def __str__(self):
         return self.name
@@ -350,6 +380,11 @@ class EmailNode(models.Model):
     name = models.CharField(max_length=200)
     position = models.PositiveIntegerField(default=1)
     from_email = models.CharField(max_length=254, blank=True)
+    # The From header's display name ("Fernhill Outdoor <…>"); empty: the address alone.
+    from_name = models.CharField(max_length=120, blank=True)
+    reply_to = models.EmailField(max_length=254, blank=True)
+    # The inbox preview text after the subject, rendered as a hidden span (Jinja allowed).
+    preheader = models.CharField(max_length=300, blank=True)
 
     objects = ScopedManager(workspace="campaign__workspace")
 
@@ -431,6 +466,36 @@ class Delivery(models.Model):
 
     def __str__(self):
         return f"{self.node} → {self.customer}"
+
+
+class TestSend(models.Model):
+    """A test of a campaign's email mailed to given addresses. Never a Delivery: its
+    links go straight to their destinations and it has no open pixel, so nothing about
+    it reaches an event, a rollup or a number (campaigns/test_sends.py)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="test_sends")
+    addresses = models.JSONField(default=list)
+    # The customer whose attributes personalised it (None: no customer, empty attributes).
+    customer = models.ForeignKey(
+        Customer, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    sent = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    sent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedManager(workspace="workspace")
+    __test__ = False  # a model, not a pytest test class
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"test of {self.campaign} to {', '.join(self.addresses)}"
 
 
 class DeliveryCount(models.Model):

@@ -19,13 +19,15 @@ so this module does not depend on the tracking app.
 """
 
 import hashlib
+import html
 import logging
 import re
 import smtplib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email.utils import make_msgid
+from email.headerregistry import Address
+from email.utils import make_msgid, parseaddr
 from functools import lru_cache
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -69,13 +71,23 @@ def get_tracker():
     return import_string(settings.LINK_TRACKER)()
 
 
-def audience(campaign: Campaign):
-    """Customers the campaign goes to: its segment (or everyone), with an email address,
-    not unsubscribed."""
-    customers = (
-        segment_customers(campaign.segment) if campaign.segment_id else Customer.objects.all()
-    )
+def audience(campaign: Campaign, segment=...):
+    """Customers a send of the campaign goes to: its segment (or everyone), with an email
+    address, never unsubscribed. `segment` overrides the campaign's (None: everyone)."""
+    segment = campaign.segment if segment is ... else segment
+    customers = segment_customers(segment) if segment is not None else Customer.objects.all()
     return customers.filter(unsubscribed_at__isnull=True).exclude(email="")
+
+
+def drop_stale_queued(node: EmailNode) -> int:
+    """Delete the node's queued deliveries whose customer is no longer in the audience
+    (unsubscribed meanwhile, or the audience changed since a stopped send planned them):
+    a send mails exactly its audience as it is when it runs. Queued rows never reached
+    the SMTP server, so nothing of them was sent or counted. Returns how many went."""
+    stale = Delivery.objects.filter(node=node, status=Delivery.Status.QUEUED).exclude(
+        customer_id__in=audience(node.campaign).values("pk")
+    )
+    return stale.delete()[1].get(Delivery._meta.label, 0)
 
 
 def _bucket(node_id: int, customer_id: int) -> bytes:
@@ -131,40 +143,100 @@ def _prepared(version_id: int, fmt: str, content_hash: str) -> str:
 
 def build_message(delivery: Delivery, tracker) -> EmailMultiAlternatives:
     """The personalised, tracked message for one delivery. Raises PersonaliseError.
-    Its renders (HTML, AMP, subject) share one budget."""
-    version = delivery.template_version
-    customer = delivery.customer
-    context = customer_context(customer)
-    unsubscribe_url = tracker.unsubscribe_url(delivery.pk)
-    context["unsubscribe_url"] = unsubscribe_url
-    budget = RenderBudget()
-
-    def click_url(link_id: int, url: str) -> str | None:
-        return tracker.click_url(delivery.pk, link_id, url)
-
-    source = _prepared(version.pk, "html", version.content_hash)
-    body = render(source, context, click_url, budget=budget)
-    body = _with_tracking_markup(body, tracker, delivery.pk)
-    subject = render_subject(delivery.variant.subject, context, budget=budget)
-    node = delivery.node
-    message = EmailMultiAlternatives(
-        subject=subject,
-        body=html_to_text(body),
-        from_email=node.from_email or settings.DEFAULT_FROM_EMAIL,
-        to=[customer.email],
+    Its renders (HTML, AMP, subject, preheader) share one budget."""
+    delivery_id = delivery.pk
+    unsubscribe_url = tracker.unsubscribe_url(delivery_id)
+    return compose_message(
+        node=delivery.node,
+        variant=delivery.variant,
+        version=delivery.template_version,
+        fmt=delivery.format,
+        customer=delivery.customer,
+        to=delivery.customer.email,
+        unsubscribe_url=unsubscribe_url,
+        click_url=lambda link_id, url: tracker.click_url(delivery_id, link_id, url),
+        markup=lambda body: _with_tracking_markup(body, tracker, delivery_id),
         headers={
             "List-Unsubscribe": f"<{unsubscribe_url}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "Message-ID": make_msgid(domain=settings.EMAIL_MESSAGE_ID_DOMAIN),
-            "X-Clickmap-Delivery": str(delivery.pk),
+            "X-Clickmap-Delivery": str(delivery_id),
         },
     )
-    if delivery.format == "amp" and version.amp_html:
+
+
+def compose_message(
+    *,
+    node: EmailNode,
+    variant,
+    version: TemplateVersion,
+    fmt: str,
+    customer: Customer | None,
+    to: str,
+    unsubscribe_url: str,
+    click_url=None,
+    markup=None,
+    headers: dict | None = None,
+    subject_prefix: str = "",
+) -> EmailMultiAlternatives:
+    """One message of `variant` personalised for `customer` (None: no attributes), with
+    the node's sender name, Reply-To and preheader. `click_url(link_id, url)` gives a
+    link's tracked URL (None keeps the destination); `markup(body)` adds tracking markup
+    (the open pixel…). Raises PersonaliseError."""
+    context = customer_context(customer) if customer is not None else {"customer": {}}
+    context["unsubscribe_url"] = unsubscribe_url
+    budget = RenderBudget()
+    source = _prepared(version.pk, "html", version.content_hash)
+    body = render(source, context, click_url, budget=budget)
+    if markup:
+        body = markup(body)
+    preheader = render_subject(node.preheader, context, budget=budget) if node.preheader else ""
+    body = with_preheader(body, preheader)
+    subject = subject_prefix + render_subject(variant.subject, context, budget=budget)
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=html_to_text(body),
+        from_email=sender_address(node),
+        to=[to],
+        reply_to=[node.reply_to] if node.reply_to else None,
+        headers={
+            "Message-ID": make_msgid(domain=settings.EMAIL_MESSAGE_ID_DOMAIN),
+            **(headers or {}),
+        },
+    )
+    if fmt == "amp" and version.amp_html:
         amp_source = _prepared(version.pk, "amp", version.content_hash)
         amp = render(amp_source, context, click_url, budget=budget)
         message.attach_alternative(amp, "text/x-amp-html")  # AMP before HTML, as required
     message.attach_alternative(body, "text/html")
     return message
+
+
+def sender_address(node: EmailNode) -> str:
+    """The From header: the node's address (or the default sender) with its display name
+    (the node's sender name, else the one the address came with)."""
+    name, address = parseaddr(node.from_email or settings.DEFAULT_FROM_EMAIL)
+    # Unencoded (quoted when needed): Django encodes a non-ASCII name when it sends.
+    return str(Address(display_name=node.from_name or name, addr_spec=address))
+
+
+# Hidden in every client (Outlook needs mso-hide); the padding of zero-width joiners and
+# spaces keeps the body's first words out of the inbox preview after a short preheader.
+_PREHEADER = (
+    '<span class="preheader" style="display:none !important;visibility:hidden;mso-hide:all;'
+    "font-size:1px;line-height:1px;color:transparent;max-height:0;max-width:0;opacity:0;"
+    'overflow:hidden">{text}{padding}</span>'
+)
+_PREHEADER_PADDING = "&#847;&zwnj;&nbsp;" * 60
+
+
+def with_preheader(body: str, preheader: str) -> str:
+    """`body` with the preheader as the first thing in <body> (clients take the preview
+    text from the first text of the body). Unchanged when the preheader is empty."""
+    if not preheader:
+        return body
+    span = _PREHEADER.format(text=html.escape(preheader), padding=_PREHEADER_PADDING)
+    opened = _BODY_OPEN.search(body)
+    return body[: opened.end()] + span + body[opened.end() :] if opened else span + body
 
 
 def _with_tracking_markup(body: str, tracker, delivery_id: int) -> str:
@@ -212,6 +284,7 @@ def send_node(
     Deliveries this run claimed but had not handed over when it stops (an SMTP server
     that cannot be reached, a worker's soft time limit) go back to the queue.
     `progress_log` is told after every delivery (it logs every few seconds)."""
+    drop_stale_queued(node)
     report = SendReport(planned=plan_deliveries(node))
     tracker = get_tracker()
     while ids := _claim(node, batch_size):
@@ -374,18 +447,23 @@ def _send_lock(campaign: Campaign):
 
 
 def send_campaign(campaign: Campaign, *, progress=None) -> SendReport:
-    """Send every email node of a campaign; the campaign ends 'sent'. Idempotent.
+    """Send every email node of a campaign. Idempotent.
 
     One run at a time per campaign; it first recovers what a stopped or crashed run
     left in 'sending' (``recover_interrupted``): nobody gets a message twice, and
     every message that never reached the SMTP server is sent.
+
+    The campaign's status follows what happened: sending while this runs, then sent, or
+    failed (with ``send_error``) when the run stopped on an error or no delivery of the
+    campaign reached the SMTP server and some failed. A worker's soft time limit leaves
+    it sending: the continuation goes on.
     """
     if not campaign.nodes.exists():
         raise ValueError(f"“{campaign.name}” has no email to send.")
     with _send_lock(campaign) as lock_key:
         resumed, skipped = recover_interrupted(campaign)
         total = SendReport(skipped=skipped, resumed=resumed)
-        Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+        _set_status(campaign, Campaign.Status.SENDING)
         progress_log = ProgressLog(campaign)
         try:
             for node in campaign.nodes.order_by("position"):
@@ -397,12 +475,30 @@ def send_campaign(campaign: Campaign, *, progress=None) -> SendReport:
                 total.failed += report.failed
                 total.errors += report.errors
                 progress_log.node_done(report)
-        except BaseException:
+        except SoftTimeLimitExceeded:
             progress_log.stopped()
             raise
-        Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENT)
+        except BaseException as error:
+            progress_log.stopped()
+            _set_status(campaign, Campaign.Status.FAILED, f"{type(error).__name__}: {error}")
+            raise
+        counts = send_progress(campaign)
+        if counts["sent"] + counts["delivered"] == 0 and counts["failed"] > 0:
+            _set_status(
+                campaign,
+                Campaign.Status.FAILED,
+                f"All {counts['failed']} deliveries failed; the first: "
+                + (total.errors[0] if total.errors else "see the deliveries"),
+            )
+        else:
+            _set_status(campaign, Campaign.Status.SENT)
         progress_log.finished()
         return total
+
+
+def _set_status(campaign: Campaign, status: str, error: str = "") -> None:
+    Campaign.objects.filter(pk=campaign.pk).update(status=status, send_error=error[:2000])
+    campaign.status, campaign.send_error = status, error[:2000]
 
 
 class ProgressLog:

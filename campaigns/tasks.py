@@ -1,10 +1,12 @@
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django_scopes import scope
+from django.db import transaction
+from django_scopes import scope, scopes_disabled
 
 from campaigns.customer_import import run_import
 from campaigns.models import Campaign, CustomerImport, TemplateVersion
+from campaigns.scheduling import start_due_sends
 from campaigns.sending import send_campaign
 from campaigns.version_images import version_images_fetch
 
@@ -20,10 +22,22 @@ def send_campaign_task(campaign_id: int) -> dict:
 
     At the soft time limit the run stops where it is (what it had not handed to SMTP
     goes back to the queue) and queues its own continuation, behind the sends queued
-    meanwhile: a big campaign takes turns with the other workspaces' sends."""
-    campaign = (
-        Campaign.objects.with_scopes_disabled().select_related("workspace").get(pk=campaign_id)
-    )
+    meanwhile: a big campaign takes turns with the other workspaces' sends.
+
+    Locking the campaign's row first waits for the transaction that queued this task
+    (campaigns/scheduling.py); a campaign scheduled or cancelled by then is not sent."""
+    with scopes_disabled(), transaction.atomic():
+        campaign = (
+            Campaign.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("workspace")
+            .filter(pk=campaign_id)
+            .first()
+        )
+    if campaign is None or campaign.status in (
+        Campaign.Status.SCHEDULED,
+        Campaign.Status.CANCELLED,
+    ):
+        return {"skipped": campaign.status if campaign else "deleted"}
     try:
         with scope(workspace=campaign.workspace):
             report = send_campaign(campaign)
@@ -61,3 +75,9 @@ def import_customers_task(import_id: int) -> None:
         return
     with scope(workspace=customer_import.workspace):
         run_import(customer_import)
+
+
+@shared_task(name="campaigns.start_due_sends", ignore_result=True)
+def start_due_sends_task() -> list[int]:
+    """Start the scheduled sends that are due (celery beat, every few seconds)."""
+    return start_due_sends()

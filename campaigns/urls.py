@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from campaigns import customer_urls, views
+from campaigns import customer_urls, segment_views, send_views, views
 
 app_name = "campaigns"
 
@@ -13,8 +13,30 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/", views.campaign_detail, name="detail"),
     path("campaigns/<int:campaign_id>/edit/", views.campaign_edit, name="edit"),
     path("campaigns/<int:campaign_id>/variants/", views.campaign_variant_add, name="variant-add"),
-    path("campaigns/<int:campaign_id>/send/", views.campaign_send, name="send"),
+    path("campaigns/<int:campaign_id>/send/", send_views.campaign_send, name="send"),
+    path(
+        "campaigns/<int:campaign_id>/send/cancel/",
+        send_views.campaign_send_cancel,
+        name="send-cancel",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/send/resume/",
+        send_views.campaign_send_resume,
+        name="send-resume",
+    ),
+    path("campaigns/<int:campaign_id>/test-send/", send_views.campaign_test_send, name="test-send"),
+    path(
+        "campaigns/<int:campaign_id>/emails/<int:node_id>/sender/",
+        send_views.campaign_sender,
+        name="sender",
+    ),
     path("campaigns/<int:campaign_id>/progress/", views.campaign_progress, name="progress"),
+    path("segments/", segment_views.segment_list, name="segments"),
+    path("segments/new/", segment_views.segment_create, name="segment-create"),
+    path("segments/preview/", segment_views.segment_preview, name="segment-preview"),
+    path("segments/condition/", segment_views.segment_condition, name="segment-condition"),
+    path("segments/<int:segment_id>/", segment_views.segment_edit, name="segment"),
+    path("segments/<int:segment_id>/delete/", segment_views.segment_delete, name="segment-delete"),
     path("members/", views.member_list, name="members"),
     path("members/<int:membership_id>/role/", views.member_role, name="member-role"),
     path("members/<int:membership_id>/remove/", views.member_remove, name="member-remove"),

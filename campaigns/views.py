@@ -33,8 +33,8 @@ from campaigns.models import (
     TemplateVersion,
     VersionImage,
 )
-from campaigns.sending import SendInProgress, SmtpUnavailable, send_progress
-from campaigns.tasks import send_campaign_task
+from campaigns.send_views import send_panel_context
+from campaigns.sending import send_progress
 from campaigns.tenancy import memberships_of, workspace_view
 
 CAMPAIGNS_PER_PAGE = 20
@@ -106,6 +106,11 @@ def campaign_create(request):
     return render(request, "campaigns/campaign_form.html", {"form": form, "campaign": None})
 
 
+def campaign_page_context(campaign):
+    """The campaign page's own context (the send panel adds send_views.send_panel_context)."""
+    return _campaign_context(campaign)
+
+
 def _campaign_context(campaign):
     return {
         "campaign": campaign,
@@ -119,6 +124,7 @@ def campaign_detail(request, campaign_id):
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     context = _campaign_context(campaign)
     context["variant_form"] = VariantForm(initial={"subject": campaign.name})
+    context.update(send_panel_context(request, campaign))
     return render(request, "campaigns/campaign_detail.html", context)
 
 
@@ -126,7 +132,9 @@ def campaign_detail(request, campaign_id):
 def campaign_progress(request, campaign_id):
     """The send-progress fragment (htmx polls it while the campaign is sending)."""
     campaign = get_object_or_404(Campaign, pk=campaign_id)
-    return render(request, "campaigns/partials/_send_progress.html", _campaign_context(campaign))
+    context = _campaign_context(campaign)
+    context.update(send_panel_context(request, campaign))
+    return render(request, "campaigns/partials/_send_progress.html", context)
 
 
 @workspace_view(role=Role.ANALYST)
@@ -154,24 +162,8 @@ def campaign_variant_add(request, campaign_id):
         return redirect(campaign)
     context = _campaign_context(campaign)
     context["variant_form"] = form
+    context.update(send_panel_context(request, campaign))
     return render(request, "campaigns/campaign_detail.html", context, status=400)
-
-
-@workspace_view(role=Role.ANALYST)
-@require_POST
-def campaign_send(request, campaign_id):
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
-    if not campaign.nodes.filter(variants__isnull=False).exists():
-        messages.error(request, "Add an email variant before sending.")
-        return redirect(campaign)
-    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
-    try:
-        send_campaign_task.delay(campaign.pk)
-    except (SendInProgress, SmtpUnavailable) as error:  # raised here when tasks run inline
-        messages.error(request, str(error))
-    else:
-        messages.success(request, "Sending started. Progress updates below.")
-    return redirect(campaign)
 
 
 @workspace_view(role=Role.ANALYST)

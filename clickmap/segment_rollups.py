@@ -25,6 +25,12 @@ They never interleave: a batch holds SEGMENT_LOCK shared for its transaction, `r
 holds it exclusively and campaigns_delivery in SHARE mode, so while members change no
 batch and no delivery write is in flight, and every later one reads the new members.
 
+A segment whose rule has a volatile condition (campaigns.segments: received, clicked,
+opened, unsubscribed, signed up within N days) keeps no members and no rollups: its
+membership moves with deliveries, events, unsubscribes and the clock, none of which this
+log follows (following clicks would mean a trigger on the event tables' hot path), so it
+is never `current` and every number of it is counted live from its rule, exactly.
+
 The membership log lags by one aggregator run (seconds, like every rollup). A segment
 that is new or has a new rule is counted live until its rollups are rebuilt (`current`);
 a big one is rebuilt REFRESH_MEMBERS members a transaction, so the locks above are
@@ -38,7 +44,7 @@ from django.db.models.expressions import RawSQL
 from django_scopes import scopes_disabled
 
 from campaigns.models import Customer, Segment
-from campaigns.segments import segment_customers
+from campaigns.segments import rule_volatile, segment_customers
 from clickmap import spans
 from clickmap.counters import add_counters
 from clickmap.models import (
@@ -62,7 +68,10 @@ REFRESH_LOCK_TIMEOUT = "2s"  # waiting longer on delivery writers: try again nex
 
 def current(segment) -> bool:
     """Whether the segment's rollups stand for its present rule: the segment is not
-    waiting in the log to be evaluated whole (new, or its rule changed)."""
+    waiting in the log to be evaluated whole (new, or its rule changed), and its rule has
+    no volatile condition (those are counted live)."""
+    if rule_volatile(segment.rule):
+        return False
     return not MembershipChange.objects.filter(segment_id=segment.pk, customer_id=None).exists()
 
 
@@ -214,8 +223,12 @@ def _membership_changes(cursor, claimed, limit: int | None = None) -> list[tuple
 
 def _diff(cursor, segment, candidates, limit: int | None = None) -> list[tuple[int, int]]:
     """(customer, +1 / -1): who joined or left the segment, among `candidates` (None:
-    every customer of its workspace); `limit`: the first that many by customer id."""
-    now = segment_customers(segment).filter(workspace_id=segment.workspace_id)
+    every customer of its workspace); `limit`: the first that many by customer id. A
+    volatile segment has no kept members: all of them leave."""
+    if rule_volatile(segment.rule):
+        now = Customer.objects.filter(pk__isnull=True)  # no row; none() compiles to no SQL
+    else:
+        now = segment_customers(segment).filter(workspace_id=segment.workspace_id)
     before = SegmentMember.objects.filter(segment_id=segment.pk)
     if candidates is not None:
         ids = RawSQL("SELECT unnest(%s::bigint[])", [sorted(candidates)])

@@ -169,6 +169,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # slow, never holds the worker that ingests and aggregates another workspace's clicks.
 CELERY_TASK_ROUTES = {
     "campaigns.send_campaign": {"queue": "send"},
+    # Starting a due send takes milliseconds; on the pipeline queue no send can delay it.
+    "campaigns.start_due_sends": {"queue": "pipeline"},
     "tracking.ingest_events": {"queue": "pipeline"},
     "tracking.ensure_partitions": {"queue": "pipeline"},
     "clickmap.aggregate": {"queue": "pipeline"},
@@ -192,6 +194,12 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 3.0},
     },
     "ensure-event-partitions": {"task": "tracking.ensure_partitions", "schedule": 86400.0},
+    # Scheduled sends start within this many seconds of their time (campaigns/scheduling.py).
+    "start-due-sends": {
+        "task": "campaigns.start_due_sends",
+        "schedule": 5.0,
+        "options": {"expires": 5.0},
+    },
 }
 
 globals().update(email_config(env))

@@ -46,6 +46,12 @@ urlpatterns = [
     ),
     path("workspaces/new/", campaign_views.workspace_create, name="workspace-create"),
     path("invitations/<str:token>/", campaign_views.invitation, name="invitation"),
+    # Where a test message's unsubscribe link leads (campaigns/test_sends.py): it says so.
+    path(
+        "test-message/unsubscribe/",
+        account_views.test_message_unsubscribe,
+        name="test-unsubscribe",
+    ),
     path("w/<slug:workspace_slug>/", include("campaigns.urls")),
     path("w/<slug:workspace_slug>/", include("clickmap.map_urls")),
     path("admin/", admin.site.urls),

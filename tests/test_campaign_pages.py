@@ -82,7 +82,9 @@ def test_analyst_adds_variants_pinned_to_the_latest_version(setup, client_for):
     assert "Promo v1" in page and "Send now" in page
 
 
-def test_send_button_sends_and_the_page_shows_progress(setup, client_for, smtp_server, eager_tasks):
+def test_send_button_sends_and_the_page_shows_progress(
+    setup, client_for, smtp_server, eager_tasks, django_capture_on_commit_callbacks
+):
     workspace, analyst, campaign, version = setup
     client = client_for(analyst)
     client.post(
@@ -96,15 +98,21 @@ def test_send_button_sends_and_the_page_shows_progress(setup, client_for, smtp_s
             "format": "html",
         },
     )
-    response = client.post(f"/w/{workspace.slug}/campaigns/{campaign.pk}/send/", follow=True)
-    assert "Sending started" in response.content.decode()
+    send = f"/w/{workspace.slug}/campaigns/{campaign.pk}/send/"
+    confirmation = client.post(send, {"segment": "", "when": "now"}).content.decode()
+    assert "Send to 2 recipients now" in confirmation and not smtp_server.envelopes
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            send, {"segment": "", "when": "now", "expected": "2", "confirm": "1"}, follow=True
+        )
+    assert "Sending to 2 recipients" in response.content.decode()
     assert len(smtp_server.envelopes) == 2
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.SENT
     progress = client.get(
         f"/w/{workspace.slug}/campaigns/{campaign.pk}/progress/", headers={"HX-Request": "true"}
     ).content.decode()
-    assert "<strong>2</strong> sent" in progress and "hx-trigger" not in progress
+    assert 'data-n="sent">2<' in progress and "hx-trigger" not in progress
 
 
 def test_progress_fragment_polls_while_sending(setup, client_for):

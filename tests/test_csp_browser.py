@@ -18,7 +18,7 @@ from django_scopes import scope, scopes_disabled
 
 from campaigns import services
 from campaigns.customer_import import upload_import
-from campaigns.models import Campaign, Delivery, Template
+from campaigns.models import Campaign, Delivery, Segment, Template
 from clickmap.demo import seed_demo
 from clickmap.models import Preview
 from tracking.tokens import UnsubscribeToken, sign_token
@@ -30,7 +30,14 @@ NOT_PAGES = {
     "logout": "POST only (the header's Log out button)",
     "workspace-create": "POST only (the new-workspace form's target)",
     "campaigns:variant-add": "POST only",
-    "campaigns:send": "POST only",
+    "campaigns:send": "POST only (its confirmation page: tests/test_send_panel_browser.py)",
+    "campaigns:send-cancel": "POST only",
+    "campaigns:send-resume": "POST only",
+    "campaigns:test-send": "POST only",
+    "campaigns:sender": "POST only",
+    "campaigns:segment-delete": "POST only",
+    "campaigns:segment-preview": "the builder's count fragment (the builder loads it)",
+    "campaigns:segment-condition": "the builder's row fragment (the builder loads it)",
     "campaigns:member-role": "POST only",
     "campaigns:member-remove": "POST only",
     "campaigns:invitation-revoke": "POST only",
@@ -111,6 +118,7 @@ def build_world():
             SimpleUploadedFile("list.csv", b"email;name;vip\na@example.com;Ann;yes\n"),
             user,
         )
+        segment = Segment.objects.order_by("pk").first()
     with scopes_disabled():
         assert Preview.objects.filter(version=version, status=Preview.Status.DONE).exists()
     return {
@@ -124,6 +132,7 @@ def build_world():
         "link": link,
         "customer": delivery.customer,
         "customer_import": customer_import,
+        "segment": segment,
         "invitation_for_someone_else": tokens[0],
         "invitation_for_me": tokens[1],
         "unsubscribe": sign_token(UnsubscribeToken(delivery.pk)),
@@ -172,6 +181,10 @@ def pages(w):
         "campaigns:edit": member("campaigns:edit", **campaign),
         "campaigns:progress": member("campaigns:progress", **campaign),
         "campaigns:members": member("campaigns:members", **ws),
+        "campaigns:segments": member("campaigns:segments", **ws),
+        "campaigns:segment-create": member("campaigns:segment-create", **ws),
+        "campaigns:segment": member("campaigns:segment", segment_id=w["segment"].pk, **ws),
+        "test-unsubscribe": visitor("test-unsubscribe"),
         "campaigns:settings": member("campaigns:settings", **ws),
         "campaigns:templates": member("campaigns:templates", **ws),
         "campaigns:template-create": member("campaigns:template-create", **ws),

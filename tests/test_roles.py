@@ -74,7 +74,8 @@ def test_analyst_creates_and_edits_campaigns(ws, add_member, client_for):
         {"name": "Spring sale 2", "kind": "scenario", "status": "sent"},
     )
     campaign.refresh_from_db()
-    assert (campaign.name, campaign.kind, campaign.status) == ("Spring sale 2", "scenario", "sent")
+    # The status follows what happened: a posted one is ignored.
+    assert (campaign.name, campaign.kind, campaign.status) == ("Spring sale 2", "scenario", "draft")
 
 
 def test_analyst_cannot_manage_members_or_settings(ws, add_member, make_user, client_for):
@@ -135,6 +136,7 @@ def test_owner_updates_workspace_settings(ws, client_for):
         f"/w/{workspace.slug}/settings/",
         {
             "name": "Acme EU",
+            "time_zone": "Europe/Berlin",
             "unique_window_hours": 24,
             "bot_min_seconds_after_delivery": 5,
             "bot_burst_links": 4,
@@ -148,3 +150,18 @@ def test_owner_updates_workspace_settings(ws, client_for):
         24,
         4,
     )
+    assert workspace.time_zone == "Europe/Berlin"
+    bad = client_for(owner).post(
+        f"/w/{workspace.slug}/settings/",
+        {
+            "name": "Acme EU",
+            "time_zone": "Mars/Olympus",
+            "unique_window_hours": 24,
+            "bot_min_seconds_after_delivery": 5,
+            "bot_burst_links": 4,
+            "bot_burst_seconds": 3,
+        },
+    )
+    assert bad.status_code in (200, 400) and b"Mars/Olympus" in bad.content
+    workspace.refresh_from_db()
+    assert workspace.time_zone == "Europe/Berlin"

@@ -19,6 +19,7 @@ from campaigns.models import (
     Invitation,
     Membership,
     Role,
+    Segment,
     Template,
     Variant,
 )
@@ -46,6 +47,7 @@ PUBLIC_URL_NAMES = {
     "click",
     "open",
     "unsubscribe",  # signed tracking tokens, for recipients
+    "test-unsubscribe",  # the fixed page a test message's unsubscribe link opens
 }
 PUBLIC_NAMESPACES = {"admin"}
 TENANT_PREFIX = "w/<slug:workspace_slug>/"
@@ -136,9 +138,14 @@ def _objects_of(workspace, make_campaign, make_user):
         customer_import = CustomerImport.objects.create(
             workspace=workspace, file_name="Secret template list.csv", path="/nonexistent"
         )
+        segment = Segment.objects.create(
+            workspace=workspace, name="Secret segment", rule=[{"kind": "unsubscribed"}]
+        )
     return {
         "customer_id": customer.pk,
         "import_id": customer_import.pk,
+        "segment_id": segment.pk,
+        "node_id": node.pk,
         "campaign_id": campaign.pk,
         "membership_id": member.pk,
         "invitation_id": invitation.pk,
