@@ -1,6 +1,22 @@
 from celery import shared_task
 
+from clickmap import pipeline
 from clickmap.rollups import aggregate_free_shards
+
+
+@shared_task(name="clickmap.pipeline", ignore_result=True)
+def pipeline_task(continuation: bool = False):
+    """Ingest and aggregate in turns (clickmap/pipeline.py; celery beat ticks every
+    second). A run that ends its slice with work left queues its continuation at once:
+    one at a time, never expiring."""
+    if continuation:
+        pipeline.continuation_started()
+    report = pipeline.run_in_slot()
+    if report is None:
+        return None  # every slot is held by a run that loops while there is work
+    if report.work_left and pipeline.continuation_wanted():
+        pipeline_task.apply_async(kwargs={"continuation": True})
+    return {"files": report.files, "changes": report.changes, "work_left": report.work_left}
 
 
 @shared_task(name="clickmap.aggregate", ignore_result=True)

@@ -17,6 +17,7 @@ stores the changed verdicts with their rollup change log rows.
 
 import logging
 import os
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from tracking.classify import (
 )
 from tracking.models import ClickEvent, EventChange, OpenEvent
 from tracking.signals import events_stored
-from tracking.spool import claim_files, read_records, release
+from tracking.spool import claim_files, oldest_file_time, read_records, release
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,17 @@ class IngestReport:
 def ingest_spool(directory=None) -> IngestReport:
     """Store every complete spool file's events; returns what was done, and for each
     file with lines that were not whole events, exactly what was skipped (also logged
-    at ERROR; the lines are kept in the spool's bad/ directory)."""
+    at ERROR; the lines are kept in the spool's bad/ directory).
+
+    Then moves the spool's mark (SpoolMark, named TRACKING_SPOOL_NAME) forward: to this
+    run's start, or to the oldest file left in the spool (a writer's, still open, or one
+    another ingester is storing: files go only after their commit) when that is older.
+    Every event spooled before the mark is stored: one spooled before the run started
+    was in a file the run stored, or in one still there."""
+    started = time.time()
+    directory = directory or settings.TRACKING_SPOOL_DIR
     report = IngestReport()
-    for path, fd in claim_files(directory or settings.TRACKING_SPOOL_DIR):
+    for path, fd in claim_files(directory):
         try:
             spooled = read_records(fd)
             store_records(spooled.records, report)
@@ -87,9 +96,24 @@ def ingest_spool(directory=None) -> IngestReport:
         if loss := spooled.loss(path.name):
             report.lost.append(loss)
             log.error("tracking spool %s: %s; kept in bad/%s", path.parent, loss, path.name)
+    mark_spool(min(started, oldest_file_time(directory) or started))
     if report.files:
         events_stored.send(sender=ingest_spool, report=report)
     return report
+
+
+def mark_spool(ingested_before: float, name: str | None = None) -> None:
+    """Record that every event of spool `name` spooled before `ingested_before` (a Unix
+    time) is stored. Marks only move forward: a run that started earlier and ends later
+    does not take back what a later run found."""
+    at = datetime.fromtimestamp(ingested_before, tz=UTC)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """INSERT INTO tracking_spoolmark (name, at) VALUES (%s, %s)
+               ON CONFLICT (name)
+               DO UPDATE SET at = GREATEST(EXCLUDED.at, tracking_spoolmark.at)""",
+            [name or settings.TRACKING_SPOOL_NAME, at],
+        )
 
 
 def _at(record) -> datetime:
