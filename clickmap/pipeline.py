@@ -115,9 +115,11 @@ def drain(shard: tuple[int, int] | None, deadline: float) -> tuple[bool, int]:
     report = rollups.AggregateReport()
     idle = 0
     while _pending(shard, top):
-        if time.monotonic() >= deadline:
+        # One batch at least, whatever the deadline: every run makes progress.
+        if report.batches and time.monotonic() >= deadline:
             return False, report.changes
         if rollups.apply_batch(settings.PIPELINE_BATCH_SIZE, report, shard):
+            report.batches += 1
             idle = 0
             continue
         # Nothing taken: the rows left are past applied_up_to or held by another
