@@ -69,6 +69,7 @@ CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "10000"))
 CONNECTIONS = 32
 POLL_SECONDS = 0.1
 CATCH_UP_TIMEOUT = 300.0
+LOG_LEVEL = os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING")  # INFO: every run's report
 DESTINATION = "https://shop.example/storm"
 # (name, clicks per second or None for as fast as it goes, seconds, goals)
 PHASES = [
@@ -346,6 +347,20 @@ def quantile(values: list[float], q: float) -> float:
 # --- the benchmark -----------------------------------------------------------------
 
 
+def settle(fixtures: dict) -> None:
+    """Wait until the pipeline is idle and the map up to date: the fixtures' customers
+    and deliveries (the segments' membership log) are applied before any click."""
+    from clickmap.freshness import of_numbers
+    from clickmap.models import MembershipChange
+
+    def idle() -> bool:
+        for process in Process.RUNNING:
+            process.check()
+        return not MembershipChange.objects.exists() and of_numbers().up_to_date
+
+    wait_for(idle, 600, "the pipeline to settle")
+
+
 def run_phase(name, rate, seconds, port, fixtures, first) -> tuple[dict, Load]:
     workspace, campaign, clicks = fixtures
     watcher = Watcher(workspace, campaign)
@@ -453,7 +468,7 @@ def main() -> int:
         celery = [PYTHON, "-m", "celery", "-A", "clickmap"]
         Process(
             "worker",
-            [*celery, "worker", "-Q", "pipeline,clickmap", "--concurrency=2", "-l", "WARNING"],
+            [*celery, "worker", "-Q", "pipeline,clickmap", "--concurrency=2", "-l", LOG_LEVEL],
             env,
             work,
         )
@@ -463,7 +478,7 @@ def main() -> int:
             env,
             work,
         )
-        time.sleep(3)  # the worker's processes and beat's first tick
+        settle(fixtures)
         answered, first = {}, 0
         for name, rate, seconds in PHASES:
             for process in Process.RUNNING:
@@ -479,7 +494,10 @@ def main() -> int:
         for process in list(Process.RUNNING):
             process.stop()
         redis.stop_own()
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):
+            log(f"logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
         log(f"total {time.perf_counter() - started:.0f} s")
     return 0 if ok else 1
 

@@ -162,6 +162,7 @@ if AGGREGATE_SHARDS < 1:  # no shard: no run would ever apply the change log
 PIPELINE_SLICE_SECONDS = env.float("PIPELINE_SLICE_SECONDS", default=10.0)
 PIPELINE_RUNS = env.int("PIPELINE_RUNS", default=AGGREGATE_SHARDS)
 PIPELINE_INGEST = env.bool("PIPELINE_INGEST", default=True)
+PIPELINE_INGEST_SECONDS = env.float("PIPELINE_INGEST_SECONDS", default=2.0)  # per turn
 PIPELINE_BATCH_SIZE = env.int("PIPELINE_BATCH_SIZE", default=20_000)
 CELERY_BEAT_SCHEDULE = {
     # A tick starts a run when a slot is free. One still queued after a whole slice

@@ -16,7 +16,14 @@ def pipeline_task(continuation: bool = False):
         return None  # every slot is held by a run that loops while there is work
     if report.work_left and pipeline.continuation_wanted():
         pipeline_task.apply_async(kwargs={"continuation": True})
-    return {"files": report.files, "changes": report.changes, "work_left": report.work_left}
+    return {
+        "files": report.files,
+        "clicks": report.clicks,
+        "changes": report.changes,
+        "ingest_s": round(report.ingest_seconds, 2),
+        "aggregate_s": round(report.aggregate_seconds, 2),
+        "work_left": report.work_left,
+    }
 
 
 @shared_task(name="clickmap.aggregate", ignore_result=True)

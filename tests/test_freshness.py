@@ -180,3 +180,26 @@ def test_lag_reads_in_whole_units_rounded_down():
         "1 day",
         "2 days",
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bounded_turn_of_ingestion_marks_the_spool_at_the_oldest_file_it_left(shop, spool_dir):
+    from tracking.ingest import ingest_spool
+    from tracking.models import SpoolMark
+
+    _, _, delivery, link = shop
+    files = [WriterFile(spool_dir, age, delivery, link) for age in (50, 40, 30)]
+    for writer in files:
+        writer.close()
+    report = ingest_spool(seconds=0)  # takes one file (the oldest first), then stops
+    assert (report.files, report.clicks) == (1, 1)
+    assert sorted(p.name for p in spool_dir.glob("*.jsonl")) == [f.path.name for f in files[1:]]
+    with scopes_disabled():
+        mark = SpoolMark.objects.get(name="default").at.timestamp()
+    # Files are named in whole milliseconds: the mark is the 40 s old file's opening.
+    assert abs(mark - files[1].opened) < 0.001
+    report = ingest_spool()
+    assert report.files == 2
+    with scopes_disabled():
+        assert SpoolMark.objects.get().at.timestamp() >= time.time() - 5
+        assert ClickEvent.objects.count() == 3

@@ -69,10 +69,11 @@ class IngestReport:
     lost: list[str] = field(default_factory=list)  # per file: what was skipped
 
 
-def ingest_spool(directory=None) -> IngestReport:
+def ingest_spool(directory=None, seconds: float | None = None) -> IngestReport:
     """Store every complete spool file's events; returns what was done, and for each
     file with lines that were not whole events, exactly what was skipped (also logged
-    at ERROR; the lines are kept in the spool's bad/ directory).
+    at ERROR; the lines are kept in the spool's bad/ directory). With `seconds`, takes
+    no further file once that long has passed (the pipeline's turns: clickmap/pipeline.py).
 
     Then moves the spool's mark (SpoolMark, named TRACKING_SPOOL_NAME) forward: to this
     run's start, or to the oldest file left in the spool (a writer's, still open, or one
@@ -80,6 +81,7 @@ def ingest_spool(directory=None) -> IngestReport:
     Every event spooled before the mark is stored: one spooled before the run started
     was in a file the run stored, or in one still there."""
     started = time.time()
+    until = time.monotonic() + seconds if seconds is not None else None
     directory = directory or settings.TRACKING_SPOOL_DIR
     report = IngestReport()
     for path, fd in claim_files(directory):
@@ -96,6 +98,8 @@ def ingest_spool(directory=None) -> IngestReport:
         if loss := spooled.loss(path.name):
             report.lost.append(loss)
             log.error("tracking spool %s: %s; kept in bad/%s", path.parent, loss, path.name)
+        if until is not None and time.monotonic() >= until:
+            break  # the files left stay for the next turn; the mark says so
     mark_spool(min(started, oldest_file_time(directory) or started))
     if report.files:
         events_stored.send(sender=ingest_spool, report=report)
