@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, render
 
 from campaigns.models import Campaign, TemplateLink
 from campaigns.tenancy import workspace_view
-from clickmap import dashboard, exports, metrics
+from clickmap import dashboard, exports, freshness, metrics
 from clickmap.dashboard import Selection, click_map, shown_version
 from clickmap.models import Preview
 
@@ -16,8 +16,12 @@ CLICKERS_PER_PAGE = 25
 
 def _map_context(request, campaign_id) -> dict:
     campaign = get_object_or_404(Campaign.objects.select_related("workspace"), pk=campaign_id)
+    # Before the numbers: a run finishing between the two reads then makes the line
+    # older than the numbers, never newer.
+    fresh = freshness.of_numbers()
     context = click_map(Selection.from_query(campaign, request.GET))
     context["campaign"] = campaign
+    context["freshness"] = fresh
     return context
 
 
