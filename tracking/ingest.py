@@ -1,8 +1,9 @@
 """Move spooled events into the database, classified. Exactly once.
 
-Each claimed spool file is stored in one transaction with INSERT … ON CONFLICT
-(event_id) DO NOTHING, and deleted only after the commit; a crash in between makes
-the next run read the file again and insert nothing twice. Several ingesters may
+Claimed spool files are stored a group at a time (up to GROUP_FILES files or
+GROUP_EVENTS events) in one transaction with INSERT … ON CONFLICT DO NOTHING (the
+event's id and time are unique), and deleted only after the commit; a crash in
+between makes the next run read them again and insert nothing twice. Several ingesters may
 run at once: each file is locked by the one that claimed it.
 
 A delivery's stored click verdicts always equal classify_clicks over all of its
@@ -84,13 +85,50 @@ def ingest_spool(directory=None, seconds: float | None = None) -> IngestReport:
     until = time.monotonic() + seconds if seconds is not None else None
     directory = directory or settings.TRACKING_SPOOL_DIR
     report = IngestReport()
-    for path, fd in claim_files(directory):
-        try:
-            spooled = read_records(fd)
-            store_records(spooled.records, report)
-        except BaseException:
-            os.close(fd)  # the file stays; the next run reads it again
-            raise
+    group = []  # claimed files, stored together: [(path, fd, SpoolFile)]
+    try:
+        for path, fd in claim_files(directory):
+            try:
+                group.append((path, fd, read_records(fd)))
+            except BaseException:
+                os.close(fd)
+                raise
+            over = until is not None and time.monotonic() >= until
+            if over or len(group) >= GROUP_FILES or _events(group) >= GROUP_EVENTS:
+                _store_group(group, report)
+                group = []
+            if over:
+                break  # the files left stay for the next turn; the mark says so
+        if group:
+            _store_group(group, report)
+            group = []
+    finally:
+        for _, fd, _ in group:
+            os.close(fd)  # not stored: the files stay, the next run reads them again
+    mark_spool(min(started, oldest_file_time(directory) or started))
+    if report.files:
+        events_stored.send(sender=ingest_spool, report=report)
+    return report
+
+
+# Spool files stored in one transaction: a tracker's files are small when it is slow
+# (each process rotates its file every second), and each transaction costs its locks,
+# lookups and commit whatever its size.
+GROUP_FILES = 64
+GROUP_EVENTS = 5000
+
+
+def _events(group) -> int:
+    return sum(len(spooled.records) for _, _, spooled in group)
+
+
+def _store_group(group, report: IngestReport) -> None:
+    """Store the events of the claimed files in one transaction, then delete the files
+    (only after the commit: a crash in between makes the next run read them again and
+    insert nothing twice)."""
+    store_records([record for _, _, spooled in group for record in spooled.records], report)
+    while group:
+        path, fd, spooled = group.pop(0)
         release(path, fd, spooled.bad)
         report.files += 1
         report.bad_lines += len(spooled.bad)
@@ -98,12 +136,6 @@ def ingest_spool(directory=None, seconds: float | None = None) -> IngestReport:
         if loss := spooled.loss(path.name):
             report.lost.append(loss)
             log.error("tracking spool %s: %s; kept in bad/%s", path.parent, loss, path.name)
-        if until is not None and time.monotonic() >= until:
-            break  # the files left stay for the next turn; the mark says so
-    mark_spool(min(started, oldest_file_time(directory) or started))
-    if report.files:
-        events_stored.send(sender=ingest_spool, report=report)
-    return report
 
 
 def mark_spool(ingested_before: float, name: str | None = None) -> None:
