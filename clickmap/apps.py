@@ -20,9 +20,9 @@ class ClickmapConfig(AppConfig):
 def _aggregate_inline(sender, **kwargs):
     # Embedded default: no worker runs the rollups, so apply them as events arrive.
     if settings.TRACKING_INGEST_INLINE:
-        from clickmap.rollups import aggregate
+        from clickmap.pipeline import drain_everything
 
-        aggregate()
+        drain_everything()  # and marks how fresh the rollups are
 
 
 def _take_out(sender, instance, origin=None, **kwargs):

@@ -20,7 +20,13 @@ import logging
 from datetime import UTC, datetime
 
 ROUTINE_TASKS = frozenset(
-    {"tracking.ingest_events", "clickmap.aggregate", "tracking.ensure_partitions"}
+    {
+        "tracking.ingest_events",
+        "clickmap.aggregate",
+        "clickmap.pipeline",
+        "campaigns.start_due_sends",
+        "tracking.ensure_partitions",
+    }
 )
 
 
@@ -69,6 +75,11 @@ def _routine(record: logging.LogRecord) -> bool:
     if record.name in ("celery.worker.strategy", "celery.app.trace"):
         args = record.args
         return isinstance(args, dict) and args.get("name") in ROUTINE_TASKS
+    if record.name == "celery.worker.request" and str(record.msg).startswith("Discarding"):
+        # A beat tick of the pipeline that expired while every slot ran a pipeline run
+        # (the runs loop while there is work, so nothing waits on it): up to one a second.
+        args = record.args
+        return isinstance(args, tuple) and bool(args) and args[0] in ROUTINE_TASKS
     return False
 
 

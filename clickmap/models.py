@@ -515,3 +515,21 @@ class Preview(models.Model):
         whose = f" for customer {self.customer_id}" if self.customer_id else ""
         whose += " (exact)" if self.exact else ""
         return f"{self.device} {self.format} preview of version {self.version_id}{whose}"
+
+
+class ShardMark(models.Model):
+    """How far the rollups are up to date, per shard of the change log (`shard` of
+    `of`, as clickmap.rollups splits it): every event spooled before `at` counts in
+    the shard's customers' numbers. clickmap/pipeline.py moves it forward when a run
+    has applied every change row that existed when it started; clickmap/freshness.py
+    tells the map page the oldest of the current shards' marks."""
+
+    shard = models.PositiveIntegerField()
+    of = models.PositiveIntegerField()
+    at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["of", "shard"], name="one_shard_mark")]
+
+    def __str__(self):
+        return f"shard {self.shard}/{self.of} up to date as of {self.at}"

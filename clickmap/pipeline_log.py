@@ -21,7 +21,8 @@ log = logging.getLogger("clickmap.pipeline")
 
 INGEST_TASK = "tracking.ingest_events"
 AGGREGATE_TASK = "clickmap.aggregate"
-TASKS = frozenset({INGEST_TASK, AGGREGATE_TASK})
+PIPELINE_TASK = "clickmap.pipeline"  # both in turns: what beat runs (clickmap/pipeline.py)
+TASKS = frozenset({INGEST_TASK, AGGREGATE_TASK, PIPELINE_TASK})
 
 _warned_here: set[str] = set()  # without Redis (inline tasks): this process's memory
 
@@ -31,7 +32,20 @@ def after_run(task: str, result: dict, seconds: float) -> None:
     spool_files, spool_age = spool_state(settings.TRACKING_SPOOL_DIR, now)
     backlog, change_age = change_log_state()
     fields = {"seconds": round(seconds, 3)}
-    if task == AGGREGATE_TASK:
+    if task == PIPELINE_TASK:
+        changes = int(result.get("changes") or 0)
+        ingest_s, aggregate_s = result.get("ingest_s", 0.0), result.get("aggregate_s", 0.0)
+        telemetry.INGESTION_RUN_SECONDS.observe(ingest_s)
+        telemetry.AGGREGATION_RUN_SECONDS.observe(aggregate_s)
+        telemetry.AGGREGATION_CHANGES.inc(changes)
+        if heartbeats.enabled():
+            heartbeats.record_aggregate_run(now, aggregate_s, changes)
+        fields |= {key: result.get(key, 0) for key in ("files", "clicks", "opens")}
+        fields |= {"changes": changes, "busy_shards": result.get("busy_shards", 0)}
+        fields |= {"ingest_s": ingest_s, "aggregate_s": aggregate_s}
+        fields["work_left"] = bool(result.get("work_left"))
+        message, busy = "pipeline run", changes > 0 or bool(result.get("files"))
+    elif task == AGGREGATE_TASK:
         changes = int(result.get("changes") or 0)
         telemetry.AGGREGATION_RUN_SECONDS.observe(seconds)
         telemetry.AGGREGATION_CHANGES.inc(changes)

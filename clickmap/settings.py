@@ -42,6 +42,9 @@ TRACKING_KEYS = env.list("TRACKING_KEYS", default=[])
 TRACKING_SPOOL_DIR = env.path("TRACKING_SPOOL_DIR", default=BASE_DIR / "var" / "spool")
 # Uploaded customer files wait here for their import (web and worker hosts share it).
 CUSTOMER_IMPORT_DIR = env.path("CUSTOMER_IMPORT_DIR", default=BASE_DIR / "var" / "imports")
+# This host's spool, by name: each tracker host with a spool of its own names it
+# (docs/scaling.md), so the click map's freshness waits for every host's ingestion.
+TRACKING_SPOOL_NAME = env.str("TRACKING_SPOOL_NAME", default="default")
 # Store events as they arrive instead of by the worker: the embedded default has none.
 TRACKING_INGEST_INLINE = env.bool("TRACKING_INGEST_INLINE", default=not env.str("REDIS_URL", ""))
 TRACKING_SPOOL_FSYNC = env.bool("TRACKING_SPOOL_FSYNC", default=False)
@@ -174,6 +177,7 @@ CELERY_TASK_ROUTES = {
     "tracking.ingest_events": {"queue": "pipeline"},
     "tracking.ensure_partitions": {"queue": "pipeline"},
     "clickmap.aggregate": {"queue": "pipeline"},
+    "clickmap.pipeline": {"queue": "pipeline"},
     "clickmap.render_preview": {"queue": "previews"},
 }
 # A send task stops at its soft limit, puts back what it had not handed to SMTP and queues
@@ -185,13 +189,24 @@ SEND_TIME_LIMIT = env.int("SEND_TIME_LIMIT", default=SEND_SOFT_TIME_LIMIT + 60)
 AGGREGATE_SHARDS = env.int("AGGREGATE_SHARDS", default=2)
 if AGGREGATE_SHARDS < 1:  # no shard: no run would ever apply the change log
     raise ImproperlyConfigured(f"AGGREGATE_SHARDS must be 1 or more, not {AGGREGATE_SHARDS}")
+# The pipeline (clickmap/pipeline.py): each run ingests the spool and aggregates the
+# change log in turns, for at most PIPELINE_SLICE_SECONDS, then queues its continuation
+# when work is left. At most PIPELINE_RUNS runs at once (the pipeline worker's
+# concurrency); PIPELINE_INGEST=0 on workers that do not share a spool with a tracker
+# (docs/scaling.md: each tracker host then runs `manage.py ingest_events --follow`).
+PIPELINE_SLICE_SECONDS = env.float("PIPELINE_SLICE_SECONDS", default=10.0)
+PIPELINE_RUNS = env.int("PIPELINE_RUNS", default=AGGREGATE_SHARDS)
+PIPELINE_INGEST = env.bool("PIPELINE_INGEST", default=True)
+PIPELINE_INGEST_SECONDS = env.float("PIPELINE_INGEST_SECONDS", default=2.0)  # per turn
+PIPELINE_BATCH_SIZE = env.int("PIPELINE_BATCH_SIZE", default=20_000)
 CELERY_BEAT_SCHEDULE = {
-    "ingest-tracking-events": {"task": "tracking.ingest_events", "schedule": 2.0},
-    # A run still queued when the next is due is dropped: the next one does its work.
-    "aggregate-rollups": {
-        "task": "clickmap.aggregate",
-        "schedule": 3.0,
-        "options": {"expires": 3.0},
+    # A tick starts a run when a slot is free. One still queued after a whole slice
+    # waited because every slot ran the pipeline, which loops while there is work and
+    # continues itself (never expiring): dropping the tick loses nothing.
+    "pipeline": {
+        "task": "clickmap.pipeline",
+        "schedule": 1.0,
+        "options": {"expires": PIPELINE_SLICE_SECONDS},
     },
     "ensure-event-partitions": {"task": "tracking.ensure_partitions", "schedule": 86400.0},
     # Scheduled sends start within this many seconds of their time (campaigns/scheduling.py).

@@ -1,6 +1,31 @@
 from celery import shared_task
 
+from clickmap import pipeline
 from clickmap.rollups import aggregate_free_shards
+
+
+@shared_task(name="clickmap.pipeline", ignore_result=True)
+def pipeline_task(continuation: bool = False):
+    """Ingest and aggregate in turns (clickmap/pipeline.py; celery beat ticks every
+    second). A run that ends its slice with work left queues its continuation at once:
+    one at a time, never expiring."""
+    if continuation:
+        pipeline.continuation_started()
+    report = pipeline.run_in_slot()
+    if report is None:
+        return None  # every slot is held by a run that loops while there is work
+    if report.work_left and pipeline.continuation_wanted():
+        pipeline_task.apply_async(kwargs={"continuation": True})
+    return {  # clickmap/pipeline_log.py logs and counts it (celery_signals.py)
+        "files": report.files,
+        "clicks": report.clicks,
+        "opens": report.opens,
+        "changes": report.changes,
+        "busy_shards": report.busy_shards,
+        "ingest_s": round(report.ingest_seconds, 3),
+        "aggregate_s": round(report.aggregate_seconds, 3),
+        "work_left": report.work_left,
+    }
 
 
 @shared_task(name="clickmap.aggregate", ignore_result=True)

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from campaigns.models import Campaign, Role, Template, TemplateLink, TemplateVersion
 from campaigns.tenancy import workspace_view
 from campaigns.version_images import version_images_for_render
-from clickmap import dashboard, exports, metrics, previews, results
+from clickmap import dashboard, exports, freshness, metrics, previews, results
 from clickmap.dashboard import Selection, click_map, shown_version
 from clickmap.models import Preview
 from clickmap.template_report import ReportSelection, report_side, template_report
@@ -22,8 +22,12 @@ FIGURES_MAX_CAMPAIGNS = 100  # a page of the campaign list holds far fewer
 
 def _map_context(request, campaign_id) -> dict:
     campaign = get_object_or_404(Campaign.objects.select_related("workspace"), pk=campaign_id)
+    # Before the numbers: a run finishing between the two reads then makes the line
+    # older than the numbers, never newer.
+    fresh = freshness.of_numbers()
     context = click_map(Selection.from_query(campaign, request.GET))
     context["campaign"] = campaign
+    context["freshness"] = fresh
     return context
 
 

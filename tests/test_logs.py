@@ -23,7 +23,7 @@ from campaigns.models import Delivery
 from campaigns.sending import send_campaign
 from clickmap.log_format import LineFormatter, RoutineAtDebug
 from clickmap.pipeline_log import AGGREGATE_TASK, after_run
-from clickmap.tasks import aggregate_task
+from clickmap.tasks import aggregate_task, pipeline_task
 from tests.conftest import SmtpSink, database_url, free_port
 from tests.factories import customers, sendable_campaign
 from tracking.ingest import ingest_spool
@@ -78,6 +78,13 @@ def test_routine_lines_are_debug_and_written_only_at_debug():
     send = record("Task %(name)s[%(id)s] received", name="celery.worker.strategy")
     send.args = {"name": "campaigns.send_campaign", "id": "x"}  # not routine: stays INFO
     assert RoutineAtDebug().filter(send) is True and send.levelname == "INFO"
+    # A pipeline tick that expired while every slot was running: routine too.
+    expired = record("Discarding revoked task: %s[%s]", name="celery.worker.request")
+    expired.args = ("clickmap.pipeline", "x")
+    assert RoutineAtDebug().filter(expired) is False and expired.levelname == "DEBUG"
+    revoked = record("Discarding revoked task: %s[%s]", name="celery.worker.request")
+    revoked.args = ("campaigns.send_campaign", "y")  # a revoked send is worth seeing
+    assert RoutineAtDebug().filter(revoked) is True and revoked.levelname == "INFO"
 
 
 def run_beat(tmp_path: Path, level: str, seconds: float) -> str:
@@ -221,6 +228,19 @@ def test_an_aggregation_run_logs_changes_applied_backlog_left_and_lag(
     with caplog.at_level(logging.INFO, logger="clickmap.pipeline"):
         aggregate_task.apply()  # nothing to do: no INFO line
     assert run_lines(caplog) == []
+
+
+@pytest.mark.django_db
+def test_a_pipeline_run_logs_and_counts_what_it_ingested_and_applied(
+    clicks_waiting, caplog, redis_client
+):
+    """What beat runs: one line for the run's two sides, with the backlog it left."""
+    with caplog.at_level(logging.DEBUG, logger="clickmap.pipeline"):
+        pipeline_task.apply()
+    (line,) = run_lines(caplog)
+    assert line["message"] == "pipeline run" and line["level"] == "INFO"
+    assert (line["changes"], line["backlog"], line["lag_s"], line["files"]) == (5, 0, 0.0, 0)
+    assert line["work_left"] is False and line["aggregate_s"] >= 0
 
 
 def other_process_run(extra_env: dict) -> str:

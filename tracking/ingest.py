@@ -1,8 +1,9 @@
 """Move spooled events into the database, classified. Exactly once.
 
-Each claimed spool file is stored in one transaction with INSERT … ON CONFLICT
-(event_id) DO NOTHING, and deleted only after the commit; a crash in between makes
-the next run read the file again and insert nothing twice. Several ingesters may
+Claimed spool files are stored a group at a time (up to GROUP_FILES files or
+GROUP_EVENTS events) in one transaction with INSERT … ON CONFLICT DO NOTHING (the
+event's id and time are unique), and deleted only after the commit; a crash in
+between makes the next run read them again and insert nothing twice. Several ingesters may
 run at once: each file is locked by the one that claimed it.
 
 A delivery's stored click verdicts always equal classify_clicks over all of its
@@ -17,6 +18,7 @@ stores the changed verdicts with their rollup change log rows.
 
 import logging
 import os
+import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from tracking.classify import (
 )
 from tracking.models import ClickEvent, EventChange, OpenEvent
 from tracking.signals import events_stored
-from tracking.spool import claim_files, read_records, release
+from tracking.spool import claim_files, oldest_file_time, read_records, release
 
 log = logging.getLogger(__name__)
 
@@ -71,34 +73,92 @@ class IngestReport:
     verdicts: Counter = field(default_factory=Counter)
 
 
-def ingest_spool(directory=None) -> IngestReport:
+def ingest_spool(directory=None, seconds: float | None = None) -> IngestReport:
     """Store every complete spool file's events; returns what was done, and for each
     file with lines that were not whole events, exactly what was skipped (also logged
-    at ERROR; the lines are kept in the spool's bad/ directory)."""
+    at ERROR; the lines are kept in the spool's bad/ directory). With `seconds`, takes
+    no further file once that long has passed (the pipeline's turns: clickmap/pipeline.py).
+
+    Then moves the spool's mark (SpoolMark, named TRACKING_SPOOL_NAME) forward: to this
+    run's start, or to the oldest file left in the spool (a writer's, still open, or one
+    another ingester is storing: files go only after their commit) when that is older.
+    Every event spooled before the mark is stored: one spooled before the run started
+    was in a file the run stored, or in one still there."""
+    started = time.time()
+    until = time.monotonic() + seconds if seconds is not None else None
+    directory = directory or settings.TRACKING_SPOOL_DIR
     report = IngestReport()
-    for path, fd in claim_files(directory or settings.TRACKING_SPOOL_DIR):
-        before = (report.clicks, report.opens, report.dropped, report.verdicts.copy())
-        try:
-            spooled = read_records(fd)
-            store_records(spooled.records, report)
-        except BaseException:
-            os.close(fd)  # the file stays; the next run reads it again
-            raise
+    group = []  # claimed files, stored together: [(path, fd, SpoolFile)]
+    try:
+        for path, fd in claim_files(directory):
+            try:
+                group.append((path, fd, read_records(fd)))
+            except BaseException:
+                os.close(fd)
+                raise
+            over = until is not None and time.monotonic() >= until
+            if over or len(group) >= GROUP_FILES or _events(group) >= GROUP_EVENTS:
+                _store_group(group, report)
+                group = []
+            if over:
+                break  # the files left stay for the next turn; the mark says so
+        if group:
+            _store_group(group, report)
+            group = []
+    finally:
+        for _, fd, _ in group:
+            os.close(fd)  # not stored: the files stay, the next run reads them again
+    mark_spool(min(started, oldest_file_time(directory) or started))
+    if report.files:
+        events_stored.send(sender=ingest_spool, report=report)
+    return report
+
+
+# Spool files stored in one transaction: a tracker's files are small when it is slow
+# (each process rotates its file every second), and each transaction costs its locks,
+# lookups and commit whatever its size.
+GROUP_FILES = 64
+GROUP_EVENTS = 5000
+
+
+def _events(group) -> int:
+    return sum(len(spooled.records) for _, _, spooled in group)
+
+
+def _store_group(group, report: IngestReport) -> None:
+    """Store the events of the claimed files in one transaction, then delete the files
+    (only after the commit: a crash in between makes the next run read them again and
+    insert nothing twice)."""
+    before = (report.clicks, report.opens, report.dropped, report.verdicts.copy())
+    store_records([record for _, _, spooled in group for record in spooled.records], report)
+    while group:
+        path, fd, spooled = group.pop(0)
         release(path, fd, spooled.bad)
-        _count_stored(report, before)
         report.files += 1
         report.bad_lines += len(spooled.bad)
         report.bad_bytes += spooled.bad_bytes
         if loss := spooled.loss(path.name):
             report.lost.append(loss)
             log.error("tracking spool %s: %s; kept in bad/%s", path.parent, loss, path.name)
-    if report.files:
-        events_stored.send(sender=ingest_spool, report=report)
-    return report
+    _count_stored(report, before)
+
+
+def mark_spool(ingested_before: float, name: str | None = None) -> None:
+    """Record that every event of spool `name` spooled before `ingested_before` (a Unix
+    time) is stored. Marks only move forward: a run that started earlier and ends later
+    does not take back what a later run found."""
+    at = datetime.fromtimestamp(ingested_before, tz=UTC)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """INSERT INTO tracking_spoolmark (name, at) VALUES (%s, %s)
+               ON CONFLICT (name)
+               DO UPDATE SET at = GREATEST(EXCLUDED.at, tracking_spoolmark.at)""",
+            [name or settings.TRACKING_SPOOL_NAME, at],
+        )
 
 
 def _count_stored(report: IngestReport, before) -> None:
-    """Count what one committed file added to `report` (Prometheus, tracking/telemetry)."""
+    """Count what one committed group of files added to `report` (tracking/telemetry)."""
     clicks, opens, dropped, verdicts = before
     telemetry.EVENTS_INGESTED.labels("click").inc(report.clicks - clicks)
     telemetry.EVENTS_INGESTED.labels("open").inc(report.opens - opens)
@@ -242,10 +302,8 @@ def _store_clicks(records, deliveries, links, report: IngestReport) -> None:
                     reason=str(reason),
                 )
             )
-        created = ClickEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
-        _log_changes(
-            EventChange.Kind.CLICK, [(e.delivery_id, e.link_id) for e in created if e.link_id]
-        )
+        created = _insert_new(ClickEvent, CLICK_COLUMNS, rows, ("delivery_id", "link_id"))
+        _log_changes(EventChange.Kind.CLICK, [(d, link) for d, link in created if link])
         report.clicks += len(rows)
 
 
@@ -265,10 +323,55 @@ def _reclassify(stored, reasons, report: IngestReport) -> None:
 def _log_changes(kind: str, keys) -> None:
     """Tell the rollups which (delivery, link) pairs changed. Honeypot clicks are left
     out: they only serve the classifier and count in no metric."""
-    EventChange.objects.bulk_create(
-        [EventChange(kind=kind, delivery_id=d, link_id=link) for d, link in set(keys)],
-        batch_size=1000,
-    )
+    keys = sorted(set(keys), key=lambda key: (key[0], key[1] or 0))
+    if not keys:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO tracking_eventchange (kind, delivery_id, link_id) "
+            "SELECT %s, * FROM unnest(%s::bigint[], %s::bigint[])",
+            [kind, [d for d, _ in keys], [link for _, link in keys]],
+        )
+
+
+# The stored columns of an event and their types, for _insert_new's arrays.
+EVENT_COLUMNS = {
+    "event_id": "uuid",
+    "workspace_id": "bigint",
+    "delivery_id": "bigint",
+    "at": "timestamptz",
+    "user_agent": "text",
+    "ip": "text",
+    "device": "text",
+    "reliable": "boolean",
+    "reason": "text",
+}
+CLICK_COLUMNS = EVENT_COLUMNS | {
+    "link_id": "bigint",
+    "url": "text",
+    "honeypot": "boolean",
+    "method": "text",
+}
+
+
+def _insert_new(model, columns: dict, events: list, returning: tuple) -> list[tuple]:
+    """Insert the events that are not stored yet (an event read again has the same id
+    and time) in one statement, each column one array: the ORM's bulk_create spent
+    most of ingestion's time writing a statement with a parameter per value. Returns
+    the `returning` columns of the rows inserted."""
+    if not events:
+        return []
+    names = list(columns)
+    arrays = [[getattr(event, name) for event in events] for name in names]
+    unnest = ", ".join(f"%s::{kind}[]" for kind in columns.values())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {model._meta.db_table} ({', '.join(names)}, ingested_at) "  # noqa: S608 (names are ours)
+            f"SELECT *, now() FROM unnest({unnest}) "
+            f"ON CONFLICT DO NOTHING RETURNING {', '.join(returning)}",
+            arrays,
+        )
+        return cursor.fetchall()
 
 
 def _store_opens(records, deliveries, report: IngestReport) -> None:
@@ -293,6 +396,6 @@ def _store_opens(records, deliveries, report: IngestReport) -> None:
                 reason=str(reason),
             )
         )
-    OpenEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
-    _log_changes(EventChange.Kind.OPEN, [(e.delivery_id, None) for e in rows])
+    created = _insert_new(OpenEvent, EVENT_COLUMNS, rows, ("delivery_id",))
+    _log_changes(EventChange.Kind.OPEN, [(d, None) for (d,) in created])
     report.opens += len(rows)

@@ -137,3 +137,17 @@ class EventChange(models.Model):
 
     def __str__(self):
         return f"{self.kind} {self.delivery_id}/{self.link_id}"
+
+
+class SpoolMark(models.Model):
+    """How far one spool has been ingested: every event spooled in it before `at` is
+    stored (with its change log rows). Each ingestion run moves it forward
+    (tracking.ingest.ingest_spool); the click map's freshness starts from the oldest
+    spool's mark (clickmap/freshness.py). `name` is TRACKING_SPOOL_NAME: one per tracker
+    host (docs/scaling.md)."""
+
+    name = models.CharField(max_length=200, primary_key=True)
+    at = models.DateTimeField()
+
+    def __str__(self):
+        return f"spool {self.name} ingested up to {self.at}"

@@ -214,6 +214,17 @@ def claim_files(directory: Path):
         yield path, fd
 
 
+def oldest_file_time(directory: Path) -> float | None:
+    """When the oldest spool file in `directory` was opened (Unix time, from its name),
+    or None when there is none. Its events were all spooled at or after that time."""
+    times = []
+    for path in Path(directory).glob("*[0-9]-*"):
+        if path.suffix in (".jsonl", ".tmp"):
+            with contextlib.suppress(ValueError):
+                times.append(int(path.name.split("-", 1)[0]) / 1000)
+    return min(times, default=None)
+
+
 @dataclass
 class SpoolFile:
     """What one spool file held: its whole events, and every byte that was not one."""
