@@ -39,7 +39,8 @@ when they do not. A missed speed goal is only printed.
 
 Usage: bench/bench_rollups.py [--scale 0.1] [--reuse] [--generate-only] (--reuse keeps
 a database made by an earlier run at the same scale: for development only, as each run
-adds events). BENCH_ROLLUPS_PG (postgresql://postgres@127.0.0.1:5432) names the server,
+adds events). BENCH_ROLLUPS_PG (postgresql://postgres@127.0.0.1:5432; a Unix socket as
+postgresql://postgres@?host=/dir) names the server,
 BENCH_ROLLUPS_DB the database.
 """
 
@@ -59,9 +60,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DB_NAME = os.environ.get("BENCH_ROLLUPS_DB", "clickmap_bench_rollups")
-PG_SERVER = os.environ.get("BENCH_ROLLUPS_PG", "postgresql://postgres@127.0.0.1:5432")
-PG_ADMIN_URL = f"{PG_SERVER}/postgres"
-DATABASE_URL = f"{PG_SERVER}/{DB_NAME}"
+# A server URL, optionally with a query (postgresql://postgres@?host=/path/of/socket for a
+# server on a Unix socket, such as the embedded one under var/postgres).
+PG_SERVER, _, PG_QUERY = os.environ.get(
+    "BENCH_ROLLUPS_PG", "postgresql://postgres@127.0.0.1:5432"
+).partition("?")
+PG_QUERY = f"?{PG_QUERY}" if PG_QUERY else ""
+PG_ADMIN_URL = f"{PG_SERVER}/postgres{PG_QUERY}"
+DATABASE_URL = f"{PG_SERVER}/{DB_NAME}{PG_QUERY}"
 INCREMENTAL_EVENTS = 100_000
 DASHBOARD_REPEATS = 40
 DASHBOARD_SECONDS = 20  # per scope; at least 5 repetitions

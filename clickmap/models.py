@@ -60,6 +60,12 @@ class PairRollup(models.Model):
     total_rel = models.PositiveIntegerField(default=0)
     window_all = models.PositiveIntegerField(default=0)
     window_rel = models.PositiveIntegerField(default=0)
+    # The state the in-order fast path applies a later click to (docs/aggregation.md):
+    # the time of the pair's last click applied, and of its last counted click (all
+    # clicks; reliable ones alone). NULL with clicks counted: recompute from history.
+    last_at = models.DateTimeField(null=True)
+    counted_at_all = models.DateTimeField(null=True)
+    counted_at_rel = models.DateTimeField(null=True)
 
     objects = ScopedManager(workspace="workspace")
 
@@ -130,6 +136,8 @@ class RecipientRollup(models.Model):
     clicked_rel = models.BooleanField(default=False)
     opened_all = models.BooleanField(default=False)
     opened_rel = models.BooleanField(default=False)
+    # The time of the recipient's last click or open applied (the fast path's state).
+    last_at = models.DateTimeField(null=True)
 
     objects = ScopedManager(workspace="workspace")
 

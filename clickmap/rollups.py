@@ -30,7 +30,7 @@ from django.db import connection, connections, transaction
 from django_scopes import scopes_disabled
 
 from campaigns.models import Delivery
-from clickmap import segment_rollups, spans
+from clickmap import fast_path, segment_rollups, spans
 from clickmap.counters import add_counters
 from clickmap.models import (
     COUNTERS,
@@ -71,6 +71,8 @@ class AggregateReport:
     recipients: int = 0
     batches: int = 0
     memberships: int = 0  # membership log entries applied (clickmap/segment_rollups.py)
+    fast_pairs: int = 0  # pairs applied in order from their state (clickmap/fast_path.py)
+    fast_recipients: int = 0
     busy_shards: int = 0  # left to the runs that held them (aggregate_free_shards)
     # The largest change id applied so far: the run's next batch starts after it, so it
     # does not walk again over the rows it deleted (rows another worker held when they
@@ -78,7 +80,16 @@ class AggregateReport:
     applied_up_to: int = field(default=0, repr=False, compare=False)
 
     def add(self, other: "AggregateReport") -> None:
-        for name in ("changes", "pairs", "recipients", "batches", "memberships", "busy_shards"):
+        for name in (
+            "changes",
+            "pairs",
+            "recipients",
+            "batches",
+            "memberships",
+            "busy_shards",
+            "fast_pairs",
+            "fast_recipients",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -253,9 +264,17 @@ def recompute() -> AggregateReport:
         return _recompute_sql()
 
 
+# A pair's state for the fast path (clickmap/fast_path.py): its last click's time and its
+# last counted click's, all and reliable; per cell, and the pair's is its cells' latest.
+PAIR_STATE = ("last_at", "counted_at_all", "counted_at_rel")
+STATE_SQL = """max(at) AS last_at, max(at) FILTER (WHERE counted_all) AS counted_at_all,
+               max(at) FILTER (WHERE counted_rel) AS counted_at_rel"""
+
+
 def _cells_sql(events: str, window_mode: bool, key: tuple = ("delivery_id", "link_id")) -> str:
-    """A SELECT of (*key, day, device, *COUNTERS) over `events`: each pair's clicks
-    counted per UTC day and device.
+    """A SELECT of (*key, day, device, *COUNTERS, *PAIR_STATE) over `events`: each pair's
+    clicks counted per UTC day and device, with the cell's last click and last counted
+    clicks (the pair's, for the fast path, are the latest of its cells').
 
     `events` is a SELECT of clicks with the `key` columns (naming the pair), at, id,
     reliable, device and hours (the workspace's window). A click is *counted*
@@ -269,7 +288,7 @@ def _cells_sql(events: str, window_mode: bool, key: tuple = ("delivery_id", "lin
     pair = f"PARTITION BY {keys} ORDER BY e.at, e.id"
     if window_mode:
         flags = f"""
-            SELECT {keys}, e.day, e.device, e.reliable,
+            SELECT {keys}, e.at, e.day, e.device, e.reliable,
                    e.last_all IS DISTINCT FROM lag(e.last_all) OVER w AS counted_all,
                    e.reliable AND e.last_rel IS DISTINCT FROM lag(e.last_rel) OVER w
                        AS counted_rel
@@ -281,7 +300,7 @@ def _cells_sql(events: str, window_mode: bool, key: tuple = ("delivery_id", "lin
             WINDOW w AS ({pair})"""
     else:
         flags = f"""
-            SELECT {keys}, {day} AS day, e.device, e.reliable,
+            SELECT {keys}, e.at, {day} AS day, e.device, e.reliable,
                    row_number() OVER w = 1 AS counted_all,
                    e.reliable AND count(*) FILTER (WHERE e.reliable) OVER w = 1 AS counted_rel
             FROM ({events}) e WINDOW w AS ({pair})"""
@@ -290,7 +309,8 @@ def _cells_sql(events: str, window_mode: bool, key: tuple = ("delivery_id", "lin
                count(*) AS total_all,
                count(*) FILTER (WHERE reliable) AS total_rel,
                count(*) FILTER (WHERE counted_all) AS window_all,
-               count(*) FILTER (WHERE counted_rel) AS window_rel
+               count(*) FILTER (WHERE counted_rel) AS window_rel,
+               {STATE_SQL}
         FROM ({flags}) f
         GROUP BY {_listed(key)}, day, device"""
 
@@ -357,8 +377,8 @@ def _apply_batch_sql(
                 DELETE FROM tracking_eventchange
                 WHERE id = ANY(ARRAY(SELECT c.id FROM tracking_eventchange c {in_shard} c.id > %s
                                      ORDER BY c.id LIMIT %s FOR UPDATE OF c SKIP LOCKED))
-                RETURNING id, kind, delivery_id, link_id)
-            SELECT c.id, c.kind, c.delivery_id, c.link_id, d.workspace_id, d.variant_id,
+                RETURNING id, kind, delivery_id, link_id, at)
+            SELECT c.id, c.kind, c.delivery_id, c.link_id, c.at, d.workspace_id, d.variant_id,
                    d.customer_id, w.unique_window_hours
             FROM claimed c
             LEFT JOIN LATERAL (
@@ -369,34 +389,32 @@ def _apply_batch_sql(
         )
         if not changes:
             return 0
-        pairs = {}  # (variant, link, customer) -> (workspace, delivery, window hours)
-        # (variant, customer) -> [workspace, delivery, clicks?, opens?, clicked proofs]
-        recipients = {}
-        for _, kind, delivery_id, link_id, workspace_id, variant_id, customer_id, hours in changes:
+        pairs: dict[tuple, fast_path.PairChange] = {}  # (variant, link, customer) ->
+        recipients: dict[tuple, fast_path.RecipientChange] = {}  # (variant, customer) ->
+        for change in changes:
+            _, kind, delivery_id, link_id, at, workspace_id, variant_id, customer_id, hours = change
             if workspace_id is None:
                 continue  # the delivery was deleted with its events
             recipient = recipients.setdefault(
-                (variant_id, customer_id), [workspace_id, delivery_id, False, False, None]
+                (variant_id, customer_id), fast_path.RecipientChange(workspace_id, delivery_id)
             )
+            recipient.saw(at)
             if kind == EventChange.Kind.CLICK:
-                recipient[2] = True
+                recipient.clicks = True
                 if link_id:
-                    pairs[(variant_id, link_id, customer_id)] = (workspace_id, delivery_id, hours)
+                    key = (variant_id, link_id, customer_id)
+                    pair = pairs.setdefault(
+                        key, fast_path.PairChange(workspace_id, delivery_id, hours, at)
+                    )
+                    if at is None or pair.earliest is None:
+                        pair.earliest = None
+                    else:
+                        pair.earliest = min(pair.earliest, at)
             else:
-                recipient[3] = True
-        link_deltas, unproven, link_days, segment_deltas = _recompute_pairs_sql(cursor, pairs)
-        pairs_of = {(variant_id, customer_id) for variant_id, _, customer_id in pairs}
-        for key, recipient in recipients.items():
-            if recipient[2]:
-                recipient[4] = unproven.get(
-                    key, (True, True) if key in pairs_of else (False, False)
-                )
-        email_deltas, segment_deltas["clickmap_segmentemailrollup"] = _recompute_recipients_sql(
-            cursor, recipients
-        )
-        email_spans = spans.recipient_days_sql(
-            cursor, {k: tuple(r[:2]) for k, r in recipients.items()}
-        )
+                recipient.opens = True
+        deltas = fast_path.Deltas()
+        fast_pairs, slow_pairs = _apply_pairs(cursor, pairs, deltas)
+        fast_recipients = _apply_recipients(cursor, recipients, fast_pairs, slow_pairs, deltas)
         # The counters every batch adds to come last, in one table order: their rows stay
         # locked only for the end of the transaction, so another shard's batch waits for
         # them moments, not for this batch's recipient statements.
@@ -404,18 +422,198 @@ def _apply_batch_sql(
             "clickmap_linkrollup",
             ("workspace_id", "variant_id", "link_id"),
             LINK_COUNTERS,
-            link_deltas,
+            [(*key, *values) for key, values in deltas.links.items()],
         )
         add_counters(
-            "clickmap_emailrollup", ("workspace_id", "variant_id"), EMAIL_COUNTERS, email_deltas
+            "clickmap_emailrollup",
+            ("workspace_id", "variant_id"),
+            EMAIL_COUNTERS,
+            [(*key, *values) for key, values in deltas.emails.items()],
         )
-        segment_rollups.add_batch_deltas(segment_deltas)
-        spans.add_deltas_sql(*link_days, *email_spans)
+        segment_rollups.add_batch_deltas(deltas.segment_rows())
+        spans.add_deltas_sql(
+            {key: values for key, values in deltas.link_days.items()},
+            deltas.link_spans,
+            deltas.email_spans,
+            deltas.segment_email_spans,
+        )
+    report.fast_pairs += len(fast_pairs)
+    report.fast_recipients += fast_recipients
     report.applied_up_to = max(change[0] for change in changes)
     report.changes += len(changes)
     report.pairs += len(pairs)
     report.recipients += len(recipients)
     return len(changes)
+
+
+def _apply_pairs(cursor, pairs: dict, deltas: fast_path.Deltas) -> tuple[dict, dict]:
+    """Lock the batch's pairs (creating missing rows) in key order and apply them: those
+    whose changes all come after their stored state by the fast path, the others by a
+    recompute from their clicks. Adds what they change to `deltas`; returns the fast
+    pairs' results {key: PairResult} and, for the recipients of recomputed pairs, the
+    clicked flags (all, rel) those pairs show {(variant, customer): (bool, bool)}."""
+    if not pairs:
+        return {}, {}
+    keys = sorted(pairs)
+    _lock_rows_sql(
+        cursor,
+        "clickmap_pairrollup",
+        ("variant_id", "link_id", "customer_id"),
+        [(pairs[k].workspace_id, *k) for k in keys],
+        dict.fromkeys(COUNTERS, "0"),
+    )
+    states = fast_path.pair_states(cursor, keys)
+    fast = [k for k in keys if states[k].applies(pairs[k])]
+    results = {}
+    if fast:
+        days, clicks = fast_path.pair_news(cursor, [(states[k], pairs[k], k[1]) for k in fast])
+        for k in fast:
+            state = states[k]
+            results[k] = fast_path.apply_pair(
+                state, pairs[k].hours, days.get(state.id, {}), clicks.get(state.id, [])
+            )
+        fast_path.write_pairs(cursor, sorted(results.items()))
+        segments_of = fast_path.members(cursor, {k[2] for k in fast})
+        for (variant, link, customer), result in results.items():
+            _fast_pair_deltas(deltas, result, variant, link, segments_of.get(customer, ()))
+    slow = {k: pairs[k] for k in keys if k not in results}
+    proofs = {}
+    if slow:
+        links, unproven, (link_days, link_spans), segments = _recompute_pairs_sql(cursor, slow)
+        for w, v, link, *values in links:
+            deltas.add(deltas.links, (w, v, link), values)
+        for key, values in link_days.items():
+            deltas.add(deltas.link_days, key, values)
+        deltas.link_spans.update(link_spans)
+        for table, rows in segments.items():
+            width = len(segment_rollups.SEGMENT_KEYS[table][0])
+            for row in rows:
+                deltas.add_segment(table, tuple(row[:width]), row[width:])
+        for variant, _, customer in slow:
+            proofs[(variant, customer)] = unproven.get((variant, customer), (True, True))
+    return results, proofs
+
+
+def _fast_pair_deltas(deltas, result, variant: int, link: int, segments) -> None:
+    """What a fast pair adds: its cells to the link and its day rows, its spans, and the
+    link's unique clickers when it turns clicked; the same to its segments'."""
+    w = result.state.workspace_id
+    added = [sum(cell[i] for cell in result.cells.values()) for i in range(4)]
+    before = (result.state.total_all - added[0], result.state.total_rel - added[1])
+    unique = [int(before[0] == 0 and added[0] > 0), int(before[1] == 0 and added[1] > 0)]
+    for owner, table in (((w,), None), *(((w, s), "segment") for s in segments)):
+        key = (*owner, variant, link)
+        deltas.add(
+            deltas.segments["clickmap_segmentlinkrollup"] if table else deltas.links,
+            key,
+            [*added, *unique],
+        )
+        for (day, device), values in result.cells.items():
+            deltas.add(
+                deltas.segments["clickmap_segmentlinkdayrollup"] if table else deltas.link_days,
+                (*key, day, device),
+                values,
+            )
+        for span, n in result.spans.items():
+            if table:
+                deltas.add(deltas.segments["clickmap_segmentlinkspanrollup"], (*key, *span), [n])
+            else:
+                deltas.link_spans[(*key, *span)] += n
+
+
+def _apply_recipients(
+    cursor, recipients: dict, fast_pairs: dict, proofs: dict, deltas: fast_path.Deltas
+) -> int:
+    """Lock the batch's recipients in key order and apply them, by the fast path when
+    their changes and every event to apply come after their stored state and none of
+    their pairs here was recomputed, else by the recompute. Returns how many went fast."""
+    if not recipients:
+        return 0
+    keys = sorted(recipients)
+    _lock_rows_sql(
+        cursor,
+        "clickmap_recipientrollup",
+        ("variant_id", "customer_id"),
+        [(recipients[k].workspace_id, *k) for k in keys],
+        dict.fromkeys(RECIPIENT_TO_EMAIL, "false"),
+    )
+    states = fast_path.recipient_states(cursor, keys)
+    recomputed_pairs = set(proofs)  # recipients with a pair recomputed in this batch
+    clicks_of = defaultdict(list)
+    for (variant, _, customer), result in fast_pairs.items():
+        clicks_of[(variant, customer)].extend(result.clicks)
+        shown = proofs.get((variant, customer), (False, False))
+        proofs[(variant, customer)] = (shown[0] or result.proof[0], shown[1] or result.proof[1])
+    candidates = [
+        (k, states[k], recipients[k])
+        for k in keys
+        if k not in recomputed_pairs and states[k].applies(recipients[k])
+    ]
+    results = {}
+    if candidates:
+        days, opens = fast_path.recipient_news(cursor, candidates)
+        for key, state, _ in candidates:
+            events = [
+                fast_path.RecipientEvent(c.at, True, c.reliable, c.device)
+                for c in clicks_of.get(key, ())
+            ] + opens.get(key, [])
+            events.sort(key=lambda e: e.at)
+            if state.last_at is not None and events and events[0].at <= state.last_at:
+                continue  # an event not after the state: recomputed
+            results[key] = fast_path.apply_recipient(state, days.get(key, {}), events)
+        fast_path.write_recipients(cursor, sorted(results.items()))
+        segments_of = fast_path.members(cursor, {k[1] for k in results})
+        for (variant, customer), result in results.items():
+            w = result.state.workspace_id
+            deltas.add(deltas.emails, (w, variant), result.turned_on)
+            for segment in segments_of.get(customer, ()):
+                deltas.add_segment(
+                    "clickmap_segmentemailrollup", (w, segment, variant), result.turned_on
+                )
+            for (device, kind, reliable, day, since), n in result.spans.items():
+                span = (kind, device, reliable, day, since)
+                deltas.email_spans[(w, variant, *span)] += n
+                for segment in segments_of.get(customer, ()):
+                    deltas.segment_email_spans[(w, segment, variant, *span)] += n
+    slow = {k: recipients[k] for k in keys if k not in results}
+    if slow:
+        for key, change in slow.items():
+            if change.clicks:
+                change.proof = proofs.get(key, (False, False))
+        emails, segment_emails = _recompute_recipients_sql(cursor, slow)
+        for w, v, *values in emails:
+            deltas.add(deltas.emails, (w, v), values)
+        for w, segment, v, *values in segment_emails:
+            deltas.add_segment("clickmap_segmentemailrollup", (w, segment, v), values)
+        email_spans, segment_email_spans = spans.recipient_days_sql(
+            cursor, {k: (c.workspace_id, c.delivery_id) for k, c in slow.items()}
+        )
+        deltas.email_spans.update(email_spans)
+        deltas.segment_email_spans.update(segment_email_spans)
+        _recipients_last_at_sql(cursor, slow)
+    return len(results)
+
+
+def _recipients_last_at_sql(cursor, recipients: dict) -> None:
+    """Store recomputed recipients' last_at: their last click (their pairs' last_at) or
+    open. Read after their rows were (so never earlier than what they count: an event
+    committed in between is not after it, and its change row has it recomputed)."""
+    keys = sorted(recipients)
+    cursor.execute(
+        """UPDATE clickmap_recipientrollup r
+           SET last_at = greatest(
+               (SELECT max(p.last_at) FROM clickmap_pairrollup p
+                WHERE p.customer_id = t.customer_id AND p.variant_id = t.variant_id),
+               (SELECT max(o.at) FROM tracking_openevent o WHERE o.delivery_id = t.delivery_id))
+           FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])
+                AS t(variant_id, customer_id, delivery_id)
+           WHERE r.variant_id = t.variant_id AND r.customer_id = t.customer_id""",
+        [
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [recipients[k].delivery_id for k in keys],
+        ],
+    )
 
 
 def _lock_rows_sql(cursor, table: str, key: tuple, rows: list, zeros: dict) -> None:
@@ -449,14 +647,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
     """
     if not pairs:
         return [], {}, ({}, Counter()), {}
-    keys = sorted(pairs)
-    _lock_rows_sql(
-        cursor,
-        "clickmap_pairrollup",
-        ("variant_id", "link_id", "customer_id"),
-        [(pairs[k][0], *k) for k in keys],
-        dict.fromkeys(COUNTERS, "0"),
-    )
+    keys = sorted(pairs)  # locked by the caller
     # Each pair's clicks: one range of clickmap_click_pair_idx.
     events = """
         SELECT p.id AS pair_id, e.at, e.id, e.reliable, e.device, p.hours
@@ -464,12 +655,14 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
             SELECT e.at, e.id, e.reliable, e.device FROM tracking_clickevent e
             WHERE e.delivery_id = p.delivery_id AND e.link_id = p.link_id OFFSET 0) e
         WHERE (p.hours > 0) = {mode}"""
-    modes = sorted({pairs[k][2] > 0 for k in keys})
+    modes = sorted({pairs[k].hours > 0 for k in keys})
     cells = " UNION ALL ".join(
         _cells_sql(events.format(mode=mode), window_mode=mode, key=("pair_id",)) for mode in modes
     )
     changed = " OR ".join(f"o_{c} IS DISTINCT FROM {c}" for c in COUNTERS)
+    state_changed = " OR ".join(f"o_{c} IS DISTINCT FROM {c}" for c in PAIR_STATE)
     sums = ", ".join(f"sum({c}) AS {c}" for c in COUNTERS)
+    latest = ", ".join(f"max({c}) AS {c}" for c in PAIR_STATE)
     link_deltas = ", ".join(
         [
             *(f"sum({c} - o_{c})::bigint" for c in COUNTERS),
@@ -483,20 +676,23 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
         f"""
         WITH p AS MATERIALIZED (
             SELECT r.id, r.workspace_id, t.variant_id, t.link_id, t.customer_id,
-                   t.delivery_id, t.hours, {_listed(COUNTERS, "r.")}
+                   t.delivery_id, t.hours, {_listed(COUNTERS, "r.")},
+                   {_listed(PAIR_STATE, "r.")}
             FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::int[])
                  AS t(variant_id, link_id, customer_id, delivery_id, hours)
             CROSS JOIN LATERAL (
-                SELECT r.id, r.workspace_id, {_listed(COUNTERS, "r.")}
+                SELECT r.id, r.workspace_id, {_listed(COUNTERS, "r.")},
+                       {_listed(PAIR_STATE, "r.")}
                 FROM clickmap_pairrollup r WHERE r.variant_id = t.variant_id
                 AND r.link_id = t.link_id AND r.customer_id = t.customer_id OFFSET 0) r),
         {spans.MEMBERS_SQL.format(source="p")},
         cell AS MATERIALIZED ({cells}),
         n AS MATERIALIZED (
             SELECT p.id, p.workspace_id, p.variant_id, p.link_id, p.customer_id,
-                   {", ".join(f"p.{c} AS o_{c}" for c in COUNTERS)},
-                   {", ".join(f"coalesce(s.{c}, 0)::int AS {c}" for c in COUNTERS)}
-            FROM p LEFT JOIN (SELECT pair_id, {sums} FROM cell GROUP BY pair_id) s
+                   {", ".join(f"p.{c} AS o_{c}" for c in (*COUNTERS, *PAIR_STATE))},
+                   {", ".join(f"coalesce(s.{c}, 0)::int AS {c}" for c in COUNTERS)},
+                   {_listed(PAIR_STATE, "s.")}
+            FROM p LEFT JOIN (SELECT pair_id, {sums}, {latest} FROM cell GROUP BY pair_id) s
               ON s.pair_id = p.id),
         old AS MATERIALIZED (
             SELECT x.* FROM p CROSS JOIN LATERAL (
@@ -518,9 +714,10 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
                OR (coalesce(total_rel, 0) > 0) <> (coalesce(o_total_rel, 0) > 0)
             GROUP BY 1),
         pair_update AS (
-            UPDATE clickmap_pairrollup r SET {", ".join(f"{c} = n.{c}" for c in COUNTERS)}
+            UPDATE clickmap_pairrollup r
+            SET {", ".join(f"{c} = n.{c}" for c in (*COUNTERS, *PAIR_STATE))}
             FROM n WHERE r.id = n.id
-            AND r.id = ANY(ARRAY(SELECT id FROM n WHERE {changed}))),
+            AND r.id = ANY(ARRAY(SELECT id FROM n WHERE {changed} OR {state_changed}))),
         day_delete AS (
             DELETE FROM clickmap_pairdayrollup
             WHERE id = ANY(ARRAY(SELECT old_id FROM day WHERE pair_id IS NULL))),
@@ -589,8 +786,8 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
             [k[0] for k in keys],
             [k[1] for k in keys],
             [k[2] for k in keys],
-            [pairs[k][1] for k in keys],
-            [pairs[k][2] for k in keys],
+            [pairs[k].delivery_id for k in keys],
+            [pairs[k].hours for k in keys],
         ],
     )
     links, unproven = [], {}
@@ -631,23 +828,17 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> tuple[list, list]:
     recipients as (workspace, segment, variant, *EMAIL_COUNTERS) rows.
 
     Clicked flags follow the pairs, and change only with a click change row; opened flags
-    follow the open events and the clicked flags (a click implies an open: docs/metrics.md). A clicked flag that one of the batch's own
+    follow the open events and the clicked flags (a click implies an open:
+    docs/metrics.md). A clicked flag that one of the batch's own
     pairs (locked, just recomputed) proves true needs no look at the other pairs.
     """
     if not recipients:
         return [], []
-    keys = sorted(recipients)
-    _lock_rows_sql(
-        cursor,
-        "clickmap_recipientrollup",
-        ("variant_id", "customer_id"),
-        [(recipients[k][0], *k) for k in keys],
-        dict.fromkeys(RECIPIENT_TO_EMAIL, "false"),
-    )
+    keys = sorted(recipients)  # locked by the caller
     flags = tuple(RECIPIENT_TO_EMAIL)
     changed = " OR ".join(f"o_{f} IS DISTINCT FROM {f}" for f in flags)
     deltas = ", ".join(f"sum({f}::int - o_{f}::int)::bigint" for f in flags)
-    proofs = [recipients[k][4] or (False, False) for k in keys]
+    proofs = [recipients[k].proof or (False, False) for k in keys]
     rows = _fetch(
         cursor,
         f"""
@@ -710,9 +901,9 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> tuple[list, list]:
         [
             [k[0] for k in keys],
             [k[1] for k in keys],
-            [recipients[k][1] for k in keys],
-            [recipients[k][2] for k in keys],
-            [recipients[k][3] for k in keys],
+            [recipients[k].delivery_id for k in keys],
+            [recipients[k].clicks for k in keys],
+            [recipients[k].opens for k in keys],
             [p[0] for p in proofs],
             [p[1] for p in proofs],
         ],
@@ -834,7 +1025,7 @@ def _recompute_cells_sql(cursor) -> int:
         CREATE TEMP TABLE recompute_cell (pair_id bigint, delivery_id bigint,
             workspace_id bigint, variant_id bigint, link_id bigint, customer_id bigint,
             day date, device varchar(8), {_listed(COUNTERS, suffix=" int")},
-            {_listed(COUNTERS, "pair_", " int")})"""
+            {_listed(COUNTERS, "pair_", " int")}, {_listed(PAIR_STATE, "pair_", " timestamptz")})"""
     )
     groups = defaultdict(list)  # window hours -> workspaces
     for pk, window in _fetch(cursor, "SELECT id, unique_window_hours FROM campaigns_workspace"):
@@ -849,8 +1040,14 @@ def _recompute_cells_sql(cursor) -> int:
         # The cells come out in (delivery, link) order, so numbering the pairs and summing
         # them are window functions over the same order: no sort, no hash of 1.7M pairs.
         pair_sums = ", ".join(
-            f"CASE WHEN row_number() OVER pair = 1 THEN sum(c.{c}) OVER pair END AS pair_{c}"
-            for c in COUNTERS
+            [
+                f"CASE WHEN row_number() OVER pair = 1 THEN sum(c.{c}) OVER pair END AS pair_{c}"
+                for c in COUNTERS
+            ]
+            + [
+                f"CASE WHEN row_number() OVER pair = 1 THEN max(c.{c}) OVER pair END AS pair_{c}"
+                for c in PAIR_STATE
+            ]
         )
         # Sorted grouping keeps that order (a hash aggregate would need a sort after).
         with _settings(cursor, enable_hashagg="off"):
@@ -859,7 +1056,7 @@ def _recompute_cells_sql(cursor) -> int:
                 INSERT INTO recompute_cell
                 SELECT c.pair_id, c.delivery_id, d.workspace_id, d.variant_id, c.link_id,
                        d.customer_id, c.day, c.device, {_listed(COUNTERS, "c.")},
-                       {_listed(COUNTERS, "c.pair_")}
+                       {_listed(COUNTERS, "c.pair_")}, {_listed(PAIR_STATE, "c.pair_")}
                 FROM (SELECT %(offset)s + dense_rank() OVER (ORDER BY c.delivery_id, c.link_id)
                                  AS pair_id, c.*,
                              {pair_sums}
@@ -879,9 +1076,9 @@ def _insert_rollups_sql(cursor) -> None:
     cursor.execute(
         f"""
         INSERT INTO clickmap_pairrollup (id, workspace_id, variant_id, link_id, customer_id,
-            {counters})
+            {counters}, {_listed(PAIR_STATE)})
         SELECT pair_id, workspace_id, variant_id, link_id, customer_id,
-               {_listed(COUNTERS, "pair_")}
+               {_listed(COUNTERS, "pair_")}, {_listed(PAIR_STATE, "pair_")}
         FROM recompute_cell WHERE pair_total_all IS NOT NULL"""
     )
     cursor.execute(
@@ -907,16 +1104,17 @@ def _insert_rollups_sql(cursor) -> None:
     cursor.execute(
         """
         INSERT INTO clickmap_recipientrollup (workspace_id, variant_id, customer_id,
-            clicked_all, clicked_rel, opened_all, opened_rel)
+            clicked_all, clicked_rel, opened_all, opened_rel, last_at)
         SELECT d.workspace_id, d.variant_id, d.customer_id,
                coalesce(c.clicked_all, false), coalesce(c.clicked_rel, false),
                -- a click implies an open (docs/metrics.md)
                o.delivery_id IS NOT NULL OR coalesce(c.clicked_all, false),
-               coalesce(o.opened_rel, false) OR coalesce(c.clicked_rel, false)
+               coalesce(o.opened_rel, false) OR coalesce(c.clicked_rel, false),
+               greatest(c.last_at, o.last_at)
         FROM (SELECT delivery_id, bool_or(pair_total_all > 0) AS clicked_all,
-                     bool_or(pair_total_rel > 0) AS clicked_rel
+                     bool_or(pair_total_rel > 0) AS clicked_rel, max(pair_last_at) AS last_at
               FROM recompute_cell WHERE pair_total_all IS NOT NULL GROUP BY delivery_id) c
-        FULL JOIN (SELECT delivery_id, bool_or(reliable) AS opened_rel
+        FULL JOIN (SELECT delivery_id, bool_or(reliable) AS opened_rel, max(at) AS last_at
                    FROM tracking_openevent GROUP BY delivery_id) o
           ON o.delivery_id = c.delivery_id
         JOIN campaigns_delivery d ON d.id = coalesce(c.delivery_id, o.delivery_id)"""

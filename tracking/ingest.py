@@ -228,7 +228,8 @@ def _store_clicks(records, deliveries, links, report: IngestReport) -> None:
             )
         created = ClickEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
         _log_changes(
-            EventChange.Kind.CLICK, [(e.delivery_id, e.link_id) for e in created if e.link_id]
+            EventChange.Kind.CLICK,
+            [(e.delivery_id, e.link_id, e.at) for e in created if e.link_id],
         )
         report.clicks += len(rows)
 
@@ -242,15 +243,27 @@ def _reclassify(stored, reasons, report: IngestReport) -> None:
             event.reliable = reason == Reason.NONE
             changed.append(event)
     ClickEvent.objects.bulk_update(changed, ["reason", "reliable"])
-    _log_changes(EventChange.Kind.CLICK, [(e.delivery_id, e.link_id) for e in changed if e.link_id])
+    _log_changes(
+        EventChange.Kind.CLICK, [(e.delivery_id, e.link_id, e.at) for e in changed if e.link_id]
+    )
     report.reclassified += len(changed)
 
 
-def _log_changes(kind: str, keys) -> None:
-    """Tell the rollups which (delivery, link) pairs changed. Honeypot clicks are left
-    out: they only serve the classifier and count in no metric."""
+def _log_changes(kind: str, events) -> None:
+    """Tell the rollups which (delivery, link) pairs changed, from (delivery, link, at)
+    of each stored or reclassified event: one row per pair, with its events' earliest
+    time (the aggregator applies events later than all it has applied without reading
+    the pair's history). Honeypot clicks are left out: they only serve the classifier
+    and count in no metric."""
+    earliest = {}
+    for delivery, link, at in events:
+        if (delivery, link) not in earliest or at < earliest[(delivery, link)]:
+            earliest[(delivery, link)] = at
     EventChange.objects.bulk_create(
-        [EventChange(kind=kind, delivery_id=d, link_id=link) for d, link in set(keys)],
+        [
+            EventChange(kind=kind, delivery_id=d, link_id=link, at=at)
+            for (d, link), at in earliest.items()
+        ],
         batch_size=1000,
     )
 
@@ -278,5 +291,5 @@ def _store_opens(records, deliveries, report: IngestReport) -> None:
             )
         )
     OpenEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
-    _log_changes(EventChange.Kind.OPEN, [(e.delivery_id, None) for e in rows])
+    _log_changes(EventChange.Kind.OPEN, [(e.delivery_id, None, e.at) for e in rows])
     report.opens += len(rows)

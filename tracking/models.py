@@ -129,6 +129,11 @@ class EventChange(models.Model):
     link = models.ForeignKey(
         TemplateLink, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
+    # The earliest time (`at`) of the events the row stands for. Events later than all the
+    # aggregator has applied for their pair and recipient are applied from its stored
+    # state without reading the history (the in-order fast path, docs/aggregation.md);
+    # NULL (a deletion, or a writer that does not say) means: recompute from history.
+    at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self):
         return f"{self.kind} {self.delivery_id}/{self.link_id}"
