@@ -247,7 +247,8 @@ def check_scopes(world, workspace) -> bool:
 
 def add_incremental_events(world, count: int, spread: bool = False) -> tuple[int, int]:
     """Insert `count` new clicks with their EventChange rows the way ingestion writes them
-    (one per distinct (delivery, link) per ingested file of 1,000 events), plus opens and
+    (one per distinct (delivery, link) per ingested file of 1,000 events, with its events'
+    earliest time: tracking.ingest._log_changes), plus opens and
     a few earlier clicks reclassified. Returns (the largest click id before, change rows).
 
     By default 80% are first clicks on the campaign sent in the last hour and 20% late
@@ -270,10 +271,11 @@ def add_incremental_events(world, count: int, spread: bool = False) -> tuple[int
             series = f"generate_series(1, {int(n)})"
             sql(click_insert_sql(series, at_sql=at, pairs=table), {"pairs": pairs, "now": now})
     sql(
-        """INSERT INTO tracking_eventchange (kind, delivery_id, link_id)
-           SELECT 'c', delivery_id, link_id FROM (
-               SELECT DISTINCT (id - %(b)s - 1) / 1000 AS file, delivery_id, link_id
+        """INSERT INTO tracking_eventchange (kind, delivery_id, link_id, at)
+           SELECT 'c', delivery_id, link_id, min(at) FROM (
+               SELECT (id - %(b)s - 1) / 1000 AS file, delivery_id, link_id, at
                FROM tracking_clickevent WHERE id > %(b)s) s
+           GROUP BY file, delivery_id, link_id
            ORDER BY file""",
         {"b": before},
     )
@@ -284,9 +286,10 @@ def add_incremental_events(world, count: int, spread: bool = False) -> tuple[int
                FROM (SELECT id, at FROM tracking_clickevent
                      WHERE id <= %(b)s AND reliable AND id %% 20000 = 7) f
                WHERE e.id = f.id AND e.at = f.at
-               RETURNING e.delivery_id, e.link_id)
-           INSERT INTO tracking_eventchange (kind, delivery_id, link_id)
-           SELECT DISTINCT 'c', delivery_id, link_id FROM flipped""",
+               RETURNING e.delivery_id, e.link_id, e.at)
+           INSERT INTO tracking_eventchange (kind, delivery_id, link_id, at)
+           SELECT 'c', delivery_id, link_id, min(at) FROM flipped
+           GROUP BY delivery_id, link_id""",
         {"b": before},
     )
     sql(
@@ -298,8 +301,8 @@ def add_incremental_events(world, count: int, spread: bool = False) -> tuple[int
                FROM campaigns_delivery d
                WHERE d.variant_id = ANY(%(variants)s) AND d.id %% 20 = %(round)s
                LIMIT %(opens)s
-               RETURNING delivery_id)
-           INSERT INTO tracking_eventchange (kind, delivery_id) SELECT 'o', delivery_id
+               RETURNING delivery_id, at)
+           INSERT INTO tracking_eventchange (kind, delivery_id, at) SELECT 'o', delivery_id, at
            FROM opened""",
         {
             "now": now,

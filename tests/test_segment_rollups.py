@@ -103,7 +103,9 @@ def click(world, delivery_index, link_index, seconds, reliable, device):
         reliable=reliable,
         device=device,
     )
-    EventChange.objects.create(kind="c", delivery=delivery, link=link)
+    EventChange.objects.create(
+        kind="c", delivery=delivery, link=link, at=T0 + timedelta(seconds=seconds)
+    )
 
 
 def open_(world, delivery_index, seconds, reliable):
@@ -116,7 +118,7 @@ def open_(world, delivery_index, seconds, reliable):
         reliable=reliable,
         device="desktop",
     )
-    EventChange.objects.create(kind="o", delivery=delivery)
+    EventChange.objects.create(kind="o", delivery=delivery, at=T0 + timedelta(seconds=seconds))
 
 
 operation = st.one_of(
