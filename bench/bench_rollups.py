@@ -318,7 +318,9 @@ def add_incremental_events(world, count: int, spread: bool = False) -> tuple[int
 
 # A rebuild statement and the table it writes: loads it, or builds its index or constraint.
 WRITES = re.compile(
-    r"\s*(?:(INSERT) INTO|CREATE (?:UNIQUE )?INDEX \S+ ON|ALTER TABLE)\s+(?:public\.)?(\w+)", re.I
+    r"\s*(?:(INSERT INTO|CREATE (?:UNLOGGED )?TABLE)|CREATE (?:UNIQUE )?INDEX \S+ ON|ALTER TABLE)"
+    r"\s+(?:public\.)?(\w+?)(?:__rebuilt)?\b",
+    re.I,
 )
 PER_CUSTOMER = {
     "clickmap_pairrollup": "pairs",

@@ -1,11 +1,16 @@
 """The aggregator: applies tracking's change log to the rollups (clickmap/models.py).
 
 Each batch runs in one transaction: take change rows (skipping rows another worker
-holds), recompute every touched pair and recipient from the raw events, apply the
-differences to the per-link and per-email counters, delete the change rows. So:
+holds), bring every touched pair and recipient up to date, apply the differences to the
+per-link and per-email counters, delete the change rows. A pair or recipient whose
+changes all come after its stored state takes the in-order fast path
+(clickmap/fast_path.py: its new events applied to that state, no history read); the
+others are recomputed from all their raw events. So:
 
-- exact: a pair's contribution is recomputed from all its raw events, never patched;
-- idempotent: a change applied twice recomputes the same values, adds nothing;
+- exact: a contribution is either recomputed from all its raw events or extended by
+  events later than all it holds, and the stored rows are always what was added;
+- idempotent: a change applied twice recomputes the same values (or finds no event
+  after the state), adds nothing;
 - safe with several workers: rows are locked in one global order (pairs, recipients,
   link counters, email counters; each by key), and a killed worker's transaction rolls
   back whole;
@@ -254,11 +259,13 @@ def take_out(**deliveries) -> AggregateReport:
 def recompute() -> AggregateReport:
     """Rebuild every rollup from the raw events (for a changed window setting, or a check).
 
-    Pending change rows are consumed: the rebuild covers their events. The rebuild holds the change log exclusively (aggregators and ingestion wait for it; the
-    click redirect does not) and the rollup tables too, so dashboards wait as well; from
-    BULK_REBUILD_CLICKS clicks it also holds writes to the tables the rollups reference
-    (customers, variants, links, workspaces) while their foreign keys are re-checked.
-    Returns what the rebuild stands for: one batch of every pair and recipient.
+    Pending change rows are consumed: the rebuild covers their events. The rebuild holds
+    the change log exclusively (aggregators and ingestion wait for it; the click
+    redirect does not). It builds the new tables beside the live ones, which dashboards
+    go on reading, and swaps them in at its end; from then until it commits, dashboards
+    wait, and so do writes to the tables the rollups reference (workspaces, variants,
+    links) while their foreign keys are checked. Returns what the rebuild stands for: one
+    batch of every pair and recipient.
     """
     with scopes_disabled():
         return _recompute_sql()
@@ -924,16 +931,16 @@ ROLLUP_MODELS = (
     EmailSpanRollup,
 )
 ROLLUP_TABLES = tuple(model._meta.db_table for model in ROLLUP_MODELS)
-# From this many clicks the rebuild loads tables stripped of their secondary indexes and
-# foreign keys and restores them after: one sort per index and one join per key instead
-# of millions of single-row updates and checks.
-BULK_REBUILD_CLICKS = 200_000
+REBUILT = "__rebuilt"  # the suffix of a table built beside its live one
 
 
-def _recompute_sql(bulk: bool | None = None) -> AggregateReport:
-    """The rebuild: cells from every click in one pass over the pair index,
-    then each table with one INSERT … SELECT (`bulk`: with its indexes and foreign keys
-    rebuilt after the load; None decides by the number of clicks)."""
+def _recompute_sql() -> AggregateReport:
+    """The rebuild: cells from every click in one pass over the pair index, then each
+    table built beside the live one with CREATE TABLE … AS (which, unlike INSERT …
+    SELECT, may run a parallel plan), and all swapped in at the end: the live tables are
+    dropped and the new ones renamed and given the live ones' constraints, indexes,
+    identity and storage settings under the same names, so the schema (and Django's
+    model state) is as before. Until the swap, dashboards read the old rows."""
     with (
         connection.cursor() as cursor,
         _settings(
@@ -949,80 +956,192 @@ def _recompute_sql(bulk: bool | None = None) -> AggregateReport:
         # Aggregators and ingestion write the change log: holding it makes the rebuild
         # see a fixed set of events, and what arrives later waits in the log for it.
         cursor.execute("LOCK TABLE tracking_eventchange IN EXCLUSIVE MODE")
-        # TRUNCATE refuses tables with foreign-key checks still pending in this transaction.
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute(f"TRUNCATE {', '.join(ROLLUP_TABLES)} RESTART IDENTITY")
-        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
-        if bulk is None:
-            bulk = _estimated_clicks(cursor) >= BULK_REBUILD_CLICKS
-        restore = _drop_secondary_sql(cursor) if bulk else []
         pairs = _recompute_cells_sql(cursor)
-        _insert_rollups_sql(cursor)
-        spans.rebuild_sql(cursor)
+        shapes = {}
+        for table, select in _rebuild_selects():
+            shapes[table] = _build_beside_sql(cursor, table, select)
+        cursor.execute("DROP TABLE recompute_cell")
         cursor.execute("DELETE FROM tracking_eventchange")
-        for statement in restore:
-            cursor.execute(statement)
         (recipients, opened) = _fetch(
             cursor,
-            "SELECT count(*), count(*) FILTER (WHERE opened_all) FROM clickmap_recipientrollup",
+            f"SELECT count(*), count(*) FILTER (WHERE opened_all) "
+            f"FROM clickmap_recipientrollup{REBUILT}",
         )[0]
-        cursor.execute("DROP TABLE recompute_cell")
-        if bulk:
-            for table in ROLLUP_TABLES:
-                cursor.execute(f"ANALYZE {table}")
+        # The swap, in one go: the live tables go (their rows were never read again).
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # DROP refuses pending checks
+        cursor.execute(f"DROP TABLE {', '.join(ROLLUP_TABLES)}")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        for table in ROLLUP_TABLES:
+            _swap_in_sql(cursor, table, shapes[table])
         segment_rollups.rebuild(cursor)
     return AggregateReport(changes=pairs + opened, pairs=pairs, recipients=recipients, batches=1)
 
 
-def _estimated_clicks(cursor) -> int:
-    # The planner's row estimate: free, and close enough to pick a strategy.
-    return _fetch(
+@dataclass
+class TableShape:
+    """What a table is beyond its rows, as PostgreSQL describes it."""
+
+    columns: list  # (name, type, not null, identity) in column order
+    constraints: list  # (name, kind, definition): primary, unique, check, foreign keys
+    not_null: list  # (name, kind, definition) of NOT NULL constraints (PostgreSQL 18)
+    indexes: list  # CREATE INDEX statements of the indexes no constraint owns
+    options: list  # storage parameters (fillfactor)
+
+
+def _shape(cursor, table: str) -> TableShape:
+    columns = _fetch(
         cursor,
-        """SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_class c
-           WHERE c.oid = 'tracking_clickevent'::regclass
-              OR c.oid IN (SELECT inhrelid FROM pg_inherits
-                           WHERE inhparent = 'tracking_clickevent'::regclass)""",
-    )[0][0]
-
-
-def _drop_secondary_sql(cursor) -> list[str]:
-    """Drop the rollup tables' foreign keys, unique constraints and secondary indexes
-    (primary keys stay); returns the statements that restore them, as they were."""
-    tables = [f"'{t}'::regclass" for t in ROLLUP_TABLES]
+        """SELECT attname, format_type(atttypid, atttypmod), attnotnull, attidentity <> ''
+           FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0
+           AND NOT attisdropped ORDER BY attnum""",
+        [table],
+    )
     constraints = _fetch(
         cursor,
-        f"""SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid)
-            FROM pg_constraint WHERE conrelid IN ({", ".join(tables)}) AND contype IN ('f', 'u')
-            ORDER BY contype = 'u', conname""",  # noqa: S608 (names are ours)
+        """SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint
+           WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'c', 'f')
+           -- keys and checks first, foreign keys (checked against them) last
+           ORDER BY contype = 'f', conname""",
+        [table],
+    )
+    not_null = _fetch(
+        cursor,
+        """SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint
+           WHERE conrelid = %s::regclass AND contype = 'n'""",
+        [table],
     )
     indexes = _fetch(
         cursor,
-        f"""SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x
-            JOIN pg_class i ON i.oid = x.indexrelid
-            WHERE x.indrelid IN ({", ".join(tables)}) AND NOT x.indisprimary
-              AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.oid)
-            ORDER BY i.relname""",  # noqa: S608
+        """SELECT pg_get_indexdef(x.indexrelid) FROM pg_index x
+           WHERE x.indrelid = %s::regclass
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
+           ORDER BY x.indexrelid::regclass::text""",
+        [table],
     )
-    for table, name, _, _ in constraints:  # foreign keys first: nothing depends on them
-        cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
-    for name, _ in indexes:
-        cursor.execute(f'DROP INDEX "{name}"')
-    restore = [definition for _, definition in indexes]
-    # Unique constraints (and their indexes) before the foreign keys that are checked
-    # with them; each recreated under its own name.
-    for table, name, _kind, definition in sorted(constraints, key=lambda c: c[2] == "f"):
-        restore.append(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-    return restore
+    options = _fetch(cursor, "SELECT reloptions FROM pg_class WHERE oid = %s::regclass", [table])
+    return TableShape(columns, constraints, not_null, [i for (i,) in indexes], options[0][0] or [])
+
+
+def _build_beside_sql(cursor, table: str, select: str) -> TableShape:
+    """CREATE TABLE {table}__rebuilt AS the SELECT, with the live table's columns (by
+    name, in its order and types: `id` numbered when the SELECT has none) and storage
+    settings. Returns the live table's shape, for the swap."""
+    shape = _shape(cursor, table)
+    columns = ", ".join(f"s.{name}::{kind} AS {name}" for name, kind, _, _ in shape.columns)
+    options = f" WITH ({', '.join(shape.options)})" if shape.options else ""
+    cursor.execute(f"DROP TABLE IF EXISTS {table}{REBUILT}")  # a failed run's leftover
+    cursor.execute(f"CREATE TABLE {table}{REBUILT}{options} AS SELECT {columns} FROM ({select}) s")
+    return shape
+
+
+def _swap_in_sql(cursor, table: str, shape: TableShape) -> None:
+    """Give the table built beside `table` (dropped) its name, and then the live one's
+    NOT NULL columns, identity, constraints and indexes, under their own names."""
+    cursor.execute(f"ALTER TABLE {table}{REBUILT} RENAME TO {table}")
+    # PostgreSQL 18 names its NOT NULL constraints: each keeps its name.
+    named = {definition: name for name, kind, definition in shape.not_null}
+    not_null = [
+        f'ADD CONSTRAINT "{named[f"NOT NULL {column}"]}" NOT NULL {column}'
+        if f"NOT NULL {column}" in named
+        else f"ALTER COLUMN {column} SET NOT NULL"
+        for column, _, on, _ in shape.columns
+        if on
+    ]
+    if not_null:  # one statement: one scan of the table
+        cursor.execute(f"ALTER TABLE {table} {', '.join(not_null)}")
+    for name, _, _, identity in shape.columns:
+        if identity:
+            cursor.execute(
+                f"ALTER TABLE {table} ALTER COLUMN {name} ADD GENERATED BY DEFAULT AS IDENTITY"
+            )
+            cursor.execute(
+                f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+                f"greatest((SELECT max({name}) FROM {table}), 1))",
+                [table, name],
+            )
+    for name, _, definition in shape.constraints:
+        cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+    for statement in shape.indexes:
+        cursor.execute(statement)
+    cursor.execute(f"ANALYZE {table}")
+
+
+def _rebuild_selects() -> list[tuple[str, str]]:
+    """(table, SELECT of its rows) for every rollup table, from recompute_cell, the open
+    events and the tables built before it (named with REBUILT), in build order."""
+    counters = _listed(COUNTERS)
+    numbered = "row_number() OVER () AS id"
+    pairs, pair_days = f"clickmap_pairrollup{REBUILT}", f"clickmap_pairdayrollup{REBUILT}"
+    recipients = f"clickmap_recipientrollup{REBUILT}"
+    recipient_days = f"clickmap_recipientdayrollup{REBUILT}"
+    return [
+        (
+            "clickmap_pairrollup",
+            f"""SELECT pair_id AS id, workspace_id, variant_id, link_id, customer_id,
+                       {", ".join(f"pair_{c} AS {c}" for c in (*COUNTERS, *PAIR_STATE))}
+                FROM recompute_cell WHERE pair_total_all IS NOT NULL""",
+        ),
+        (
+            "clickmap_pairdayrollup",
+            f"""SELECT {numbered}, pair_id, workspace_id, variant_id, link_id, customer_id,
+                       day, device, {counters}
+                FROM recompute_cell""",
+        ),
+        (
+            "clickmap_linkrollup",
+            f"""SELECT {numbered}, workspace_id, variant_id, link_id,
+                       {", ".join(f"sum({c}) AS {c}" for c in COUNTERS)},
+                       count(*) FILTER (WHERE total_all > 0) AS unique_all,
+                       count(*) FILTER (WHERE total_rel > 0) AS unique_rel
+                FROM {pairs} GROUP BY workspace_id, variant_id, link_id""",
+        ),
+        (
+            "clickmap_recipientrollup",
+            f"""SELECT {numbered}, d.workspace_id, d.variant_id, d.customer_id,
+                       coalesce(c.clicked_all, false) AS clicked_all,
+                       coalesce(c.clicked_rel, false) AS clicked_rel,
+                       -- a click implies an open (docs/metrics.md)
+                       o.delivery_id IS NOT NULL OR coalesce(c.clicked_all, false)
+                           AS opened_all,
+                       coalesce(o.opened_rel, false) OR coalesce(c.clicked_rel, false)
+                           AS opened_rel,
+                       greatest(c.last_at, o.last_at) AS last_at
+                FROM (SELECT delivery_id, bool_or(pair_total_all > 0) AS clicked_all,
+                             bool_or(pair_total_rel > 0) AS clicked_rel,
+                             max(pair_last_at) AS last_at
+                      FROM recompute_cell WHERE pair_total_all IS NOT NULL
+                      GROUP BY delivery_id) c
+                FULL JOIN (SELECT delivery_id, bool_or(reliable) AS opened_rel,
+                                  max(at) AS last_at
+                           FROM tracking_openevent GROUP BY delivery_id) o
+                  ON o.delivery_id = c.delivery_id
+                JOIN campaigns_delivery d ON d.id = coalesce(c.delivery_id, o.delivery_id)""",
+        ),
+        (
+            "clickmap_emailrollup",
+            f"""SELECT {numbered}, workspace_id, variant_id,
+                       {
+                ", ".join(
+                    f"count(*) FILTER (WHERE {f}) AS {RECIPIENT_TO_EMAIL[f]}"
+                    for f in RECIPIENT_TO_EMAIL
+                )
+            }
+                FROM {recipients} GROUP BY workspace_id, variant_id""",
+        ),
+        *spans.rebuild_selects(pair_days, recipient_days, numbered),
+    ]
 
 
 def _recompute_cells_sql(cursor) -> int:
     """Fill recompute_cell with every pair's (day, device) cells and the pair's delivery
-    columns, numbering the pairs from 1 (their PairRollup ids: the table was truncated
-    with RESTART IDENTITY); each pair's first row also carries the pair's totals."""
-    cursor.execute("DROP TABLE IF EXISTS recompute_cell")  # an outer transaction's leftover
+    columns, numbering the pairs from 1 (their PairRollup ids in the rebuilt table);
+    each pair's first row also carries the pair's totals and state."""
+    # Not a temporary table: parallel workers, which the rebuilt tables' plans may use,
+    # cannot read one. Only the rebuild (under the segment lock, so one at a time) has it.
+    cursor.execute("DROP TABLE IF EXISTS recompute_cell")  # a failed run's leftover
     cursor.execute(
         f"""
-        CREATE TEMP TABLE recompute_cell (pair_id bigint, delivery_id bigint,
+        CREATE UNLOGGED TABLE recompute_cell (pair_id bigint, delivery_id bigint,
             workspace_id bigint, variant_id bigint, link_id bigint, customer_id bigint,
             day date, device varchar(8), {_listed(COUNTERS, suffix=" int")},
             {_listed(COUNTERS, "pair_", " int")}, {_listed(PAIR_STATE, "pair_", " timestamptz")})"""
@@ -1068,61 +1187,3 @@ def _recompute_cells_sql(cursor) -> int:
         pairs = _fetch(cursor, "SELECT coalesce(max(pair_id), 0) FROM recompute_cell")[0][0]
     cursor.execute("ANALYZE recompute_cell")  # joins of millions of rows need true sizes
     return pairs
-
-
-def _insert_rollups_sql(cursor) -> None:
-    """Every rollup table from recompute_cell and the open events."""
-    counters = _listed(COUNTERS)
-    cursor.execute(
-        f"""
-        INSERT INTO clickmap_pairrollup (id, workspace_id, variant_id, link_id, customer_id,
-            {counters}, {_listed(PAIR_STATE)})
-        SELECT pair_id, workspace_id, variant_id, link_id, customer_id,
-               {_listed(COUNTERS, "pair_")}, {_listed(PAIR_STATE, "pair_")}
-        FROM recompute_cell WHERE pair_total_all IS NOT NULL"""
-    )
-    cursor.execute(
-        """SELECT setval(pg_get_serial_sequence('clickmap_pairrollup', 'id'),
-                         greatest((SELECT max(id) FROM clickmap_pairrollup), 1))"""
-    )
-    cursor.execute(
-        f"""
-        INSERT INTO clickmap_pairdayrollup (pair_id, workspace_id, variant_id, link_id,
-            customer_id, day, device, {counters})
-        SELECT pair_id, workspace_id, variant_id, link_id, customer_id, day, device,
-               {counters}
-        FROM recompute_cell"""
-    )
-    cursor.execute(
-        f"""
-        INSERT INTO clickmap_linkrollup (workspace_id, variant_id, link_id,
-            {_listed(LINK_COUNTERS)})
-        SELECT workspace_id, variant_id, link_id, {", ".join(f"sum({c})" for c in COUNTERS)},
-               count(*) FILTER (WHERE total_all > 0), count(*) FILTER (WHERE total_rel > 0)
-        FROM clickmap_pairrollup GROUP BY workspace_id, variant_id, link_id"""
-    )
-    cursor.execute(
-        """
-        INSERT INTO clickmap_recipientrollup (workspace_id, variant_id, customer_id,
-            clicked_all, clicked_rel, opened_all, opened_rel, last_at)
-        SELECT d.workspace_id, d.variant_id, d.customer_id,
-               coalesce(c.clicked_all, false), coalesce(c.clicked_rel, false),
-               -- a click implies an open (docs/metrics.md)
-               o.delivery_id IS NOT NULL OR coalesce(c.clicked_all, false),
-               coalesce(o.opened_rel, false) OR coalesce(c.clicked_rel, false),
-               greatest(c.last_at, o.last_at)
-        FROM (SELECT delivery_id, bool_or(pair_total_all > 0) AS clicked_all,
-                     bool_or(pair_total_rel > 0) AS clicked_rel, max(pair_last_at) AS last_at
-              FROM recompute_cell WHERE pair_total_all IS NOT NULL GROUP BY delivery_id) c
-        FULL JOIN (SELECT delivery_id, bool_or(reliable) AS opened_rel, max(at) AS last_at
-                   FROM tracking_openevent GROUP BY delivery_id) o
-          ON o.delivery_id = c.delivery_id
-        JOIN campaigns_delivery d ON d.id = coalesce(c.delivery_id, o.delivery_id)"""
-    )
-    cursor.execute(
-        f"""
-        INSERT INTO clickmap_emailrollup (workspace_id, variant_id, {_listed(EMAIL_COUNTERS)})
-        SELECT workspace_id, variant_id,
-               {", ".join(f"count(*) FILTER (WHERE {f})" for f in RECIPIENT_TO_EMAIL)}
-        FROM clickmap_recipientrollup GROUP BY workspace_id, variant_id"""
-    )

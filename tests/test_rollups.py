@@ -277,6 +277,10 @@ def check_exact(world, chosen=None):
         assert metrics.destination_domains(scope, every_link) == destinations, scope
 
 
+# Committed, not rolled back: each example's rebuild drops and creates the rollup tables
+# (clickmap.rollups._swap_in_sql), whose locks and catalog changes would otherwise pile up
+# in one transaction over every example.
+@pytest.mark.django_db(transaction=True)
 @settings(
     max_examples=60,
     deadline=None,

@@ -164,6 +164,10 @@ def run(world, op):
         aggregate(batch_size=5)
 
 
+# Committed, not rolled back: each example's rebuild drops and creates the rollup tables
+# (clickmap.rollups._swap_in_sql), whose locks and catalog changes would otherwise pile up
+# in one transaction over every example.
+@pytest.mark.django_db(transaction=True)
 @settings(
     max_examples=40,
     deadline=None,
