@@ -339,13 +339,14 @@ def write_pairs(cursor, results: list) -> None:
             FROM unnest(%s::bigint[], %s::int[], %s::int[], %s::int[], %s::int[],
                         %s::timestamptz[], %s::timestamptz[], %s::timestamptz[])
                  AS t(id, {", ".join(COUNTERS)}, last_at, counted_at_all, counted_at_rel)
-            WHERE r.id = t.id""",  # noqa: S608 (names are ours)
+            WHERE r.id = t.id AND r.id = ANY(%s::bigint[])""",  # noqa: S608 (names are ours)
         [
             [s.id for s in states],
             *([getattr(s, c) for s in states] for c in COUNTERS),
             [s.last_at for s in states],
             [s.counted_at_all for s in states],
             [s.counted_at_rel for s in states],
+            [s.id for s in states],  # the rows by their key: no join over the whole table
         ],
     )
     cells = sorted(
@@ -438,11 +439,12 @@ def write_recipients(cursor, results: list) -> None:
             FROM unnest(%s::bigint[], %s::bool[], %s::bool[], %s::bool[], %s::bool[],
                         %s::timestamptz[])
                  AS t(id, {", ".join(RECIPIENT_FLAGS)}, last_at)
-            WHERE r.id = t.id""",  # noqa: S608
+            WHERE r.id = t.id AND r.id = ANY(%s::bigint[])""",  # noqa: S608
         [
             [s.id for s in states],
             *([getattr(s, f) for s in states] for f in RECIPIENT_FLAGS),
             [s.last_at for s in states],
+            [s.id for s in states],  # the rows by their key: no join over the whole table
         ],
     )
     rows = sorted(

@@ -597,11 +597,11 @@ def _apply_recipients(
         )
         deltas.email_spans.update(email_spans)
         deltas.segment_email_spans.update(segment_email_spans)
-        _recipients_last_at_sql(cursor, slow)
+        _recipients_last_at_sql(cursor, slow, [states[k].id for k in sorted(slow)])
     return len(results)
 
 
-def _recipients_last_at_sql(cursor, recipients: dict) -> None:
+def _recipients_last_at_sql(cursor, recipients: dict, ids: list) -> None:
     """Store recomputed recipients' last_at: their last click (their pairs' last_at) or
     open. Read after their rows were (so never earlier than what they count: an event
     committed in between is not after it, and its change row has it recomputed)."""
@@ -614,11 +614,13 @@ def _recipients_last_at_sql(cursor, recipients: dict) -> None:
                (SELECT max(o.at) FROM tracking_openevent o WHERE o.delivery_id = t.delivery_id))
            FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])
                 AS t(variant_id, customer_id, delivery_id)
-           WHERE r.variant_id = t.variant_id AND r.customer_id = t.customer_id""",
+           WHERE r.variant_id = t.variant_id AND r.customer_id = t.customer_id
+           AND r.id = ANY(%s::bigint[])""",
         [
             [k[0] for k in keys],
             [k[1] for k in keys],
             [recipients[k].delivery_id for k in keys],
+            ids,  # the rows by their key: no join over the whole table
         ],
     )
 
