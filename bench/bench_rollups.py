@@ -39,7 +39,8 @@ when they do not. A missed speed goal is only printed.
 
 Usage: bench/bench_rollups.py [--scale 0.1] [--reuse] [--generate-only] (--reuse keeps
 a database made by an earlier run at the same scale: for development only, as each run
-adds events). BENCH_ROLLUPS_PG (postgresql://postgres@127.0.0.1:5432) names the server,
+adds events). BENCH_ROLLUPS_PG (postgresql://postgres@127.0.0.1:5432; a Unix socket as
+postgresql://postgres@?host=/dir) names the server,
 BENCH_ROLLUPS_DB the database.
 """
 
@@ -59,9 +60,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DB_NAME = os.environ.get("BENCH_ROLLUPS_DB", "clickmap_bench_rollups")
-PG_SERVER = os.environ.get("BENCH_ROLLUPS_PG", "postgresql://postgres@127.0.0.1:5432")
-PG_ADMIN_URL = f"{PG_SERVER}/postgres"
-DATABASE_URL = f"{PG_SERVER}/{DB_NAME}"
+# A server URL, optionally with a query (postgresql://postgres@?host=/path/of/socket for a
+# server on a Unix socket, such as the embedded one under var/postgres).
+PG_SERVER, _, PG_QUERY = os.environ.get(
+    "BENCH_ROLLUPS_PG", "postgresql://postgres@127.0.0.1:5432"
+).partition("?")
+PG_QUERY = f"?{PG_QUERY}" if PG_QUERY else ""
+PG_ADMIN_URL = f"{PG_SERVER}/postgres{PG_QUERY}"
+DATABASE_URL = f"{PG_SERVER}/{DB_NAME}{PG_QUERY}"
 INCREMENTAL_EVENTS = 100_000
 DASHBOARD_REPEATS = 40
 DASHBOARD_SECONDS = 20  # per scope; at least 5 repetitions
@@ -241,7 +247,8 @@ def check_scopes(world, workspace) -> bool:
 
 def add_incremental_events(world, count: int, spread: bool = False) -> tuple[int, int]:
     """Insert `count` new clicks with their EventChange rows the way ingestion writes them
-    (one per distinct (delivery, link) per ingested file of 1,000 events), plus opens and
+    (one per distinct (delivery, link) per ingested file of 1,000 events, with its events'
+    earliest time: tracking.ingest._log_changes), plus opens and
     a few earlier clicks reclassified. Returns (the largest click id before, change rows).
 
     By default 80% are first clicks on the campaign sent in the last hour and 20% late
@@ -264,10 +271,11 @@ def add_incremental_events(world, count: int, spread: bool = False) -> tuple[int
             series = f"generate_series(1, {int(n)})"
             sql(click_insert_sql(series, at_sql=at, pairs=table), {"pairs": pairs, "now": now})
     sql(
-        """INSERT INTO tracking_eventchange (kind, delivery_id, link_id)
-           SELECT 'c', delivery_id, link_id FROM (
-               SELECT DISTINCT (id - %(b)s - 1) / 1000 AS file, delivery_id, link_id
+        """INSERT INTO tracking_eventchange (kind, delivery_id, link_id, at)
+           SELECT 'c', delivery_id, link_id, min(at) FROM (
+               SELECT (id - %(b)s - 1) / 1000 AS file, delivery_id, link_id, at
                FROM tracking_clickevent WHERE id > %(b)s) s
+           GROUP BY file, delivery_id, link_id
            ORDER BY file""",
         {"b": before},
     )
@@ -278,9 +286,10 @@ def add_incremental_events(world, count: int, spread: bool = False) -> tuple[int
                FROM (SELECT id, at FROM tracking_clickevent
                      WHERE id <= %(b)s AND reliable AND id %% 20000 = 7) f
                WHERE e.id = f.id AND e.at = f.at
-               RETURNING e.delivery_id, e.link_id)
-           INSERT INTO tracking_eventchange (kind, delivery_id, link_id)
-           SELECT DISTINCT 'c', delivery_id, link_id FROM flipped""",
+               RETURNING e.delivery_id, e.link_id, e.at)
+           INSERT INTO tracking_eventchange (kind, delivery_id, link_id, at)
+           SELECT 'c', delivery_id, link_id, min(at) FROM flipped
+           GROUP BY delivery_id, link_id""",
         {"b": before},
     )
     sql(
@@ -292,8 +301,8 @@ def add_incremental_events(world, count: int, spread: bool = False) -> tuple[int
                FROM campaigns_delivery d
                WHERE d.variant_id = ANY(%(variants)s) AND d.id %% 20 = %(round)s
                LIMIT %(opens)s
-               RETURNING delivery_id)
-           INSERT INTO tracking_eventchange (kind, delivery_id) SELECT 'o', delivery_id
+               RETURNING delivery_id, at)
+           INSERT INTO tracking_eventchange (kind, delivery_id, at) SELECT 'o', delivery_id, at
            FROM opened""",
         {
             "now": now,
@@ -309,7 +318,9 @@ def add_incremental_events(world, count: int, spread: bool = False) -> tuple[int
 
 # A rebuild statement and the table it writes: loads it, or builds its index or constraint.
 WRITES = re.compile(
-    r"\s*(?:(INSERT) INTO|CREATE (?:UNIQUE )?INDEX \S+ ON|ALTER TABLE)\s+(?:public\.)?(\w+)", re.I
+    r"\s*(?:(INSERT INTO|CREATE (?:UNLOGGED )?TABLE)|CREATE (?:UNIQUE )?INDEX \S+ ON|ALTER TABLE)"
+    r"\s+(?:public\.)?(\w+?)(?:__rebuilt)?\b",
+    re.I,
 )
 PER_CUSTOMER = {
     "clickmap_pairrollup": "pairs",
@@ -362,11 +373,36 @@ def timed(function, *args):
     return time.perf_counter() - started, result
 
 
+def full_rebuild(world, workspace) -> bool:
+    """Time rollups.recompute against the GROUP BY over all clicks, then check it."""
+    from django_scopes import scope as tenant_scope
+
+    from clickmap import rollups
+
+    floor_seconds, want = floor()
+    log(f"GROUP BY over all clicks: {floor_seconds:.2f}s, {len(want)} (variant, link) rows")
+    ok = True
+    with seconds_by_table() as by_table:
+        seconds, report = timed(rollups.recompute)
+    log(f"recompute: {seconds:.2f}s ({report})")
+    print_rebuild_writes(by_table, seconds, floor_seconds)
+    bench_line("rollup_full_recompute", seconds, floor_seconds, "<=3")
+    ok &= compare("LinkRollup after recompute", link_rollups(), want)
+    with tenant_scope(workspace=workspace):
+        ok &= check_scopes(world, workspace)
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--generate-only", action="store_true", help="make the data and stop")
+    parser.add_argument(
+        "--skip-recompute",
+        action="store_true",
+        help="with --reuse: leave out the rebuild (the rollups an earlier run left)",
+    )
     args = parser.parse_args()
     fresh = recreate_database(args.scale, args.reuse)
 
@@ -401,16 +437,10 @@ def main() -> int:
         workspace = Workspace.objects.get(pk=world.workspace_id)
 
         # 1. Full rebuild against the GROUP BY over all clicks.
-        floor_seconds, want = floor()
-        log(f"GROUP BY over all clicks: {floor_seconds:.2f}s, {len(want)} (variant, link) rows")
-        with seconds_by_table() as by_table:
-            seconds, report = timed(rollups.recompute)
-        log(f"recompute: {seconds:.2f}s ({report})")
-        print_rebuild_writes(by_table, seconds, floor_seconds)
-        bench_line("rollup_full_recompute", seconds, floor_seconds, "<=3")
-        ok &= compare("LinkRollup after recompute", link_rollups(), want)
-        with tenant_scope(workspace=workspace):
-            ok &= check_scopes(world, workspace)
+        if args.skip_recompute and not fresh:
+            log("recompute skipped: the rollups as an earlier run left them")
+        else:
+            ok &= full_rebuild(world, workspace)
 
         # 2. Incremental runs over new events: arriving as after a send, then spread.
         count = INCREMENTAL_EVENTS if args.scale >= 1 else round(INCREMENTAL_EVENTS * args.scale)

@@ -40,6 +40,7 @@ from campaigns.segments import segment_customers
 from clickmap import segment_rollups
 from clickmap.models import (
     DAY_ZERO,
+    SEGMENT_ROLLUPS,
     EmailRollup,
     EmailSpanRollup,
     LinkDayRollup,
@@ -50,11 +51,6 @@ from clickmap.models import (
     RecipientDayRollup,
     RecipientRollup,
     SegmentDeliveryCount,
-    SegmentEmailRollup,
-    SegmentEmailSpanRollup,
-    SegmentLinkDayRollup,
-    SegmentLinkRollup,
-    SegmentLinkSpanRollup,
     SegmentMember,
 )
 from clickmap.significance import ProportionTest, two_proportion_test
@@ -285,13 +281,7 @@ def _segment_kept(scope: Scope) -> bool:
 
 
 # A per-variant rollup table's twin with the same rows for a segment's members.
-SEGMENT_TWINS = {
-    LinkRollup: SegmentLinkRollup,
-    EmailRollup: SegmentEmailRollup,
-    LinkDayRollup: SegmentLinkDayRollup,
-    LinkSpanRollup: SegmentLinkSpanRollup,
-    EmailSpanRollup: SegmentEmailSpanRollup,
-}
+SEGMENT_TWINS = {twin.twin_of: twin for twin in SEGMENT_ROLLUPS}
 
 
 def _rollup(model, scope: Scope) -> QuerySet:

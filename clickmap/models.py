@@ -51,15 +51,70 @@ def _key(model, index: bool = False):
     )
 
 
-class PairRollup(models.Model):
+DAY_ZERO = date(1, 1, 1)  # the start of a customer's first span
+COUNTERS = ("total_all", "total_rel", "window_all", "window_rel")  # of pairs, links, days
+LINK_COUNTERS = (*COUNTERS, "unique_all", "unique_rel")  # of links (and segments' links)
+RECIPIENT_FLAGS = ("clicked_all", "clicked_rel", "opened_all", "opened_rel")  # of recipients
+EMAIL_COUNTERS = ("clickers_all", "clickers_rel", "openers_all", "openers_rel")  # their counts
+
+
+def _counters(name: str, doc: str, names: tuple, field) -> type:
+    """An abstract model of the counters `names`, each a `field()`: the one place a
+    rollup's counters are declared, so adding one is one edit of the names above (its
+    tables, their segment twins, SEGMENT_KEYS and the batch's statements follow them).
+    `counter_names` keeps their order, the order the aggregator's rows carry them in."""
+    meta = type("Meta", (), {"abstract": True})
+    attrs = {n: field() for n in names}
+    return type(
+        name,
+        (models.Model,),
+        {**attrs, "Meta": meta, "counter_names": names, "__module__": __name__, "__doc__": doc},
+    )
+
+
+PairCounters = _counters(
+    "PairCounters",
+    "A pair's (or its day cell's) clicks: all, reliable, counted in window mode.",
+    COUNTERS,
+    lambda: models.PositiveIntegerField(default=0),
+)
+ClickCounters = _counters(
+    "ClickCounters",
+    "Sums of pair counters (a link's day, a segment's).",
+    COUNTERS,
+    lambda: models.BigIntegerField(default=0),
+)
+LinkCounters = _counters(
+    "LinkCounters",
+    "Sums of pair counters, and the pairs with a click (unique clickers).",
+    LINK_COUNTERS,
+    lambda: models.BigIntegerField(default=0),
+)
+RecipientFlags = _counters(
+    "RecipientFlags",
+    "Whether a customer clicked / opened (a click implies an open), all and reliable.",
+    RECIPIENT_FLAGS,
+    lambda: models.BooleanField(default=False),
+)
+EmailCounters = _counters(
+    "EmailCounters",
+    "How many recipients have each flag: clickers and openers, all and reliable.",
+    EMAIL_COUNTERS,
+    lambda: models.BigIntegerField(default=0),
+)
+
+
+class PairRollup(PairCounters):
     workspace = _key(Workspace)
     variant = _key(Variant)  # the unique constraint's prefix
     link = _key(TemplateLink)  # the (link, customer) index's prefix
     customer = _key(Customer, index=True)
-    total_all = models.PositiveIntegerField(default=0)
-    total_rel = models.PositiveIntegerField(default=0)
-    window_all = models.PositiveIntegerField(default=0)
-    window_rel = models.PositiveIntegerField(default=0)
+    # The state the in-order fast path applies a later click to (docs/aggregation.md):
+    # the time of the pair's last click applied, and of its last counted click (all
+    # clicks; reliable ones alone). NULL with clicks counted: recompute from history.
+    last_at = models.DateTimeField(null=True)
+    counted_at_all = models.DateTimeField(null=True)
+    counted_at_rel = models.DateTimeField(null=True)
 
     objects = ScopedManager(workspace="workspace")
 
@@ -73,7 +128,7 @@ class PairRollup(models.Model):
         return f"pair v{self.variant_id} l{self.link_id} c{self.customer_id}"
 
 
-class PairDayRollup(models.Model):
+class PairDayRollup(PairCounters):
     pair = models.ForeignKey(
         PairRollup, on_delete=models.CASCADE, related_name="days", db_constraint=False
     )
@@ -83,10 +138,6 @@ class PairDayRollup(models.Model):
     customer = _key(Customer, index=True)  # a recipient's cells (clickmap/spans.py)
     day = models.DateField()
     device = models.CharField(max_length=8)
-    total_all = models.PositiveIntegerField(default=0)
-    total_rel = models.PositiveIntegerField(default=0)
-    window_all = models.PositiveIntegerField(default=0)
-    window_rel = models.PositiveIntegerField(default=0)
 
     objects = ScopedManager(workspace="workspace")
 
@@ -102,16 +153,10 @@ class PairDayRollup(models.Model):
         return f"pair {self.pair_id} on {self.day} ({self.device})"
 
 
-class LinkRollup(models.Model):
+class LinkRollup(LinkCounters):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
     variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="+")
     link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
-    total_all = models.BigIntegerField(default=0)
-    total_rel = models.BigIntegerField(default=0)
-    unique_all = models.BigIntegerField(default=0)
-    unique_rel = models.BigIntegerField(default=0)
-    window_all = models.BigIntegerField(default=0)
-    window_rel = models.BigIntegerField(default=0)
 
     objects = ScopedManager(workspace="workspace")
 
@@ -122,14 +167,12 @@ class LinkRollup(models.Model):
         return f"link {self.link_id} of variant {self.variant_id}"
 
 
-class RecipientRollup(models.Model):
+class RecipientRollup(RecipientFlags):
     workspace = _key(Workspace)
     variant = _key(Variant)  # the unique constraint's prefix
     customer = _key(Customer, index=True)
-    clicked_all = models.BooleanField(default=False)
-    clicked_rel = models.BooleanField(default=False)
-    opened_all = models.BooleanField(default=False)
-    opened_rel = models.BooleanField(default=False)
+    # The time of the recipient's last click or open applied (the fast path's state).
+    last_at = models.DateTimeField(null=True)
 
     objects = ScopedManager(workspace="workspace")
 
@@ -142,25 +185,14 @@ class RecipientRollup(models.Model):
         return f"customer {self.customer_id} of variant {self.variant_id}"
 
 
-class EmailRollup(models.Model):
+class EmailRollup(EmailCounters):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
     variant = models.OneToOneField(Variant, on_delete=models.CASCADE, related_name="+")
-    clickers_all = models.BigIntegerField(default=0)
-    clickers_rel = models.BigIntegerField(default=0)
-    openers_all = models.BigIntegerField(default=0)
-    openers_rel = models.BigIntegerField(default=0)
 
     objects = ScopedManager(workspace="workspace")
 
     def __str__(self):
         return f"email totals of variant {self.variant_id}"
-
-
-DAY_ZERO = date(1, 1, 1)  # the start of a customer's first span
-COUNTERS = ("total_all", "total_rel", "window_all", "window_rel")  # of pairs, links, days
-LINK_COUNTERS = (*COUNTERS, "unique_all", "unique_rel")  # of links (and segments' links)
-RECIPIENT_FLAGS = ("clicked_all", "clicked_rel", "opened_all", "opened_rel")  # of recipients
-EMAIL_COUNTERS = ("clickers_all", "clickers_rel", "openers_all", "openers_rel")  # their counts
 
 
 def _scoped():
@@ -172,15 +204,11 @@ def _scoped():
     )
 
 
-class LinkDayRollup(models.Model):
+class LinkDayRollup(ClickCounters):
     workspace, variant = _scoped()
     link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     device = models.CharField(max_length=8)
-    total_all = models.BigIntegerField(default=0)
-    total_rel = models.BigIntegerField(default=0)
-    window_all = models.BigIntegerField(default=0)
-    window_rel = models.BigIntegerField(default=0)
 
     objects = ScopedManager(workspace="workspace")
 
@@ -204,6 +232,7 @@ class Span(models.Model):
     since = models.DateField()
     n = models.BigIntegerField(default=0)
 
+    counter_names = ("n",)
     objects = ScopedManager(workspace="workspace")
 
     class Meta:
@@ -228,16 +257,12 @@ class LinkSpanRollup(Span):
         return f"link {self.link_id} of variant {self.variant_id}: ({self.since}, {self.day}]"
 
 
-class RecipientDayRollup(models.Model):
+class RecipientDayRollup(RecipientFlags):
     workspace = _key(Workspace)
     variant = _key(Variant)  # the unique constraint's prefix
     customer = _key(Customer, index=True)
     day = models.DateField()
     device = models.CharField(max_length=8)
-    clicked_all = models.BooleanField(default=False)
-    clicked_rel = models.BooleanField(default=False)
-    opened_all = models.BooleanField(default=False)
-    opened_rel = models.BooleanField(default=False)
 
     objects = ScopedManager(workspace="workspace")
 
@@ -316,17 +341,13 @@ def _of_segment():
     )
 
 
-class SegmentLinkRollup(models.Model):
+class SegmentLinkRollup(LinkCounters):
     """LinkRollup of a segment's members."""
+
+    twin_of = LinkRollup  # the same rows for a segment's members
 
     workspace, segment, variant = _of_segment()
     link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
-    total_all = models.BigIntegerField(default=0)
-    total_rel = models.BigIntegerField(default=0)
-    window_all = models.BigIntegerField(default=0)
-    window_rel = models.BigIntegerField(default=0)
-    unique_all = models.BigIntegerField(default=0)
-    unique_rel = models.BigIntegerField(default=0)
 
     objects = ScopedManager(workspace="workspace")
 
@@ -339,14 +360,12 @@ class SegmentLinkRollup(models.Model):
         return f"link {self.link_id} of variant {self.variant_id} in segment {self.segment_id}"
 
 
-class SegmentEmailRollup(models.Model):
+class SegmentEmailRollup(EmailCounters):
     """EmailRollup of a segment's members."""
 
+    twin_of = EmailRollup  # the same rows for a segment's members
+
     workspace, segment, variant = _of_segment()
-    clickers_all = models.BigIntegerField(default=0)
-    clickers_rel = models.BigIntegerField(default=0)
-    openers_all = models.BigIntegerField(default=0)
-    openers_rel = models.BigIntegerField(default=0)
 
     objects = ScopedManager(workspace="workspace")
 
@@ -359,17 +378,15 @@ class SegmentEmailRollup(models.Model):
         return f"email totals of variant {self.variant_id} in segment {self.segment_id}"
 
 
-class SegmentLinkDayRollup(models.Model):
+class SegmentLinkDayRollup(ClickCounters):
     """LinkDayRollup of a segment's members."""
+
+    twin_of = LinkDayRollup  # the same rows for a segment's members
 
     workspace, segment, variant = _of_segment()
     link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     device = models.CharField(max_length=8)
-    total_all = models.BigIntegerField(default=0)
-    total_rel = models.BigIntegerField(default=0)
-    window_all = models.BigIntegerField(default=0)
-    window_rel = models.BigIntegerField(default=0)
 
     objects = ScopedManager(workspace="workspace")
 
@@ -386,6 +403,8 @@ class SegmentLinkDayRollup(models.Model):
 
 class SegmentLinkSpanRollup(Span):
     """LinkSpanRollup of a segment's members."""
+
+    twin_of = LinkSpanRollup  # the same rows for a segment's members
 
     workspace, segment, variant = _of_segment()
     link = models.ForeignKey(TemplateLink, on_delete=models.CASCADE, related_name="+")
@@ -404,6 +423,8 @@ class SegmentLinkSpanRollup(Span):
 
 class SegmentEmailSpanRollup(Span):
     """EmailSpanRollup of a segment's members."""
+
+    twin_of = EmailSpanRollup  # the same rows for a segment's members
 
     workspace, segment, variant = _of_segment()
     kind = models.CharField(max_length=1, choices=EmailSpanRollup.Kind.choices)
@@ -433,6 +454,8 @@ class SegmentDeliveryCount(models.Model):
     status = models.CharField(max_length=10)
     n = models.BigIntegerField(default=0)
 
+    counter_names = ("n",)
+
     objects = ScopedManager(workspace="workspace")
 
     class Meta:
@@ -444,6 +467,23 @@ class SegmentDeliveryCount(models.Model):
 
     def __str__(self):
         return f"{self.n} {self.status} of variant {self.variant_id} in segment {self.segment_id}"
+
+
+# The segment twins (clickmap/segment_rollups.py), and what the aggregator adds to.
+SEGMENT_ROLLUPS = (
+    SegmentLinkRollup,
+    SegmentEmailRollup,
+    SegmentLinkDayRollup,
+    SegmentLinkSpanRollup,
+    SegmentEmailSpanRollup,
+)
+
+
+def segment_key(model) -> tuple:
+    """The columns of a segment rollup's rows as the aggregator adds them: the workspace,
+    then its unique constraint's (segment first)."""
+    (unique,) = model._meta.constraints
+    return ("workspace_id", *(model._meta.get_field(f).attname for f in unique.fields))
 
 
 class Preview(models.Model):

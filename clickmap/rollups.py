@@ -1,11 +1,16 @@
 """The aggregator: applies tracking's change log to the rollups (clickmap/models.py).
 
 Each batch runs in one transaction: take change rows (skipping rows another worker
-holds), recompute every touched pair and recipient from the raw events, apply the
-differences to the per-link and per-email counters, delete the change rows. So:
+holds), bring every touched pair and recipient up to date, apply the differences to the
+per-link and per-email counters, delete the change rows. A pair or recipient whose
+changes all come after its stored state takes the in-order fast path
+(clickmap/fast_path.py: its new events applied to that state, no history read); the
+others are recomputed from all their raw events. So:
 
-- exact: a pair's contribution is recomputed from all its raw events, never patched;
-- idempotent: a change applied twice recomputes the same values, adds nothing;
+- exact: a contribution is either recomputed from all its raw events or extended by
+  events later than all it holds, and the stored rows are always what was added;
+- idempotent: a change applied twice recomputes the same values (or finds no event
+  after the state), adds nothing;
 - safe with several workers: rows are locked in one global order (pairs, recipients,
   link counters, email counters; each by key), and a killed worker's transaction rolls
   back whole;
@@ -30,7 +35,7 @@ from django.db import connection, connections, transaction
 from django_scopes import scopes_disabled
 
 from campaigns.models import Delivery
-from clickmap import segment_rollups, spans
+from clickmap import fast_path, segment_rollups, spans
 from clickmap.counters import add_counters
 from clickmap.models import (
     COUNTERS,
@@ -71,6 +76,8 @@ class AggregateReport:
     recipients: int = 0
     batches: int = 0
     memberships: int = 0  # membership log entries applied (clickmap/segment_rollups.py)
+    fast_pairs: int = 0  # pairs applied in order from their state (clickmap/fast_path.py)
+    fast_recipients: int = 0
     busy_shards: int = 0  # left to the runs that held them (aggregate_free_shards)
     # The largest change id applied so far: the run's next batch starts after it, so it
     # does not walk again over the rows it deleted (rows another worker held when they
@@ -78,7 +85,16 @@ class AggregateReport:
     applied_up_to: int = field(default=0, repr=False, compare=False)
 
     def add(self, other: "AggregateReport") -> None:
-        for name in ("changes", "pairs", "recipients", "batches", "memberships", "busy_shards"):
+        for name in (
+            "changes",
+            "pairs",
+            "recipients",
+            "batches",
+            "memberships",
+            "busy_shards",
+            "fast_pairs",
+            "fast_recipients",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -243,19 +259,29 @@ def take_out(**deliveries) -> AggregateReport:
 def recompute() -> AggregateReport:
     """Rebuild every rollup from the raw events (for a changed window setting, or a check).
 
-    Pending change rows are consumed: the rebuild covers their events. The rebuild holds the change log exclusively (aggregators and ingestion wait for it; the
-    click redirect does not) and the rollup tables too, so dashboards wait as well; from
-    BULK_REBUILD_CLICKS clicks it also holds writes to the tables the rollups reference
-    (customers, variants, links, workspaces) while their foreign keys are re-checked.
-    Returns what the rebuild stands for: one batch of every pair and recipient.
+    Pending change rows are consumed: the rebuild covers their events. The rebuild holds
+    the change log exclusively (aggregators and ingestion wait for it; the click
+    redirect does not). It builds the new tables beside the live ones, which dashboards
+    go on reading, and swaps them in at its end; from then until it commits, dashboards
+    wait, and so do writes to the tables the rollups reference (workspaces, variants,
+    links) while their foreign keys are checked. Returns what the rebuild stands for: one
+    batch of every pair and recipient.
     """
     with scopes_disabled():
         return _recompute_sql()
 
 
+# A pair's state for the fast path (clickmap/fast_path.py): its last click's time and its
+# last counted click's, all and reliable; per cell, and the pair's is its cells' latest.
+PAIR_STATE = ("last_at", "counted_at_all", "counted_at_rel")
+STATE_SQL = """max(at) AS last_at, max(at) FILTER (WHERE counted_all) AS counted_at_all,
+               max(at) FILTER (WHERE counted_rel) AS counted_at_rel"""
+
+
 def _cells_sql(events: str, window_mode: bool, key: tuple = ("delivery_id", "link_id")) -> str:
-    """A SELECT of (*key, day, device, *COUNTERS) over `events`: each pair's clicks
-    counted per UTC day and device.
+    """A SELECT of (*key, day, device, *COUNTERS, *PAIR_STATE) over `events`: each pair's
+    clicks counted per UTC day and device, with the cell's last click and last counted
+    clicks (the pair's, for the fast path, are the latest of its cells').
 
     `events` is a SELECT of clicks with the `key` columns (naming the pair), at, id,
     reliable, device and hours (the workspace's window). A click is *counted*
@@ -269,7 +295,7 @@ def _cells_sql(events: str, window_mode: bool, key: tuple = ("delivery_id", "lin
     pair = f"PARTITION BY {keys} ORDER BY e.at, e.id"
     if window_mode:
         flags = f"""
-            SELECT {keys}, e.day, e.device, e.reliable,
+            SELECT {keys}, e.at, e.day, e.device, e.reliable,
                    e.last_all IS DISTINCT FROM lag(e.last_all) OVER w AS counted_all,
                    e.reliable AND e.last_rel IS DISTINCT FROM lag(e.last_rel) OVER w
                        AS counted_rel
@@ -281,7 +307,7 @@ def _cells_sql(events: str, window_mode: bool, key: tuple = ("delivery_id", "lin
             WINDOW w AS ({pair})"""
     else:
         flags = f"""
-            SELECT {keys}, {day} AS day, e.device, e.reliable,
+            SELECT {keys}, e.at, {day} AS day, e.device, e.reliable,
                    row_number() OVER w = 1 AS counted_all,
                    e.reliable AND count(*) FILTER (WHERE e.reliable) OVER w = 1 AS counted_rel
             FROM ({events}) e WINDOW w AS ({pair})"""
@@ -290,7 +316,8 @@ def _cells_sql(events: str, window_mode: bool, key: tuple = ("delivery_id", "lin
                count(*) AS total_all,
                count(*) FILTER (WHERE reliable) AS total_rel,
                count(*) FILTER (WHERE counted_all) AS window_all,
-               count(*) FILTER (WHERE counted_rel) AS window_rel
+               count(*) FILTER (WHERE counted_rel) AS window_rel,
+               {STATE_SQL}
         FROM ({flags}) f
         GROUP BY {_listed(key)}, day, device"""
 
@@ -357,8 +384,8 @@ def _apply_batch_sql(
                 DELETE FROM tracking_eventchange
                 WHERE id = ANY(ARRAY(SELECT c.id FROM tracking_eventchange c {in_shard} c.id > %s
                                      ORDER BY c.id LIMIT %s FOR UPDATE OF c SKIP LOCKED))
-                RETURNING id, kind, delivery_id, link_id)
-            SELECT c.id, c.kind, c.delivery_id, c.link_id, d.workspace_id, d.variant_id,
+                RETURNING id, kind, delivery_id, link_id, at)
+            SELECT c.id, c.kind, c.delivery_id, c.link_id, c.at, d.workspace_id, d.variant_id,
                    d.customer_id, w.unique_window_hours
             FROM claimed c
             LEFT JOIN LATERAL (
@@ -369,34 +396,32 @@ def _apply_batch_sql(
         )
         if not changes:
             return 0
-        pairs = {}  # (variant, link, customer) -> (workspace, delivery, window hours)
-        # (variant, customer) -> [workspace, delivery, clicks?, opens?, clicked proofs]
-        recipients = {}
-        for _, kind, delivery_id, link_id, workspace_id, variant_id, customer_id, hours in changes:
+        pairs: dict[tuple, fast_path.PairChange] = {}  # (variant, link, customer) ->
+        recipients: dict[tuple, fast_path.RecipientChange] = {}  # (variant, customer) ->
+        for change in changes:
+            _, kind, delivery_id, link_id, at, workspace_id, variant_id, customer_id, hours = change
             if workspace_id is None:
                 continue  # the delivery was deleted with its events
             recipient = recipients.setdefault(
-                (variant_id, customer_id), [workspace_id, delivery_id, False, False, None]
+                (variant_id, customer_id), fast_path.RecipientChange(workspace_id, delivery_id)
             )
+            recipient.saw(at)
             if kind == EventChange.Kind.CLICK:
-                recipient[2] = True
+                recipient.clicks = True
                 if link_id:
-                    pairs[(variant_id, link_id, customer_id)] = (workspace_id, delivery_id, hours)
+                    key = (variant_id, link_id, customer_id)
+                    pair = pairs.setdefault(
+                        key, fast_path.PairChange(workspace_id, delivery_id, hours, at)
+                    )
+                    if at is None or pair.earliest is None:
+                        pair.earliest = None
+                    else:
+                        pair.earliest = min(pair.earliest, at)
             else:
-                recipient[3] = True
-        link_deltas, unproven, link_days, segment_deltas = _recompute_pairs_sql(cursor, pairs)
-        pairs_of = {(variant_id, customer_id) for variant_id, _, customer_id in pairs}
-        for key, recipient in recipients.items():
-            if recipient[2]:
-                recipient[4] = unproven.get(
-                    key, (True, True) if key in pairs_of else (False, False)
-                )
-        email_deltas, segment_deltas["clickmap_segmentemailrollup"] = _recompute_recipients_sql(
-            cursor, recipients
-        )
-        email_spans = spans.recipient_days_sql(
-            cursor, {k: tuple(r[:2]) for k, r in recipients.items()}
-        )
+                recipient.opens = True
+        deltas = fast_path.Deltas()
+        fast_pairs, slow_pairs = _apply_pairs(cursor, pairs, deltas)
+        fast_recipients = _apply_recipients(cursor, recipients, fast_pairs, slow_pairs, deltas)
         # The counters every batch adds to come last, in one table order: their rows stay
         # locked only for the end of the transaction, so another shard's batch waits for
         # them moments, not for this batch's recipient statements.
@@ -404,18 +429,200 @@ def _apply_batch_sql(
             "clickmap_linkrollup",
             ("workspace_id", "variant_id", "link_id"),
             LINK_COUNTERS,
-            link_deltas,
+            [(*key, *values) for key, values in deltas.links.items()],
         )
         add_counters(
-            "clickmap_emailrollup", ("workspace_id", "variant_id"), EMAIL_COUNTERS, email_deltas
+            "clickmap_emailrollup",
+            ("workspace_id", "variant_id"),
+            EMAIL_COUNTERS,
+            [(*key, *values) for key, values in deltas.emails.items()],
         )
-        segment_rollups.add_batch_deltas(segment_deltas)
-        spans.add_deltas_sql(*link_days, *email_spans)
+        segment_rollups.add_batch_deltas(deltas.segment_rows())
+        spans.add_deltas_sql(
+            {key: values for key, values in deltas.link_days.items()},
+            deltas.link_spans,
+            deltas.email_spans,
+            deltas.segment_email_spans,
+        )
+    report.fast_pairs += len(fast_pairs)
+    report.fast_recipients += fast_recipients
     report.applied_up_to = max(change[0] for change in changes)
     report.changes += len(changes)
     report.pairs += len(pairs)
     report.recipients += len(recipients)
     return len(changes)
+
+
+def _apply_pairs(cursor, pairs: dict, deltas: fast_path.Deltas) -> tuple[dict, dict]:
+    """Lock the batch's pairs (creating missing rows) in key order and apply them: those
+    whose changes all come after their stored state by the fast path, the others by a
+    recompute from their clicks. Adds what they change to `deltas`; returns the fast
+    pairs' results {key: PairResult} and, for the recipients of recomputed pairs, the
+    clicked flags (all, rel) those pairs show {(variant, customer): (bool, bool)}."""
+    if not pairs:
+        return {}, {}
+    keys = sorted(pairs)
+    _lock_rows_sql(
+        cursor,
+        "clickmap_pairrollup",
+        ("variant_id", "link_id", "customer_id"),
+        [(pairs[k].workspace_id, *k) for k in keys],
+        dict.fromkeys(COUNTERS, "0"),
+    )
+    states = fast_path.pair_states(cursor, keys)
+    fast = [k for k in keys if states[k].applies(pairs[k])]
+    results = {}
+    if fast:
+        days, clicks = fast_path.pair_news(cursor, [(states[k], pairs[k], k[1]) for k in fast])
+        for k in fast:
+            state = states[k]
+            results[k] = fast_path.apply_pair(
+                state, pairs[k].hours, days.get(state.id, {}), clicks.get(state.id, [])
+            )
+        fast_path.write_pairs(cursor, sorted(results.items()))
+        segments_of = fast_path.members(cursor, {k[2] for k in fast})
+        for (variant, link, customer), result in results.items():
+            _fast_pair_deltas(deltas, result, variant, link, segments_of.get(customer, ()))
+    slow = {k: pairs[k] for k in keys if k not in results}
+    proofs = {}
+    if slow:
+        links, unproven, (link_days, link_spans), segments = _recompute_pairs_sql(cursor, slow)
+        for w, v, link, *values in links:
+            deltas.add(deltas.links, (w, v, link), values)
+        for key, values in link_days.items():
+            deltas.add(deltas.link_days, key, values)
+        deltas.link_spans.update(link_spans)
+        for table, rows in segments.items():
+            width = len(segment_rollups.SEGMENT_KEYS[table][0])
+            for row in rows:
+                deltas.add_segment(table, tuple(row[:width]), row[width:])
+        for variant, _, customer in slow:
+            proofs[(variant, customer)] = unproven.get((variant, customer), (True, True))
+    return results, proofs
+
+
+def _fast_pair_deltas(deltas, result, variant: int, link: int, segments) -> None:
+    """What a fast pair adds: its cells to the link and its day rows, its spans, and the
+    link's unique clickers when it turns clicked; the same to its segments'."""
+    w = result.state.workspace_id
+    added = [sum(cell[i] for cell in result.cells.values()) for i in range(4)]
+    before = (result.state.total_all - added[0], result.state.total_rel - added[1])
+    unique = [int(before[0] == 0 and added[0] > 0), int(before[1] == 0 and added[1] > 0)]
+    for owner, table in (((w,), None), *(((w, s), "segment") for s in segments)):
+        key = (*owner, variant, link)
+        deltas.add(
+            deltas.segments["clickmap_segmentlinkrollup"] if table else deltas.links,
+            key,
+            [*added, *unique],
+        )
+        for (day, device), values in result.cells.items():
+            deltas.add(
+                deltas.segments["clickmap_segmentlinkdayrollup"] if table else deltas.link_days,
+                (*key, day, device),
+                values,
+            )
+        for span, n in result.spans.items():
+            if table:
+                deltas.add(deltas.segments["clickmap_segmentlinkspanrollup"], (*key, *span), [n])
+            else:
+                deltas.link_spans[(*key, *span)] += n
+
+
+def _apply_recipients(
+    cursor, recipients: dict, fast_pairs: dict, proofs: dict, deltas: fast_path.Deltas
+) -> int:
+    """Lock the batch's recipients in key order and apply them, by the fast path when
+    their changes and every event to apply come after their stored state and none of
+    their pairs here was recomputed, else by the recompute. Returns how many went fast."""
+    if not recipients:
+        return 0
+    keys = sorted(recipients)
+    _lock_rows_sql(
+        cursor,
+        "clickmap_recipientrollup",
+        ("variant_id", "customer_id"),
+        [(recipients[k].workspace_id, *k) for k in keys],
+        dict.fromkeys(RECIPIENT_TO_EMAIL, "false"),
+    )
+    states = fast_path.recipient_states(cursor, keys)
+    recomputed_pairs = set(proofs)  # recipients with a pair recomputed in this batch
+    clicks_of = defaultdict(list)
+    for (variant, _, customer), result in fast_pairs.items():
+        clicks_of[(variant, customer)].extend(result.clicks)
+        shown = proofs.get((variant, customer), (False, False))
+        proofs[(variant, customer)] = (shown[0] or result.proof[0], shown[1] or result.proof[1])
+    candidates = [
+        (k, states[k], recipients[k])
+        for k in keys
+        if k not in recomputed_pairs and states[k].applies(recipients[k])
+    ]
+    results = {}
+    if candidates:
+        days, opens = fast_path.recipient_news(cursor, candidates)
+        for key, state, _ in candidates:
+            events = [
+                fast_path.RecipientEvent(c.at, True, c.reliable, c.device)
+                for c in clicks_of.get(key, ())
+            ] + opens.get(key, [])
+            events.sort(key=lambda e: e.at)
+            if state.last_at is not None and events and events[0].at <= state.last_at:
+                continue  # an event not after the state: recomputed
+            results[key] = fast_path.apply_recipient(state, days.get(key, {}), events)
+        fast_path.write_recipients(cursor, sorted(results.items()))
+        segments_of = fast_path.members(cursor, {k[1] for k in results})
+        for (variant, customer), result in results.items():
+            w = result.state.workspace_id
+            deltas.add(deltas.emails, (w, variant), result.turned_on)
+            for segment in segments_of.get(customer, ()):
+                deltas.add_segment(
+                    "clickmap_segmentemailrollup", (w, segment, variant), result.turned_on
+                )
+            for (device, kind, reliable, day, since), n in result.spans.items():
+                span = (kind, device, reliable, day, since)
+                deltas.email_spans[(w, variant, *span)] += n
+                for segment in segments_of.get(customer, ()):
+                    deltas.segment_email_spans[(w, segment, variant, *span)] += n
+    slow = {k: recipients[k] for k in keys if k not in results}
+    if slow:
+        for key, change in slow.items():
+            if change.clicks:
+                change.proof = proofs.get(key, (False, False))
+        emails, segment_emails = _recompute_recipients_sql(cursor, slow)
+        for w, v, *values in emails:
+            deltas.add(deltas.emails, (w, v), values)
+        for w, segment, v, *values in segment_emails:
+            deltas.add_segment("clickmap_segmentemailrollup", (w, segment, v), values)
+        email_spans, segment_email_spans = spans.recipient_days_sql(
+            cursor, {k: (c.workspace_id, c.delivery_id) for k, c in slow.items()}
+        )
+        deltas.email_spans.update(email_spans)
+        deltas.segment_email_spans.update(segment_email_spans)
+        _recipients_last_at_sql(cursor, slow, [states[k].id for k in sorted(slow)])
+    return len(results)
+
+
+def _recipients_last_at_sql(cursor, recipients: dict, ids: list) -> None:
+    """Store recomputed recipients' last_at: their last click (their pairs' last_at) or
+    open. Read after their rows were (so never earlier than what they count: an event
+    committed in between is not after it, and its change row has it recomputed)."""
+    keys = sorted(recipients)
+    cursor.execute(
+        """UPDATE clickmap_recipientrollup r
+           SET last_at = greatest(
+               (SELECT max(p.last_at) FROM clickmap_pairrollup p
+                WHERE p.customer_id = t.customer_id AND p.variant_id = t.variant_id),
+               (SELECT max(o.at) FROM tracking_openevent o WHERE o.delivery_id = t.delivery_id))
+           FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])
+                AS t(variant_id, customer_id, delivery_id)
+           WHERE r.variant_id = t.variant_id AND r.customer_id = t.customer_id
+           AND r.id = ANY(%s::bigint[])""",
+        [
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [recipients[k].delivery_id for k in keys],
+            ids,  # the rows by their key: no join over the whole table
+        ],
+    )
 
 
 def _lock_rows_sql(cursor, table: str, key: tuple, rows: list, zeros: dict) -> None:
@@ -449,14 +656,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
     """
     if not pairs:
         return [], {}, ({}, Counter()), {}
-    keys = sorted(pairs)
-    _lock_rows_sql(
-        cursor,
-        "clickmap_pairrollup",
-        ("variant_id", "link_id", "customer_id"),
-        [(pairs[k][0], *k) for k in keys],
-        dict.fromkeys(COUNTERS, "0"),
-    )
+    keys = sorted(pairs)  # locked by the caller
     # Each pair's clicks: one range of clickmap_click_pair_idx.
     events = """
         SELECT p.id AS pair_id, e.at, e.id, e.reliable, e.device, p.hours
@@ -464,12 +664,14 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
             SELECT e.at, e.id, e.reliable, e.device FROM tracking_clickevent e
             WHERE e.delivery_id = p.delivery_id AND e.link_id = p.link_id OFFSET 0) e
         WHERE (p.hours > 0) = {mode}"""
-    modes = sorted({pairs[k][2] > 0 for k in keys})
+    modes = sorted({pairs[k].hours > 0 for k in keys})
     cells = " UNION ALL ".join(
         _cells_sql(events.format(mode=mode), window_mode=mode, key=("pair_id",)) for mode in modes
     )
     changed = " OR ".join(f"o_{c} IS DISTINCT FROM {c}" for c in COUNTERS)
+    state_changed = " OR ".join(f"o_{c} IS DISTINCT FROM {c}" for c in PAIR_STATE)
     sums = ", ".join(f"sum({c}) AS {c}" for c in COUNTERS)
+    latest = ", ".join(f"max({c}) AS {c}" for c in PAIR_STATE)
     link_deltas = ", ".join(
         [
             *(f"sum({c} - o_{c})::bigint" for c in COUNTERS),
@@ -483,20 +685,23 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
         f"""
         WITH p AS MATERIALIZED (
             SELECT r.id, r.workspace_id, t.variant_id, t.link_id, t.customer_id,
-                   t.delivery_id, t.hours, {_listed(COUNTERS, "r.")}
+                   t.delivery_id, t.hours, {_listed(COUNTERS, "r.")},
+                   {_listed(PAIR_STATE, "r.")}
             FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::int[])
                  AS t(variant_id, link_id, customer_id, delivery_id, hours)
             CROSS JOIN LATERAL (
-                SELECT r.id, r.workspace_id, {_listed(COUNTERS, "r.")}
+                SELECT r.id, r.workspace_id, {_listed(COUNTERS, "r.")},
+                       {_listed(PAIR_STATE, "r.")}
                 FROM clickmap_pairrollup r WHERE r.variant_id = t.variant_id
                 AND r.link_id = t.link_id AND r.customer_id = t.customer_id OFFSET 0) r),
         {spans.MEMBERS_SQL.format(source="p")},
         cell AS MATERIALIZED ({cells}),
         n AS MATERIALIZED (
             SELECT p.id, p.workspace_id, p.variant_id, p.link_id, p.customer_id,
-                   {", ".join(f"p.{c} AS o_{c}" for c in COUNTERS)},
-                   {", ".join(f"coalesce(s.{c}, 0)::int AS {c}" for c in COUNTERS)}
-            FROM p LEFT JOIN (SELECT pair_id, {sums} FROM cell GROUP BY pair_id) s
+                   {", ".join(f"p.{c} AS o_{c}" for c in (*COUNTERS, *PAIR_STATE))},
+                   {", ".join(f"coalesce(s.{c}, 0)::int AS {c}" for c in COUNTERS)},
+                   {_listed(PAIR_STATE, "s.")}
+            FROM p LEFT JOIN (SELECT pair_id, {sums}, {latest} FROM cell GROUP BY pair_id) s
               ON s.pair_id = p.id),
         old AS MATERIALIZED (
             SELECT x.* FROM p CROSS JOIN LATERAL (
@@ -518,9 +723,10 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
                OR (coalesce(total_rel, 0) > 0) <> (coalesce(o_total_rel, 0) > 0)
             GROUP BY 1),
         pair_update AS (
-            UPDATE clickmap_pairrollup r SET {", ".join(f"{c} = n.{c}" for c in COUNTERS)}
+            UPDATE clickmap_pairrollup r
+            SET {", ".join(f"{c} = n.{c}" for c in (*COUNTERS, *PAIR_STATE))}
             FROM n WHERE r.id = n.id
-            AND r.id = ANY(ARRAY(SELECT id FROM n WHERE {changed}))),
+            AND r.id = ANY(ARRAY(SELECT id FROM n WHERE {changed} OR {state_changed}))),
         day_delete AS (
             DELETE FROM clickmap_pairdayrollup
             WHERE id = ANY(ARRAY(SELECT old_id FROM day WHERE pair_id IS NULL))),
@@ -589,8 +795,8 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
             [k[0] for k in keys],
             [k[1] for k in keys],
             [k[2] for k in keys],
-            [pairs[k][1] for k in keys],
-            [pairs[k][2] for k in keys],
+            [pairs[k].delivery_id for k in keys],
+            [pairs[k].hours for k in keys],
         ],
     )
     links, unproven = [], {}
@@ -631,23 +837,17 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> tuple[list, list]:
     recipients as (workspace, segment, variant, *EMAIL_COUNTERS) rows.
 
     Clicked flags follow the pairs, and change only with a click change row; opened flags
-    follow the open events and the clicked flags (a click implies an open: docs/metrics.md). A clicked flag that one of the batch's own
+    follow the open events and the clicked flags (a click implies an open:
+    docs/metrics.md). A clicked flag that one of the batch's own
     pairs (locked, just recomputed) proves true needs no look at the other pairs.
     """
     if not recipients:
         return [], []
-    keys = sorted(recipients)
-    _lock_rows_sql(
-        cursor,
-        "clickmap_recipientrollup",
-        ("variant_id", "customer_id"),
-        [(recipients[k][0], *k) for k in keys],
-        dict.fromkeys(RECIPIENT_TO_EMAIL, "false"),
-    )
+    keys = sorted(recipients)  # locked by the caller
     flags = tuple(RECIPIENT_TO_EMAIL)
     changed = " OR ".join(f"o_{f} IS DISTINCT FROM {f}" for f in flags)
     deltas = ", ".join(f"sum({f}::int - o_{f}::int)::bigint" for f in flags)
-    proofs = [recipients[k][4] or (False, False) for k in keys]
+    proofs = [recipients[k].proof or (False, False) for k in keys]
     rows = _fetch(
         cursor,
         f"""
@@ -710,9 +910,9 @@ def _recompute_recipients_sql(cursor, recipients: dict) -> tuple[list, list]:
         [
             [k[0] for k in keys],
             [k[1] for k in keys],
-            [recipients[k][1] for k in keys],
-            [recipients[k][2] for k in keys],
-            [recipients[k][3] for k in keys],
+            [recipients[k].delivery_id for k in keys],
+            [recipients[k].clicks for k in keys],
+            [recipients[k].opens for k in keys],
             [p[0] for p in proofs],
             [p[1] for p in proofs],
         ],
@@ -733,16 +933,16 @@ ROLLUP_MODELS = (
     EmailSpanRollup,
 )
 ROLLUP_TABLES = tuple(model._meta.db_table for model in ROLLUP_MODELS)
-# From this many clicks the rebuild loads tables stripped of their secondary indexes and
-# foreign keys and restores them after: one sort per index and one join per key instead
-# of millions of single-row updates and checks.
-BULK_REBUILD_CLICKS = 200_000
+REBUILT = "__rebuilt"  # the suffix of a table built beside its live one
 
 
-def _recompute_sql(bulk: bool | None = None) -> AggregateReport:
-    """The rebuild: cells from every click in one pass over the pair index,
-    then each table with one INSERT … SELECT (`bulk`: with its indexes and foreign keys
-    rebuilt after the load; None decides by the number of clicks)."""
+def _recompute_sql() -> AggregateReport:
+    """The rebuild: cells from every click in one pass over the pair index, then each
+    table built beside the live one with CREATE TABLE … AS (which, unlike INSERT …
+    SELECT, may run a parallel plan), and all swapped in at the end: the live tables are
+    dropped and the new ones renamed and given the live ones' constraints, indexes,
+    identity and storage settings under the same names, so the schema (and Django's
+    model state) is as before. Until the swap, dashboards read the old rows."""
     with (
         connection.cursor() as cursor,
         _settings(
@@ -758,83 +958,195 @@ def _recompute_sql(bulk: bool | None = None) -> AggregateReport:
         # Aggregators and ingestion write the change log: holding it makes the rebuild
         # see a fixed set of events, and what arrives later waits in the log for it.
         cursor.execute("LOCK TABLE tracking_eventchange IN EXCLUSIVE MODE")
-        # TRUNCATE refuses tables with foreign-key checks still pending in this transaction.
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute(f"TRUNCATE {', '.join(ROLLUP_TABLES)} RESTART IDENTITY")
-        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
-        if bulk is None:
-            bulk = _estimated_clicks(cursor) >= BULK_REBUILD_CLICKS
-        restore = _drop_secondary_sql(cursor) if bulk else []
         pairs = _recompute_cells_sql(cursor)
-        _insert_rollups_sql(cursor)
-        spans.rebuild_sql(cursor)
+        shapes = {}
+        for table, select in _rebuild_selects():
+            shapes[table] = _build_beside_sql(cursor, table, select)
+        cursor.execute("DROP TABLE recompute_cell")
         cursor.execute("DELETE FROM tracking_eventchange")
-        for statement in restore:
-            cursor.execute(statement)
         (recipients, opened) = _fetch(
             cursor,
-            "SELECT count(*), count(*) FILTER (WHERE opened_all) FROM clickmap_recipientrollup",
+            f"SELECT count(*), count(*) FILTER (WHERE opened_all) "
+            f"FROM clickmap_recipientrollup{REBUILT}",
         )[0]
-        cursor.execute("DROP TABLE recompute_cell")
-        if bulk:
-            for table in ROLLUP_TABLES:
-                cursor.execute(f"ANALYZE {table}")
+        # The swap, in one go: the live tables go (their rows were never read again).
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # DROP refuses pending checks
+        cursor.execute(f"DROP TABLE {', '.join(ROLLUP_TABLES)}")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        for table in ROLLUP_TABLES:
+            _swap_in_sql(cursor, table, shapes[table])
         segment_rollups.rebuild(cursor)
     return AggregateReport(changes=pairs + opened, pairs=pairs, recipients=recipients, batches=1)
 
 
-def _estimated_clicks(cursor) -> int:
-    # The planner's row estimate: free, and close enough to pick a strategy.
-    return _fetch(
+@dataclass
+class TableShape:
+    """What a table is beyond its rows, as PostgreSQL describes it."""
+
+    columns: list  # (name, type, not null, identity) in column order
+    constraints: list  # (name, kind, definition): primary, unique, check, foreign keys
+    not_null: list  # (name, kind, definition) of NOT NULL constraints (PostgreSQL 18)
+    indexes: list  # CREATE INDEX statements of the indexes no constraint owns
+    options: list  # storage parameters (fillfactor)
+
+
+def _shape(cursor, table: str) -> TableShape:
+    columns = _fetch(
         cursor,
-        """SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_class c
-           WHERE c.oid = 'tracking_clickevent'::regclass
-              OR c.oid IN (SELECT inhrelid FROM pg_inherits
-                           WHERE inhparent = 'tracking_clickevent'::regclass)""",
-    )[0][0]
-
-
-def _drop_secondary_sql(cursor) -> list[str]:
-    """Drop the rollup tables' foreign keys, unique constraints and secondary indexes
-    (primary keys stay); returns the statements that restore them, as they were."""
-    tables = [f"'{t}'::regclass" for t in ROLLUP_TABLES]
+        """SELECT attname, format_type(atttypid, atttypmod), attnotnull, attidentity <> ''
+           FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0
+           AND NOT attisdropped ORDER BY attnum""",
+        [table],
+    )
     constraints = _fetch(
         cursor,
-        f"""SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid)
-            FROM pg_constraint WHERE conrelid IN ({", ".join(tables)}) AND contype IN ('f', 'u')
-            ORDER BY contype = 'u', conname""",  # noqa: S608 (names are ours)
+        """SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint
+           WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'c', 'f')
+           -- keys and checks first, foreign keys (checked against them) last
+           ORDER BY contype = 'f', conname""",
+        [table],
+    )
+    not_null = _fetch(
+        cursor,
+        """SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint
+           WHERE conrelid = %s::regclass AND contype = 'n'""",
+        [table],
     )
     indexes = _fetch(
         cursor,
-        f"""SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x
-            JOIN pg_class i ON i.oid = x.indexrelid
-            WHERE x.indrelid IN ({", ".join(tables)}) AND NOT x.indisprimary
-              AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.oid)
-            ORDER BY i.relname""",  # noqa: S608
+        """SELECT pg_get_indexdef(x.indexrelid) FROM pg_index x
+           WHERE x.indrelid = %s::regclass
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
+           ORDER BY x.indexrelid::regclass::text""",
+        [table],
     )
-    for table, name, _, _ in constraints:  # foreign keys first: nothing depends on them
-        cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
-    for name, _ in indexes:
-        cursor.execute(f'DROP INDEX "{name}"')
-    restore = [definition for _, definition in indexes]
-    # Unique constraints (and their indexes) before the foreign keys that are checked
-    # with them; each recreated under its own name.
-    for table, name, _kind, definition in sorted(constraints, key=lambda c: c[2] == "f"):
-        restore.append(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-    return restore
+    options = _fetch(cursor, "SELECT reloptions FROM pg_class WHERE oid = %s::regclass", [table])
+    return TableShape(columns, constraints, not_null, [i for (i,) in indexes], options[0][0] or [])
+
+
+def _build_beside_sql(cursor, table: str, select: str) -> TableShape:
+    """CREATE TABLE {table}__rebuilt AS the SELECT, with the live table's columns (by
+    name, in its order and types: `id` numbered when the SELECT has none) and storage
+    settings. Returns the live table's shape, for the swap."""
+    shape = _shape(cursor, table)
+    columns = ", ".join(f"s.{name}::{kind} AS {name}" for name, kind, _, _ in shape.columns)
+    options = f" WITH ({', '.join(shape.options)})" if shape.options else ""
+    cursor.execute(f"DROP TABLE IF EXISTS {table}{REBUILT}")  # a failed run's leftover
+    cursor.execute(f"CREATE TABLE {table}{REBUILT}{options} AS SELECT {columns} FROM ({select}) s")
+    return shape
+
+
+def _swap_in_sql(cursor, table: str, shape: TableShape) -> None:
+    """Give the table built beside `table` (dropped) its name, and then the live one's
+    NOT NULL columns, identity, constraints and indexes, under their own names."""
+    cursor.execute(f"ALTER TABLE {table}{REBUILT} RENAME TO {table}")
+    # PostgreSQL 18 names its NOT NULL constraints: each keeps its name.
+    named = {definition: name for name, kind, definition in shape.not_null}
+    not_null = [
+        f'ADD CONSTRAINT "{named[f"NOT NULL {column}"]}" NOT NULL {column}'
+        if f"NOT NULL {column}" in named
+        else f"ALTER COLUMN {column} SET NOT NULL"
+        for column, _, on, _ in shape.columns
+        if on
+    ]
+    if not_null:  # one statement: one scan of the table
+        cursor.execute(f"ALTER TABLE {table} {', '.join(not_null)}")
+    for name, _, _, identity in shape.columns:
+        if identity:
+            cursor.execute(
+                f"ALTER TABLE {table} ALTER COLUMN {name} ADD GENERATED BY DEFAULT AS IDENTITY"
+            )
+            cursor.execute(
+                f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+                f"greatest((SELECT max({name}) FROM {table}), 1))",
+                [table, name],
+            )
+    for name, _, definition in shape.constraints:
+        cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+    for statement in shape.indexes:
+        cursor.execute(statement)
+    cursor.execute(f"ANALYZE {table}")
+
+
+def _rebuild_selects() -> list[tuple[str, str]]:
+    """(table, SELECT of its rows) for every rollup table, from recompute_cell, the open
+    events and the tables built before it (named with REBUILT), in build order."""
+    counters = _listed(COUNTERS)
+    numbered = "row_number() OVER () AS id"
+    pairs, pair_days = f"clickmap_pairrollup{REBUILT}", f"clickmap_pairdayrollup{REBUILT}"
+    recipients = f"clickmap_recipientrollup{REBUILT}"
+    recipient_days = f"clickmap_recipientdayrollup{REBUILT}"
+    return [
+        (
+            "clickmap_pairrollup",
+            f"""SELECT pair_id AS id, workspace_id, variant_id, link_id, customer_id,
+                       {", ".join(f"pair_{c} AS {c}" for c in (*COUNTERS, *PAIR_STATE))}
+                FROM recompute_cell WHERE pair_total_all IS NOT NULL""",
+        ),
+        (
+            "clickmap_pairdayrollup",
+            f"""SELECT {numbered}, pair_id, workspace_id, variant_id, link_id, customer_id,
+                       day, device, {counters}
+                FROM recompute_cell""",
+        ),
+        (
+            "clickmap_linkrollup",
+            f"""SELECT {numbered}, workspace_id, variant_id, link_id,
+                       {", ".join(f"sum({c}) AS {c}" for c in COUNTERS)},
+                       count(*) FILTER (WHERE total_all > 0) AS unique_all,
+                       count(*) FILTER (WHERE total_rel > 0) AS unique_rel
+                FROM {pairs} GROUP BY workspace_id, variant_id, link_id""",
+        ),
+        (
+            "clickmap_recipientrollup",
+            f"""SELECT {numbered}, d.workspace_id, d.variant_id, d.customer_id,
+                       coalesce(c.clicked_all, false) AS clicked_all,
+                       coalesce(c.clicked_rel, false) AS clicked_rel,
+                       -- a click implies an open (docs/metrics.md)
+                       o.delivery_id IS NOT NULL OR coalesce(c.clicked_all, false)
+                           AS opened_all,
+                       coalesce(o.opened_rel, false) OR coalesce(c.clicked_rel, false)
+                           AS opened_rel,
+                       greatest(c.last_at, o.last_at) AS last_at
+                FROM (SELECT delivery_id, bool_or(pair_total_all > 0) AS clicked_all,
+                             bool_or(pair_total_rel > 0) AS clicked_rel,
+                             max(pair_last_at) AS last_at
+                      FROM recompute_cell WHERE pair_total_all IS NOT NULL
+                      GROUP BY delivery_id) c
+                FULL JOIN (SELECT delivery_id, bool_or(reliable) AS opened_rel,
+                                  max(at) AS last_at
+                           FROM tracking_openevent GROUP BY delivery_id) o
+                  ON o.delivery_id = c.delivery_id
+                JOIN campaigns_delivery d ON d.id = coalesce(c.delivery_id, o.delivery_id)""",
+        ),
+        (
+            "clickmap_emailrollup",
+            f"""SELECT {numbered}, workspace_id, variant_id,
+                       {
+                ", ".join(
+                    f"count(*) FILTER (WHERE {f}) AS {RECIPIENT_TO_EMAIL[f]}"
+                    for f in RECIPIENT_TO_EMAIL
+                )
+            }
+                FROM {recipients} GROUP BY workspace_id, variant_id""",
+        ),
+        *spans.rebuild_selects(pair_days, recipient_days, numbered),
+    ]
 
 
 def _recompute_cells_sql(cursor) -> int:
     """Fill recompute_cell with every pair's (day, device) cells and the pair's delivery
-    columns, numbering the pairs from 1 (their PairRollup ids: the table was truncated
-    with RESTART IDENTITY); each pair's first row also carries the pair's totals."""
-    cursor.execute("DROP TABLE IF EXISTS recompute_cell")  # an outer transaction's leftover
+    columns, numbering the pairs from 1 (their PairRollup ids in the rebuilt table);
+    each pair's first row also carries the pair's totals and state."""
+    # Not a temporary table: parallel workers, which the rebuilt tables' plans may use,
+    # cannot read one. Only the rebuild (under the segment lock, so one at a time) has it.
+    cursor.execute("DROP TABLE IF EXISTS recompute_cell")  # a failed run's leftover
     cursor.execute(
         f"""
-        CREATE TEMP TABLE recompute_cell (pair_id bigint, delivery_id bigint,
+        CREATE UNLOGGED TABLE recompute_cell (pair_id bigint, delivery_id bigint,
             workspace_id bigint, variant_id bigint, link_id bigint, customer_id bigint,
             day date, device varchar(8), {_listed(COUNTERS, suffix=" int")},
-            {_listed(COUNTERS, "pair_", " int")})"""
+            {_listed(COUNTERS, "pair_", " int")}, {_listed(PAIR_STATE, "pair_", " timestamptz")})"""
     )
     groups = defaultdict(list)  # window hours -> workspaces
     for pk, window in _fetch(cursor, "SELECT id, unique_window_hours FROM campaigns_workspace"):
@@ -849,8 +1161,14 @@ def _recompute_cells_sql(cursor) -> int:
         # The cells come out in (delivery, link) order, so numbering the pairs and summing
         # them are window functions over the same order: no sort, no hash of 1.7M pairs.
         pair_sums = ", ".join(
-            f"CASE WHEN row_number() OVER pair = 1 THEN sum(c.{c}) OVER pair END AS pair_{c}"
-            for c in COUNTERS
+            [
+                f"CASE WHEN row_number() OVER pair = 1 THEN sum(c.{c}) OVER pair END AS pair_{c}"
+                for c in COUNTERS
+            ]
+            + [
+                f"CASE WHEN row_number() OVER pair = 1 THEN max(c.{c}) OVER pair END AS pair_{c}"
+                for c in PAIR_STATE
+            ]
         )
         # Sorted grouping keeps that order (a hash aggregate would need a sort after).
         with _settings(cursor, enable_hashagg="off"):
@@ -859,7 +1177,7 @@ def _recompute_cells_sql(cursor) -> int:
                 INSERT INTO recompute_cell
                 SELECT c.pair_id, c.delivery_id, d.workspace_id, d.variant_id, c.link_id,
                        d.customer_id, c.day, c.device, {_listed(COUNTERS, "c.")},
-                       {_listed(COUNTERS, "c.pair_")}
+                       {_listed(COUNTERS, "c.pair_")}, {_listed(PAIR_STATE, "c.pair_")}
                 FROM (SELECT %(offset)s + dense_rank() OVER (ORDER BY c.delivery_id, c.link_id)
                                  AS pair_id, c.*,
                              {pair_sums}
@@ -871,60 +1189,3 @@ def _recompute_cells_sql(cursor) -> int:
         pairs = _fetch(cursor, "SELECT coalesce(max(pair_id), 0) FROM recompute_cell")[0][0]
     cursor.execute("ANALYZE recompute_cell")  # joins of millions of rows need true sizes
     return pairs
-
-
-def _insert_rollups_sql(cursor) -> None:
-    """Every rollup table from recompute_cell and the open events."""
-    counters = _listed(COUNTERS)
-    cursor.execute(
-        f"""
-        INSERT INTO clickmap_pairrollup (id, workspace_id, variant_id, link_id, customer_id,
-            {counters})
-        SELECT pair_id, workspace_id, variant_id, link_id, customer_id,
-               {_listed(COUNTERS, "pair_")}
-        FROM recompute_cell WHERE pair_total_all IS NOT NULL"""
-    )
-    cursor.execute(
-        """SELECT setval(pg_get_serial_sequence('clickmap_pairrollup', 'id'),
-                         greatest((SELECT max(id) FROM clickmap_pairrollup), 1))"""
-    )
-    cursor.execute(
-        f"""
-        INSERT INTO clickmap_pairdayrollup (pair_id, workspace_id, variant_id, link_id,
-            customer_id, day, device, {counters})
-        SELECT pair_id, workspace_id, variant_id, link_id, customer_id, day, device,
-               {counters}
-        FROM recompute_cell"""
-    )
-    cursor.execute(
-        f"""
-        INSERT INTO clickmap_linkrollup (workspace_id, variant_id, link_id,
-            {_listed(LINK_COUNTERS)})
-        SELECT workspace_id, variant_id, link_id, {", ".join(f"sum({c})" for c in COUNTERS)},
-               count(*) FILTER (WHERE total_all > 0), count(*) FILTER (WHERE total_rel > 0)
-        FROM clickmap_pairrollup GROUP BY workspace_id, variant_id, link_id"""
-    )
-    cursor.execute(
-        """
-        INSERT INTO clickmap_recipientrollup (workspace_id, variant_id, customer_id,
-            clicked_all, clicked_rel, opened_all, opened_rel)
-        SELECT d.workspace_id, d.variant_id, d.customer_id,
-               coalesce(c.clicked_all, false), coalesce(c.clicked_rel, false),
-               -- a click implies an open (docs/metrics.md)
-               o.delivery_id IS NOT NULL OR coalesce(c.clicked_all, false),
-               coalesce(o.opened_rel, false) OR coalesce(c.clicked_rel, false)
-        FROM (SELECT delivery_id, bool_or(pair_total_all > 0) AS clicked_all,
-                     bool_or(pair_total_rel > 0) AS clicked_rel
-              FROM recompute_cell WHERE pair_total_all IS NOT NULL GROUP BY delivery_id) c
-        FULL JOIN (SELECT delivery_id, bool_or(reliable) AS opened_rel
-                   FROM tracking_openevent GROUP BY delivery_id) o
-          ON o.delivery_id = c.delivery_id
-        JOIN campaigns_delivery d ON d.id = coalesce(c.delivery_id, o.delivery_id)"""
-    )
-    cursor.execute(
-        f"""
-        INSERT INTO clickmap_emailrollup (workspace_id, variant_id, {_listed(EMAIL_COUNTERS)})
-        SELECT workspace_id, variant_id,
-               {", ".join(f"count(*) FILTER (WHERE {f})" for f in RECIPIENT_TO_EMAIL)}
-        FROM clickmap_recipientrollup GROUP BY workspace_id, variant_id"""
-    )

@@ -49,11 +49,12 @@ from clickmap import spans
 from clickmap.counters import add_counters
 from clickmap.models import (
     COUNTERS,
-    EMAIL_COUNTERS,
-    LINK_COUNTERS,
     RECIPIENT_FLAGS,
+    SEGMENT_ROLLUPS,
     MembershipChange,
+    SegmentDeliveryCount,
     SegmentMember,
+    segment_key,
 )
 
 SEGMENT_LOCK = 0x5E6_0E17  # pg_advisory lock key: batches shared, `refresh` exclusive
@@ -85,25 +86,10 @@ def lock_exclusively(cursor) -> None:
     cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEGMENT_LOCK])
 
 
+# {table: (key columns, counter columns)} of every segment rollup, from the models.
 SEGMENT_KEYS = {
-    "clickmap_segmentlinkrollup": (
-        ("workspace_id", "segment_id", "variant_id", "link_id"),
-        LINK_COUNTERS,
-    ),
-    "clickmap_segmentlinkdayrollup": (
-        ("workspace_id", "segment_id", "variant_id", "link_id", "day", "device"),
-        COUNTERS,
-    ),
-    "clickmap_segmentlinkspanrollup": (
-        ("workspace_id", "segment_id", "variant_id", "link_id", *spans.SPAN_KEY),
-        ("n",),
-    ),
-    "clickmap_segmentemailspanrollup": (spans.SEGMENT_EMAIL_SPAN_KEY, ("n",)),
-    "clickmap_segmentemailrollup": (("workspace_id", "segment_id", "variant_id"), EMAIL_COUNTERS),
-    "clickmap_segmentdeliverycount": (
-        ("workspace_id", "segment_id", "variant_id", "status"),
-        ("n",),
-    ),
+    model._meta.db_table: (segment_key(model), model.counter_names)
+    for model in (*SEGMENT_ROLLUPS, SegmentDeliveryCount)
 }
 
 

@@ -12,8 +12,8 @@ aggregator batch, set-based.
 The link day and span changes come out of the pairs' own statement (clickmap/rollups.py,
 `link_spans_sql`), the recipients' from `recipient_days_sql`, and `add_deltas_sql` adds
 them, in key order, after the batch's other rollups, so workers lock rows in one global
-order. The chains are window functions and only differences travel. `rebuild_sql` fills
-the four tables from scratch.
+order. The chains are window functions and only differences travel. `rebuild_selects`
+fills the four tables from scratch.
 """
 
 from collections import Counter
@@ -296,41 +296,41 @@ def _spans_sql(source: str, owner: list, key: list, chains: list, from_days: tup
     )
 
 
-def rebuild_sql(cursor) -> None:
-    """Fill the four tables (emptied by the caller) from the rebuilt pair day cells and
-    recipient rows: after clickmap.rollups has filled clickmap_pairdayrollup."""
-    cursor.execute(
-        f"""
-        INSERT INTO clickmap_linkdayrollup (workspace_id, variant_id, link_id, day, device,
-            {", ".join(COUNTERS)})
-        SELECT workspace_id, variant_id, link_id, day, device,
-               {", ".join(f"sum({c})" for c in COUNTERS)}
-        FROM clickmap_pairdayrollup GROUP BY workspace_id, variant_id, link_id, day, device"""
-    )
-    cursor.execute(
-        f"""
-        INSERT INTO clickmap_linkspanrollup (workspace_id, variant_id, link_id, device,
-            reliable, day, since, n)
-        {link_spans_sql("clickmap_pairdayrollup")}"""
-    )
-    cursor.execute(
-        """
-        INSERT INTO clickmap_recipientdayrollup (workspace_id, variant_id, customer_id, day,
-            device, clicked_all, clicked_rel, opened_all, opened_rel)
-        SELECT workspace_id, variant_id, customer_id, day, device, bool_or(ca), bool_or(cr),
-               bool_or(oa), bool_or(orl)
-        FROM (SELECT workspace_id, variant_id, customer_id, day, device, total_all > 0 AS ca,
-                     total_rel > 0 AS cr, total_all > 0 AS oa, total_rel > 0 AS orl
-              FROM clickmap_pairdayrollup  -- a click implies an open
-              UNION ALL
-              SELECT d.workspace_id, d.variant_id, d.customer_id,
-                     (o.at AT TIME ZONE 'UTC')::date, o.device, false, false, true, o.reliable
-              FROM tracking_openevent o JOIN campaigns_delivery d ON d.id = o.delivery_id) s
-        GROUP BY workspace_id, variant_id, customer_id, day, device"""
-    )
-    cursor.execute(
-        f"""
-        INSERT INTO clickmap_emailspanrollup (workspace_id, variant_id, kind, device,
-            reliable, day, since, n)
-        {email_spans_sql("clickmap_recipientdayrollup")}"""
-    )
+def rebuild_selects(pair_days: str, recipient_days: str, numbered: str) -> list:
+    """(table, SELECT of its rows) of the four tables, from the rebuilt pair day cells
+    (`pair_days`) and the open events; the email spans from `recipient_days`, built
+    before them. `numbered`: the SELECT's `id` column (clickmap.rollups builds each table
+    beside the live one)."""
+    return [
+        (
+            "clickmap_linkdayrollup",
+            f"""SELECT {numbered}, workspace_id, variant_id, link_id, day, device,
+                       {", ".join(f"sum({c}) AS {c}" for c in COUNTERS)}
+                FROM {pair_days} GROUP BY workspace_id, variant_id, link_id, day, device""",
+        ),
+        (
+            "clickmap_linkspanrollup",
+            f"SELECT {numbered}, s.* FROM ({link_spans_sql(pair_days)}) s",
+        ),
+        (
+            "clickmap_recipientdayrollup",
+            f"""SELECT {numbered}, workspace_id, variant_id, customer_id, day, device,
+                       bool_or(ca) AS clicked_all, bool_or(cr) AS clicked_rel,
+                       bool_or(oa) AS opened_all, bool_or(orl) AS opened_rel
+                FROM (SELECT workspace_id, variant_id, customer_id, day, device,
+                             total_all > 0 AS ca, total_rel > 0 AS cr, total_all > 0 AS oa,
+                             total_rel > 0 AS orl
+                      FROM {pair_days}  -- a click implies an open
+                      UNION ALL
+                      SELECT d.workspace_id, d.variant_id, d.customer_id,
+                             (o.at AT TIME ZONE 'UTC')::date, o.device, false, false, true,
+                             o.reliable
+                      FROM tracking_openevent o
+                      JOIN campaigns_delivery d ON d.id = o.delivery_id) s
+                GROUP BY workspace_id, variant_id, customer_id, day, device""",
+        ),
+        (
+            "clickmap_emailspanrollup",
+            f"SELECT {numbered}, s.* FROM ({email_spans_sql(recipient_days)}) s",
+        ),
+    ]

@@ -53,7 +53,7 @@ def backlog(world, clicks: int) -> None:
                 device=DEVICES[i % len(DEVICES)],
             )
         )
-        changes.append(EventChange(kind="c", delivery=delivery, link=link))
+        changes.append(EventChange(kind="c", delivery=delivery, link=link, at=events[-1].at))
         if i % 5 == 0:
             OpenEvent.objects.create(
                 event_id=uuid.uuid4(),
@@ -62,7 +62,7 @@ def backlog(world, clicks: int) -> None:
                 at=T0 + timedelta(minutes=i),
                 reliable=i % 10 != 0,
             )
-            changes.append(EventChange(kind="o", delivery=delivery))
+            changes.append(EventChange(kind="o", delivery=delivery, at=T0 + timedelta(minutes=i)))
     ClickEvent.objects.bulk_create(events, batch_size=2000)
     EventChange.objects.bulk_create(changes, batch_size=2000)
 

@@ -103,7 +103,9 @@ def click(world, delivery_index, link_index, seconds, reliable, device):
         reliable=reliable,
         device=device,
     )
-    EventChange.objects.create(kind="c", delivery=delivery, link=link)
+    EventChange.objects.create(
+        kind="c", delivery=delivery, link=link, at=T0 + timedelta(seconds=seconds)
+    )
 
 
 def open_(world, delivery_index, seconds, reliable):
@@ -116,7 +118,7 @@ def open_(world, delivery_index, seconds, reliable):
         reliable=reliable,
         device="desktop",
     )
-    EventChange.objects.create(kind="o", delivery=delivery)
+    EventChange.objects.create(kind="o", delivery=delivery, at=T0 + timedelta(seconds=seconds))
 
 
 operation = st.one_of(
@@ -162,6 +164,10 @@ def run(world, op):
         aggregate(batch_size=5)
 
 
+# Committed, not rolled back: each example's rebuild drops and creates the rollup tables
+# (clickmap.rollups._swap_in_sql), whose locks and catalog changes would otherwise pile up
+# in one transaction over every example.
+@pytest.mark.django_db(transaction=True)
 @settings(
     max_examples=40,
     deadline=None,

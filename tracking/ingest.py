@@ -302,8 +302,8 @@ def _store_clicks(records, deliveries, links, report: IngestReport) -> None:
                     reason=str(reason),
                 )
             )
-        created = _insert_new(ClickEvent, CLICK_COLUMNS, rows, ("delivery_id", "link_id"))
-        _log_changes(EventChange.Kind.CLICK, [(d, link) for d, link in created if link])
+        created = _insert_new(ClickEvent, CLICK_COLUMNS, rows, ("delivery_id", "link_id", "at"))
+        _log_changes(EventChange.Kind.CLICK, [row for row in created if row[1]])
         report.clicks += len(rows)
 
 
@@ -316,21 +316,35 @@ def _reclassify(stored, reasons, report: IngestReport) -> None:
             event.reliable = reason == Reason.NONE
             changed.append(event)
     ClickEvent.objects.bulk_update(changed, ["reason", "reliable"])
-    _log_changes(EventChange.Kind.CLICK, [(e.delivery_id, e.link_id) for e in changed if e.link_id])
+    _log_changes(
+        EventChange.Kind.CLICK, [(e.delivery_id, e.link_id, e.at) for e in changed if e.link_id]
+    )
     report.reclassified += len(changed)
 
 
-def _log_changes(kind: str, keys) -> None:
-    """Tell the rollups which (delivery, link) pairs changed. Honeypot clicks are left
-    out: they only serve the classifier and count in no metric."""
-    keys = sorted(set(keys), key=lambda key: (key[0], key[1] or 0))
-    if not keys:
+def _log_changes(kind: str, events) -> None:
+    """Tell the rollups which (delivery, link) pairs changed, from (delivery, link, at)
+    of each stored or reclassified event: one row per pair, with its events' earliest
+    time (the aggregator applies events later than all it has applied without reading
+    the pair's history). Honeypot clicks are left out: they only serve the classifier
+    and count in no metric."""
+    earliest = {}
+    for delivery, link, at in events:
+        if (delivery, link) not in earliest or at < earliest[(delivery, link)]:
+            earliest[(delivery, link)] = at
+    if not earliest:
         return
+    keys = sorted(earliest, key=lambda key: (key[0], key[1] or 0))
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO tracking_eventchange (kind, delivery_id, link_id) "
-            "SELECT %s, * FROM unnest(%s::bigint[], %s::bigint[])",
-            [kind, [d for d, _ in keys], [link for _, link in keys]],
+            "INSERT INTO tracking_eventchange (kind, delivery_id, link_id, at) "
+            "SELECT %s, * FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[])",
+            [
+                kind,
+                [d for d, _ in keys],
+                [link for _, link in keys],
+                [earliest[key] for key in keys],
+            ],
         )
 
 
@@ -396,6 +410,6 @@ def _store_opens(records, deliveries, report: IngestReport) -> None:
                 reason=str(reason),
             )
         )
-    created = _insert_new(OpenEvent, EVENT_COLUMNS, rows, ("delivery_id",))
-    _log_changes(EventChange.Kind.OPEN, [(d, None) for (d,) in created])
+    created = _insert_new(OpenEvent, EVENT_COLUMNS, rows, ("delivery_id", "at"))
+    _log_changes(EventChange.Kind.OPEN, [(d, None, at) for d, at in created])
     report.opens += len(rows)

@@ -134,6 +134,11 @@ class EventChange(models.Model):
     # check and metrics, clickmap/pipeline_health.py). The database's clock, as every
     # process writing rows shares it.
     created_at = models.DateTimeField(db_default=Now(), editable=False)
+    # The earliest time (`at`) of the events the row stands for. Events later than all the
+    # aggregator has applied for their pair and recipient are applied from its stored
+    # state without reading the history (the in-order fast path, docs/aggregation.md);
+    # NULL (a deletion, or a writer that does not say) means: recompute from history.
+    at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self):
         return f"{self.kind} {self.delivery_id}/{self.link_id}"
