@@ -25,10 +25,12 @@ window functions), and `recompute` rebuilds every table with INSERT … SELECT.
 docs/aggregation.md follows one event through them to the dashboard's numbers.
 """
 
+import datetime
 import threading
-from collections import Counter, defaultdict
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, connections, transaction
@@ -486,16 +488,25 @@ def _apply_pairs(cursor, pairs: dict, deltas: fast_path.Deltas) -> tuple[dict, d
     slow = {k: pairs[k] for k in keys if k not in results}
     proofs = {}
     if slow:
-        links, unproven, (link_days, link_spans), segments = _recompute_pairs_sql(cursor, slow)
-        for w, v, link, *values in links:
-            deltas.add(deltas.links, (w, v, link), values)
-        for key, values in link_days.items():
-            deltas.add(deltas.link_days, key, values)
-        deltas.link_spans.update(link_spans)
-        for table, rows in segments.items():
+        recomputed = _recompute_pairs_sql(cursor, slow)
+        for r in recomputed.links:
+            deltas.add(deltas.links, (r.workspace_id, r.variant_id, r.link_id), r[3:])
+        for r in recomputed.link_days:
+            deltas.add(deltas.link_days, r[:5], r[5:])
+        for r in recomputed.link_spans:
+            deltas.link_spans[r[:-1]] += r.n
+        for table, rows in (
+            ("clickmap_segmentlinkrollup", recomputed.segment_links),
+            ("clickmap_segmentlinkdayrollup", recomputed.segment_link_days),
+            ("clickmap_segmentlinkspanrollup", recomputed.segment_link_spans),
+        ):
             width = len(segment_rollups.SEGMENT_KEYS[table][0])
             for row in rows:
-                deltas.add_segment(table, tuple(row[:width]), row[width:])
+                deltas.add_segment(table, row[:width], row[width:])
+        unproven = {
+            (r.variant_id, r.customer_id): (r.clicked_all, r.clicked_rel)
+            for r in recomputed.unproven
+        }
         for variant, _, customer in slow:
             proofs[(variant, customer)] = unproven.get((variant, customer), (True, True))
     return results, proofs
@@ -645,152 +656,178 @@ def _listed(names, prefix: str = "", suffix: str = "") -> str:
     return ", ".join(f"{prefix}{name}{suffix}" for name in names)
 
 
-def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
-    """Recompute the pairs' rows and day rows from their clicks.
+def fetch_typed(cursor, row: type, sql: str, params=None) -> list:
+    """Run a statement and read its rows as `row`s (a NamedTuple), each column by its name
+    in `cursor.description`; a statement whose columns are not exactly `row`'s fields
+    fails here, not as a shifted value somewhere downstream."""
+    cursor.execute(sql, params)
+    names = [column[0] for column in cursor.description]
+    if sorted(names) != sorted(row._fields) or len(set(names)) != len(names):
+        raise RuntimeError(
+            f"{row.__name__} expects columns {row._fields}, the statement has {names}"
+        )
+    order = [names.index(name) for name in row._fields]
+    return [row._make(values[i] for i in order) for values in cursor.fetchall()]
 
-    Returns the link deltas as (workspace, variant, link, *LINK_COUNTERS) rows, for
-    each recipient whose pairs here do not show both a click and a reliable click, what
-    they do show: {(variant, customer): (clicked_all, clicked_rel)}, the changes to
-    the link day rows and link spans (clickmap.spans.add_deltas_sql), and the segments'
-    link and day deltas ({table: rows}, clickmap/segment_rollups.py).
+
+class LinkDelta(NamedTuple):
+    """What the recomputed pairs add to one link's row (LinkRollup, LINK_COUNTERS)."""
+
+    workspace_id: int
+    variant_id: int
+    link_id: int
+    total_all: int
+    total_rel: int
+    window_all: int
+    window_rel: int
+    unique_all: int
+    unique_rel: int
+
+
+class SegmentLinkDelta(NamedTuple):
+    """The same for one segment's link row (SegmentLinkRollup)."""
+
+    workspace_id: int
+    segment_id: int
+    variant_id: int
+    link_id: int
+    total_all: int
+    total_rel: int
+    window_all: int
+    window_rel: int
+    unique_all: int
+    unique_rel: int
+
+
+class RecipientClicks(NamedTuple):
+    """What a recipient's recomputed pairs show: any click, any reliable click (listed
+    only when not both, so its other pairs may have to be read)."""
+
+    variant_id: int
+    customer_id: int
+    clicked_all: bool
+    clicked_rel: bool
+
+
+class LinkDayDelta(NamedTuple):
+    """What the recomputed pairs add to one link day row (LinkDayRollup, COUNTERS)."""
+
+    workspace_id: int
+    variant_id: int
+    link_id: int
+    day: datetime.date
+    device: str
+    total_all: int
+    total_rel: int
+    window_all: int
+    window_rel: int
+
+
+class SegmentLinkDayDelta(NamedTuple):
+    """The same for one segment's link day row (SegmentLinkDayRollup)."""
+
+    workspace_id: int
+    segment_id: int
+    variant_id: int
+    link_id: int
+    day: datetime.date
+    device: str
+    total_all: int
+    total_rel: int
+    window_all: int
+    window_rel: int
+
+
+class LinkSpanDelta(NamedTuple):
+    """What the recomputed pairs add to one link span (LinkSpanRollup.n)."""
+
+    workspace_id: int
+    variant_id: int
+    link_id: int
+    device: str
+    reliable: bool
+    day: datetime.date
+    since: datetime.date
+    n: int
+
+
+class SegmentLinkSpanDelta(NamedTuple):
+    """The same for one segment's link span (SegmentLinkSpanRollup.n)."""
+
+    workspace_id: int
+    segment_id: int
+    variant_id: int
+    link_id: int
+    device: str
+    reliable: bool
+    day: datetime.date
+    since: datetime.date
+    n: int
+
+
+@dataclass
+class PairRecompute:
+    """What `_recompute_pairs_sql` returns: the differences its pairs make, each kind
+    from its own statement."""
+
+    links: list  # [LinkDelta]
+    unproven: list  # [RecipientClicks]
+    link_days: list  # [LinkDayDelta]
+    link_spans: list  # [LinkSpanDelta]
+    segment_links: list  # [SegmentLinkDelta]
+    segment_link_days: list  # [SegmentLinkDayDelta]
+    segment_link_spans: list  # [SegmentLinkSpanDelta]
+
+
+# The temporary tables of one `_recompute_pairs_sql`, dropped at its end (and at commit,
+# should it fail): each holds one statement's result for the statements after it.
+PAIR_TEMP_TABLES = (
+    "batch_pair",
+    "batch_member",
+    "batch_cell",
+    "batch_pair_new",
+    "batch_old_day",
+    "batch_day",
+    "batch_span_from",
+    "batch_signed",
+    "batch_segment_signed",
+)
+
+
+def _temp_table(cursor, name: str, select: str, params=None) -> None:
+    cursor.execute(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {select}", params)
+
+
+def _recompute_pairs_sql(cursor, pairs: dict) -> PairRecompute:
+    """Recompute the pairs' rows and day rows from their clicks, write what changed, and
+    return the differences they make to the links, link days and link spans, the same
+    per segment of their customers (clickmap/segment_rollups.py), and, for each
+    recipient whose pairs here do not show both a click and a reliable click, what they
+    do show.
+
+    A sequence of statements in the caller's transaction (docs/aggregation.md, "The
+    batch"), each reading the temporary tables of those before it: the tables are read
+    once each (the pairs, locked by the caller; their clicks; their day rows; their
+    customers' segments), and the writes and the differences come from those reads.
     """
+    result = PairRecompute([], [], [], [], [], [], [])
     if not pairs:
-        return [], {}, ({}, Counter()), {}
+        return result
     keys = sorted(pairs)  # locked by the caller
-    # Each pair's clicks: one range of clickmap_click_pair_idx.
-    events = """
-        SELECT p.id AS pair_id, e.at, e.id, e.reliable, e.device, p.hours
-        FROM p CROSS JOIN LATERAL (
-            SELECT e.at, e.id, e.reliable, e.device FROM tracking_clickevent e
-            WHERE e.delivery_id = p.delivery_id AND e.link_id = p.link_id OFFSET 0) e
-        WHERE (p.hours > 0) = {mode}"""
-    modes = sorted({pairs[k].hours > 0 for k in keys})
-    cells = " UNION ALL ".join(
-        _cells_sql(events.format(mode=mode), window_mode=mode, key=("pair_id",)) for mode in modes
-    )
-    changed = " OR ".join(f"o_{c} IS DISTINCT FROM {c}" for c in COUNTERS)
-    state_changed = " OR ".join(f"o_{c} IS DISTINCT FROM {c}" for c in PAIR_STATE)
-    sums = ", ".join(f"sum({c}) AS {c}" for c in COUNTERS)
-    latest = ", ".join(f"max({c}) AS {c}" for c in PAIR_STATE)
-    link_deltas = ", ".join(
-        [
-            *(f"sum({c} - o_{c})::bigint" for c in COUNTERS),
-            "sum((total_all > 0)::int - (o_total_all > 0)::int)::bigint",
-            "sum((total_rel > 0)::int - (o_total_rel > 0)::int)::bigint",
-        ]
-    )
-
-    rows = _fetch(
+    # batch_pair: the pairs, with their stored counters and state (to tell what changed).
+    _temp_table(
         cursor,
+        "batch_pair",
         f"""
-        WITH p AS MATERIALIZED (
-            SELECT r.id, r.workspace_id, t.variant_id, t.link_id, t.customer_id,
-                   t.delivery_id, t.hours, {_listed(COUNTERS, "r.")},
+        SELECT r.id, r.workspace_id, t.variant_id, t.link_id, t.customer_id,
+               t.delivery_id, t.hours, {_listed(COUNTERS, "r.")}, {_listed(PAIR_STATE, "r.")}
+        FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::int[])
+             AS t(variant_id, link_id, customer_id, delivery_id, hours)
+        CROSS JOIN LATERAL (
+            SELECT r.id, r.workspace_id, {_listed(COUNTERS, "r.")},
                    {_listed(PAIR_STATE, "r.")}
-            FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::int[])
-                 AS t(variant_id, link_id, customer_id, delivery_id, hours)
-            CROSS JOIN LATERAL (
-                SELECT r.id, r.workspace_id, {_listed(COUNTERS, "r.")},
-                       {_listed(PAIR_STATE, "r.")}
-                FROM clickmap_pairrollup r WHERE r.variant_id = t.variant_id
-                AND r.link_id = t.link_id AND r.customer_id = t.customer_id OFFSET 0) r),
-        {spans.MEMBERS_SQL.format(source="p")},
-        cell AS MATERIALIZED ({cells}),
-        n AS MATERIALIZED (
-            SELECT p.id, p.workspace_id, p.variant_id, p.link_id, p.customer_id,
-                   {", ".join(f"p.{c} AS o_{c}" for c in (*COUNTERS, *PAIR_STATE))},
-                   {", ".join(f"coalesce(s.{c}, 0)::int AS {c}" for c in COUNTERS)},
-                   {_listed(PAIR_STATE, "s.")}
-            FROM p LEFT JOIN (SELECT pair_id, {sums}, {latest} FROM cell GROUP BY pair_id) s
-              ON s.pair_id = p.id),
-        old AS MATERIALIZED (
-            SELECT x.* FROM p CROSS JOIN LATERAL (
-                SELECT x.id, x.pair_id, x.day, x.device, {_listed(COUNTERS, "x.")}
-                FROM clickmap_pairdayrollup x WHERE x.pair_id = p.id OFFSET 0) x),
-        day AS MATERIALIZED (
-            SELECT o.id AS old_id, c.pair_id, c.day, c.device, {_listed(COUNTERS, "c.")},
-                   {", ".join(f"o.{c} AS o_{c}" for c in COUNTERS)},
-                   o.pair_id AS o_pair_id, o.day AS o_day
-            FROM cell c FULL JOIN old o
-              ON o.pair_id = c.pair_id AND o.day = c.day AND o.device = c.device),
-        -- Each pair's first day on which it turns clicked or not (on a device, reliably or
-        -- not): its spans before that day are the same before and after.
-        span_from AS MATERIALIZED (
-            SELECT coalesce(pair_id, o_pair_id) AS pair_id,
-                   min(coalesce(day, o_day)) AS from_day
-            FROM day
-            WHERE (coalesce(total_all, 0) > 0) <> (coalesce(o_total_all, 0) > 0)
-               OR (coalesce(total_rel, 0) > 0) <> (coalesce(o_total_rel, 0) > 0)
-            GROUP BY 1),
-        pair_update AS (
-            UPDATE clickmap_pairrollup r
-            SET {", ".join(f"{c} = n.{c}" for c in (*COUNTERS, *PAIR_STATE))}
-            FROM n WHERE r.id = n.id
-            AND r.id = ANY(ARRAY(SELECT id FROM n WHERE {changed} OR {state_changed}))),
-        day_delete AS (
-            DELETE FROM clickmap_pairdayrollup
-            WHERE id = ANY(ARRAY(SELECT old_id FROM day WHERE pair_id IS NULL))),
-        day_update AS (
-            UPDATE clickmap_pairdayrollup x SET {", ".join(f"{c} = d.{c}" for c in COUNTERS)}
-            FROM day d WHERE x.id = d.old_id
-            AND x.id = ANY(ARRAY(SELECT old_id FROM day
-                                 WHERE pair_id IS NOT NULL AND ({changed})))),
-        day_insert AS (
-            INSERT INTO clickmap_pairdayrollup (pair_id, workspace_id, variant_id, link_id,
-                customer_id, day, device, {_listed(COUNTERS)})
-            SELECT d.pair_id, p.workspace_id, p.variant_id, p.link_id, p.customer_id, d.day,
-                   d.device, {_listed(COUNTERS, "d.")}
-            FROM day d JOIN p ON p.id = d.pair_id WHERE d.old_id IS NULL
-            ORDER BY p.variant_id, p.link_id, p.customer_id, d.day, d.device),
-        -- The pairs' cells, new (+1) and old (-1), for the day rows and spans.
-        signed AS MATERIALIZED (
-            SELECT 1 AS sign, p.workspace_id, p.variant_id, p.link_id, p.customer_id,
-                   c.pair_id, c.day, c.device, {_listed(COUNTERS, "c.")}
-            FROM cell c JOIN p ON p.id = c.pair_id
-            UNION ALL
-            SELECT -1, p.workspace_id, p.variant_id, p.link_id, p.customer_id, o.pair_id,
-                   o.day, o.device, {_listed(COUNTERS, "o.")}
-            FROM old o JOIN p ON p.id = o.pair_id),
-        segment_signed AS MATERIALIZED (
-            SELECT s.*, m.segment_id FROM signed s JOIN member m ON m.customer_id = s.customer_id)
-        SELECT 'link', workspace_id, variant_id, link_id, NULL::date, NULL::text,
-               NULL::boolean, NULL::date, NULL::bigint, {link_deltas}
-        FROM n GROUP BY workspace_id, variant_id, link_id
-        UNION ALL
-        SELECT 'recipient', NULL, variant_id, customer_id, NULL, NULL, NULL, NULL, NULL,
-               bool_or(total_all > 0)::int, bool_or(total_rel > 0)::int, 0, 0, 0, 0
-        FROM n GROUP BY variant_id, customer_id
-        HAVING NOT (bool_or(total_all > 0) AND bool_or(total_rel > 0))
-        UNION ALL
-        SELECT 'day', workspace_id, variant_id, link_id, day, device, NULL, NULL, NULL,
-               {", ".join(f"sum(sign * {c})::bigint" for c in COUNTERS)}, 0, 0
-        FROM signed GROUP BY workspace_id, variant_id, link_id, day, device
-        UNION ALL
-        SELECT 'span', workspace_id, variant_id, link_id, day, device, reliable, since, NULL,
-               sum(sign * n)::bigint, 0, 0, 0, 0, 0
-        FROM ({spans.link_spans_sql("signed", signed=True, from_days="span_from")}) s
-        GROUP BY workspace_id, variant_id, link_id, day, device, reliable, since
-        HAVING sum(sign * n) <> 0
-        UNION ALL
-        -- The same changes for the segments the pairs' customers are members of.
-        SELECT 'segment link', n.workspace_id, n.variant_id, n.link_id, NULL, NULL, NULL,
-               NULL, m.segment_id, {link_deltas}
-        FROM n JOIN member m ON m.customer_id = n.customer_id
-        GROUP BY n.workspace_id, m.segment_id, n.variant_id, n.link_id
-        UNION ALL
-        SELECT 'segment day', workspace_id, variant_id, link_id, day, device, NULL, NULL,
-               segment_id, {", ".join(f"sum(sign * {c})::bigint" for c in COUNTERS)}, 0, 0
-        FROM segment_signed GROUP BY workspace_id, segment_id, variant_id, link_id, day, device
-        UNION ALL
-        SELECT 'segment span', workspace_id, variant_id, link_id, day, device, reliable,
-               since, segment_id, sum(sign * n)::bigint, 0, 0, 0, 0, 0
-        FROM ({
-            spans.link_spans_sql(
-                "segment_signed", by_segment=True, signed=True, from_days="span_from"
-            )
-        }) s
-        GROUP BY workspace_id, segment_id, variant_id, link_id, day, device, reliable, since
-        HAVING sum(sign * n) <> 0""",  # noqa: S608
+            FROM clickmap_pairrollup r WHERE r.variant_id = t.variant_id
+            AND r.link_id = t.link_id AND r.customer_id = t.customer_id OFFSET 0) r""",  # noqa: S608
         [
             [k[0] for k in keys],
             [k[1] for k in keys],
@@ -799,33 +836,194 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> tuple[list, dict, tuple, dict]:
             [pairs[k].hours for k in keys],
         ],
     )
-    links, unproven = [], {}
-    day_deltas, span_deltas = {}, Counter()
-    segments = {
-        "clickmap_segmentlinkrollup": [],
-        "clickmap_segmentlinkdayrollup": [],
-        "clickmap_segmentlinkspanrollup": [],
-    }
-    for tag, w, v, key, day, device, reliable, since, segment, *values in rows:
-        if tag == "link":
-            links.append((w, v, key, *values))
-        elif tag == "recipient":
-            unproven[(v, key)] = (bool(values[0]), bool(values[1]))
-        elif tag == "day":
-            day_deltas[(w, v, key, day, device)] = values[:4]
-        elif tag == "span":
-            span_deltas[(w, v, key, device, reliable, day, since)] = values[0]
-        elif tag == "segment link":
-            segments["clickmap_segmentlinkrollup"].append((w, segment, v, key, *values))
-        elif tag == "segment day":
-            segments["clickmap_segmentlinkdayrollup"].append(
-                (w, segment, v, key, day, device, *values[:4])
-            )
-        else:
-            segments["clickmap_segmentlinkspanrollup"].append(
-                (w, segment, v, key, device, reliable, day, since, values[0])
-            )
-    return links, unproven, (day_deltas, span_deltas), segments
+    # batch_member: the segments the pairs' customers are members of.
+    _temp_table(
+        cursor,
+        "batch_member",
+        f"WITH {spans.MEMBERS_SQL.format(source='batch_pair')} SELECT * FROM member",
+    )
+    # batch_cell: each pair's day cells (day × device: counters and state) from its
+    # clicks, one range of clickmap_click_pair_idx.
+    events = """
+        SELECT p.id AS pair_id, e.at, e.id, e.reliable, e.device, p.hours
+        FROM batch_pair p CROSS JOIN LATERAL (
+            SELECT e.at, e.id, e.reliable, e.device FROM tracking_clickevent e
+            WHERE e.delivery_id = p.delivery_id AND e.link_id = p.link_id OFFSET 0) e
+        WHERE (p.hours > 0) = {mode}"""
+    modes = sorted({pairs[k].hours > 0 for k in keys})
+    _temp_table(
+        cursor,
+        "batch_cell",
+        " UNION ALL ".join(
+            _cells_sql(events.format(mode=mode), window_mode=mode, key=("pair_id",))
+            for mode in modes
+        ),
+    )
+    # batch_pair_new: each pair's new counters and state (its cells' sums and latest),
+    # beside its old ones (o_…).
+    _temp_table(
+        cursor,
+        "batch_pair_new",
+        f"""
+        SELECT p.id, p.workspace_id, p.variant_id, p.link_id, p.customer_id,
+               {", ".join(f"p.{c} AS o_{c}" for c in (*COUNTERS, *PAIR_STATE))},
+               {", ".join(f"coalesce(s.{c}, 0)::int AS {c}" for c in COUNTERS)},
+               {_listed(PAIR_STATE, "s.")}
+        FROM batch_pair p LEFT JOIN (
+            SELECT pair_id, {", ".join(f"sum({c}) AS {c}" for c in COUNTERS)},
+                   {", ".join(f"max({c}) AS {c}" for c in PAIR_STATE)}
+            FROM batch_cell GROUP BY pair_id) s ON s.pair_id = p.id""",  # noqa: S608
+    )
+    # batch_old_day: the pairs' stored day rows.
+    _temp_table(
+        cursor,
+        "batch_old_day",
+        f"""
+        SELECT x.* FROM batch_pair p CROSS JOIN LATERAL (
+            SELECT x.id, x.pair_id, x.day, x.device, {_listed(COUNTERS, "x.")}
+            FROM clickmap_pairdayrollup x WHERE x.pair_id = p.id OFFSET 0) x""",  # noqa: S608
+    )
+    # batch_day: new cells against stored day rows (a side NULL where there is none).
+    _temp_table(
+        cursor,
+        "batch_day",
+        f"""
+        SELECT o.id AS old_id, c.pair_id, c.day, c.device, {_listed(COUNTERS, "c.")},
+               {", ".join(f"o.{c} AS o_{c}" for c in COUNTERS)},
+               o.pair_id AS o_pair_id, o.day AS o_day
+        FROM batch_cell c FULL JOIN batch_old_day o
+          ON o.pair_id = c.pair_id AND o.day = c.day AND o.device = c.device""",  # noqa: S608
+    )
+    # batch_span_from: each pair's first day on which it turns clicked or not (on a
+    # device, reliably or not): its spans before that day are the same before and after.
+    _temp_table(
+        cursor,
+        "batch_span_from",
+        """
+        SELECT coalesce(pair_id, o_pair_id) AS pair_id, min(coalesce(day, o_day)) AS from_day
+        FROM batch_day
+        WHERE (coalesce(total_all, 0) > 0) <> (coalesce(o_total_all, 0) > 0)
+           OR (coalesce(total_rel, 0) > 0) <> (coalesce(o_total_rel, 0) > 0)
+        GROUP BY 1""",
+    )
+    # The writes: the changed pair rows, and the day rows gone, changed and new.
+    changed = " OR ".join(f"o_{c} IS DISTINCT FROM {c}" for c in COUNTERS)
+    state_changed = " OR ".join(f"o_{c} IS DISTINCT FROM {c}" for c in PAIR_STATE)
+    cursor.execute(
+        f"""
+        UPDATE clickmap_pairrollup r
+        SET {", ".join(f"{c} = n.{c}" for c in (*COUNTERS, *PAIR_STATE))}
+        FROM batch_pair_new n WHERE r.id = n.id
+        AND r.id = ANY(ARRAY(SELECT id FROM batch_pair_new
+                             WHERE {changed} OR {state_changed}))"""  # noqa: S608
+    )
+    cursor.execute(
+        """DELETE FROM clickmap_pairdayrollup
+           WHERE id = ANY(ARRAY(SELECT old_id FROM batch_day WHERE pair_id IS NULL))"""
+    )
+    cursor.execute(
+        f"""
+        UPDATE clickmap_pairdayrollup x SET {", ".join(f"{c} = d.{c}" for c in COUNTERS)}
+        FROM batch_day d WHERE x.id = d.old_id
+        AND x.id = ANY(ARRAY(SELECT old_id FROM batch_day
+                             WHERE pair_id IS NOT NULL AND ({changed})))"""  # noqa: S608
+    )
+    cursor.execute(
+        f"""
+        INSERT INTO clickmap_pairdayrollup (pair_id, workspace_id, variant_id, link_id,
+            customer_id, day, device, {_listed(COUNTERS)})
+        SELECT d.pair_id, p.workspace_id, p.variant_id, p.link_id, p.customer_id, d.day,
+               d.device, {_listed(COUNTERS, "d.")}
+        FROM batch_day d JOIN batch_pair p ON p.id = d.pair_id WHERE d.old_id IS NULL
+        ORDER BY p.variant_id, p.link_id, p.customer_id, d.day, d.device"""  # noqa: S608
+    )
+    # batch_signed: the pairs' cells, new (sign +1) and old (-1), for the day rows and
+    # spans; batch_segment_signed: the same once per segment of the pair's customer.
+    _temp_table(
+        cursor,
+        "batch_signed",
+        f"""
+        SELECT 1 AS sign, p.workspace_id, p.variant_id, p.link_id, p.customer_id,
+               c.pair_id, c.day, c.device, {_listed(COUNTERS, "c.")}
+        FROM batch_cell c JOIN batch_pair p ON p.id = c.pair_id
+        UNION ALL
+        SELECT -1, p.workspace_id, p.variant_id, p.link_id, p.customer_id, o.pair_id,
+               o.day, o.device, {_listed(COUNTERS, "o.")}
+        FROM batch_old_day o JOIN batch_pair p ON p.id = o.pair_id""",  # noqa: S608
+    )
+    _temp_table(
+        cursor,
+        "batch_segment_signed",
+        """SELECT s.*, m.segment_id
+           FROM batch_signed s JOIN batch_member m ON m.customer_id = s.customer_id""",
+    )
+    # The differences, one statement per kind.
+    link_deltas = ", ".join(
+        [
+            *(f"sum({c} - o_{c})::bigint AS {c}" for c in COUNTERS),
+            "sum((total_all > 0)::int - (o_total_all > 0)::int)::bigint AS unique_all",
+            "sum((total_rel > 0)::int - (o_total_rel > 0)::int)::bigint AS unique_rel",
+        ]
+    )
+    day_deltas = ", ".join(f"sum(sign * {c})::bigint AS {c}" for c in COUNTERS)
+    result.links = fetch_typed(
+        cursor,
+        LinkDelta,
+        f"""SELECT workspace_id, variant_id, link_id, {link_deltas}
+            FROM batch_pair_new GROUP BY workspace_id, variant_id, link_id""",  # noqa: S608
+    )
+    result.unproven = fetch_typed(
+        cursor,
+        RecipientClicks,
+        """SELECT variant_id, customer_id, bool_or(total_all > 0) AS clicked_all,
+                  bool_or(total_rel > 0) AS clicked_rel
+           FROM batch_pair_new GROUP BY variant_id, customer_id
+           HAVING NOT (bool_or(total_all > 0) AND bool_or(total_rel > 0))""",
+    )
+    result.link_days = fetch_typed(
+        cursor,
+        LinkDayDelta,
+        f"""SELECT workspace_id, variant_id, link_id, day, device, {day_deltas}
+            FROM batch_signed GROUP BY workspace_id, variant_id, link_id, day, device""",  # noqa: S608
+    )
+    result.link_spans = fetch_typed(
+        cursor,
+        LinkSpanDelta,
+        f"""SELECT workspace_id, variant_id, link_id, device, reliable, day, since,
+                   sum(sign * n)::bigint AS n
+            FROM ({spans.link_spans_sql("batch_signed", signed=True, from_days="batch_span_from")}) s
+            GROUP BY workspace_id, variant_id, link_id, day, device, reliable, since
+            HAVING sum(sign * n) <> 0""",  # noqa: S608
+    )
+    result.segment_links = fetch_typed(
+        cursor,
+        SegmentLinkDelta,
+        f"""SELECT n.workspace_id, m.segment_id, n.variant_id, n.link_id, {link_deltas}
+            FROM batch_pair_new n JOIN batch_member m ON m.customer_id = n.customer_id
+            GROUP BY n.workspace_id, m.segment_id, n.variant_id, n.link_id""",  # noqa: S608
+    )
+    result.segment_link_days = fetch_typed(
+        cursor,
+        SegmentLinkDayDelta,
+        f"""SELECT workspace_id, segment_id, variant_id, link_id, day, device, {day_deltas}
+            FROM batch_segment_signed
+            GROUP BY workspace_id, segment_id, variant_id, link_id, day, device""",  # noqa: S608
+    )
+    segment_spans = spans.link_spans_sql(
+        "batch_segment_signed", by_segment=True, signed=True, from_days="batch_span_from"
+    )
+    result.segment_link_spans = fetch_typed(
+        cursor,
+        SegmentLinkSpanDelta,
+        f"""SELECT workspace_id, segment_id, variant_id, link_id, device, reliable, day,
+                   since, sum(sign * n)::bigint AS n
+            FROM ({segment_spans}) s
+            GROUP BY workspace_id, segment_id, variant_id, link_id, day, device, reliable,
+                     since
+            HAVING sum(sign * n) <> 0""",  # noqa: S608
+    )
+    cursor.execute(f"DROP TABLE {', '.join(PAIR_TEMP_TABLES)}")
+    return result
 
 
 RECIPIENT_TO_EMAIL = dict(zip(RECIPIENT_FLAGS, EMAIL_COUNTERS, strict=True))
