@@ -54,6 +54,7 @@ from clickmap.models import (
     RecipientDayRollup,
     RecipientRollup,
 )
+from clickmap.statements import fetch_typed, temp_table
 from tracking.models import ClickEvent, EventChange, OpenEvent
 
 # Change rows per batch: a bigger batch recomputes a pair or recipient named by several
@@ -656,20 +657,6 @@ def _listed(names, prefix: str = "", suffix: str = "") -> str:
     return ", ".join(f"{prefix}{name}{suffix}" for name in names)
 
 
-def fetch_typed(cursor, row: type, sql: str, params=None) -> list:
-    """Run a statement and read its rows as `row`s (a NamedTuple), each column by its name
-    in `cursor.description`; a statement whose columns are not exactly `row`'s fields
-    fails here, not as a shifted value somewhere downstream."""
-    cursor.execute(sql, params)
-    names = [column[0] for column in cursor.description]
-    if sorted(names) != sorted(row._fields) or len(set(names)) != len(names):
-        raise RuntimeError(
-            f"{row.__name__} expects columns {row._fields}, the statement has {names}"
-        )
-    order = [names.index(name) for name in row._fields]
-    return [row._make(values[i] for i in order) for values in cursor.fetchall()]
-
-
 class LinkDelta(NamedTuple):
     """What the recomputed pairs add to one link's row (LinkRollup, LINK_COUNTERS)."""
 
@@ -779,8 +766,8 @@ class PairRecompute:
     segment_link_spans: list  # [SegmentLinkSpanDelta]
 
 
-# The temporary tables of one `_recompute_pairs_sql`, dropped at its end (and at commit,
-# should it fail): each holds one statement's result for the statements after it.
+# The temporary tables of one `_recompute_pairs_sql` (docs/aggregation.md, "What each
+# statement of a recompute does"), dropped at its end.
 PAIR_TEMP_TABLES = (
     "batch_pair",
     "batch_member",
@@ -792,10 +779,6 @@ PAIR_TEMP_TABLES = (
     "batch_signed",
     "batch_segment_signed",
 )
-
-
-def _temp_table(cursor, name: str, select: str, params=None) -> None:
-    cursor.execute(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {select}", params)
 
 
 def _recompute_pairs_sql(cursor, pairs: dict) -> PairRecompute:
@@ -815,7 +798,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> PairRecompute:
         return result
     keys = sorted(pairs)  # locked by the caller
     # batch_pair: the pairs, with their stored counters and state (to tell what changed).
-    _temp_table(
+    temp_table(
         cursor,
         "batch_pair",
         f"""
@@ -837,7 +820,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> PairRecompute:
         ],
     )
     # batch_member: the segments the pairs' customers are members of.
-    _temp_table(
+    temp_table(
         cursor,
         "batch_member",
         f"WITH {spans.MEMBERS_SQL.format(source='batch_pair')} SELECT * FROM member",
@@ -851,7 +834,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> PairRecompute:
             WHERE e.delivery_id = p.delivery_id AND e.link_id = p.link_id OFFSET 0) e
         WHERE (p.hours > 0) = {mode}"""
     modes = sorted({pairs[k].hours > 0 for k in keys})
-    _temp_table(
+    temp_table(
         cursor,
         "batch_cell",
         " UNION ALL ".join(
@@ -861,7 +844,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> PairRecompute:
     )
     # batch_pair_new: each pair's new counters and state (its cells' sums and latest),
     # beside its old ones (o_…).
-    _temp_table(
+    temp_table(
         cursor,
         "batch_pair_new",
         f"""
@@ -875,7 +858,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> PairRecompute:
             FROM batch_cell GROUP BY pair_id) s ON s.pair_id = p.id""",  # noqa: S608
     )
     # batch_old_day: the pairs' stored day rows.
-    _temp_table(
+    temp_table(
         cursor,
         "batch_old_day",
         f"""
@@ -884,7 +867,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> PairRecompute:
             FROM clickmap_pairdayrollup x WHERE x.pair_id = p.id OFFSET 0) x""",  # noqa: S608
     )
     # batch_day: new cells against stored day rows (a side NULL where there is none).
-    _temp_table(
+    temp_table(
         cursor,
         "batch_day",
         f"""
@@ -896,7 +879,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> PairRecompute:
     )
     # batch_span_from: each pair's first day on which it turns clicked or not (on a
     # device, reliably or not): its spans before that day are the same before and after.
-    _temp_table(
+    temp_table(
         cursor,
         "batch_span_from",
         """
@@ -939,7 +922,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> PairRecompute:
     )
     # batch_signed: the pairs' cells, new (sign +1) and old (-1), for the day rows and
     # spans; batch_segment_signed: the same once per segment of the pair's customer.
-    _temp_table(
+    temp_table(
         cursor,
         "batch_signed",
         f"""
@@ -951,7 +934,7 @@ def _recompute_pairs_sql(cursor, pairs: dict) -> PairRecompute:
                o.day, o.device, {_listed(COUNTERS, "o.")}
         FROM batch_old_day o JOIN batch_pair p ON p.id = o.pair_id""",  # noqa: S608
     )
-    _temp_table(
+    temp_table(
         cursor,
         "batch_segment_signed",
         """SELECT s.*, m.segment_id

@@ -9,17 +9,20 @@ aggregator batch, set-based.
   the state last counted in the spans;
 - EmailSpanRollup: the spans of the recipients' new flags minus those of the old rows.
 
-The link day and span changes come out of the pairs' own statement (clickmap/rollups.py,
+The link day and span changes come out of the pairs' own statements (clickmap/rollups.py,
 `link_spans_sql`), the recipients' from `recipient_days_sql`, and `add_deltas_sql` adds
 them, in key order, after the batch's other rollups, so workers lock rows in one global
 order. The chains are window functions and only differences travel. `rebuild_selects`
 fills the four tables from scratch.
 """
 
+import datetime
 from collections import Counter
+from typing import NamedTuple
 
 from clickmap.counters import add_counters
 from clickmap.models import COUNTERS, RECIPIENT_FLAGS
+from clickmap.statements import fetch_typed, temp_table
 
 LINK_CHAINS = [(None, "false", "total_all > 0"), (None, "true", "total_rel > 0")]
 EMAIL_CHAINS = [
@@ -85,98 +88,63 @@ def link_spans_sql(
     )
 
 
+class EmailSpanDelta(NamedTuple):
+    """What the recomputed recipients add to one email span (EmailSpanRollup.n)."""
+
+    workspace_id: int
+    variant_id: int
+    kind: str
+    device: str
+    reliable: bool
+    day: datetime.date
+    since: datetime.date
+    n: int
+
+
+class SegmentEmailSpanDelta(NamedTuple):
+    """The same for one segment's email span (SegmentEmailSpanRollup.n)."""
+
+    workspace_id: int
+    segment_id: int
+    variant_id: int
+    kind: str
+    device: str
+    reliable: bool
+    day: datetime.date
+    since: datetime.date
+    n: int
+
+
+# The temporary tables of one `recipient_days_sql` (docs/aggregation.md), dropped at its end.
+RECIPIENT_TEMP_TABLES = (
+    "batch_recipient",
+    "batch_recipient_member",
+    "batch_recipient_old_day",
+    "batch_recipient_day",
+    "batch_recipient_day_change",
+    "batch_recipient_from",
+)
+
+
 def recipient_days_sql(cursor, recipients: dict) -> tuple[Counter, Counter]:
     """Write the batch's recipients' day rows (recomputed from their pairs' day cells and
     their opens); returns the changes to the email spans, for everyone and per segment,
     for `add_deltas_sql` (the link day and span changes come with the pairs' recompute,
-    clickmap.rollups). recipients: (variant, customer) -> (workspace, delivery), locked."""
+    clickmap.rollups). recipients: (variant, customer) -> (workspace, delivery), locked.
+
+    A sequence of statements, each reading the temporary tables of those before it: the
+    recipients' day rows as last counted (old) and anew; only the differences are
+    written, and the spans of both are computed, the old ones subtracted."""
     if not recipients:
         return Counter(), Counter()
     keys = sorted(recipients)
-    changed = " OR ".join(f"j.{f} IS DISTINCT FROM j.o_{f}" for f in RECIPIENT_FLAGS)
-    email_columns = "workspace_id, variant_id, kind, device, reliable, day, since, n"
-
-    def segment_spans(rows: str) -> str:
-        return email_spans_sql(
-            f"(SELECT x.*, m.segment_id FROM {rows} x "
-            "JOIN member m ON m.customer_id = x.customer_id) AS x",
-            by_segment=True,
-            from_days="changed_from",
-        )
-
-    # The recipients' rows as last counted (old) and anew (r): only the differences are
-    # written, and the spans of both are returned, the old ones to subtract.
-    cursor.execute(
-        f"""
-        WITH k AS (
-            SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
-                AS t(workspace_id, variant_id, customer_id, delivery_id)),
-        {MEMBERS_SQL.format(source="k")},
-        old AS MATERIALIZED (
-            SELECT x.* FROM k CROSS JOIN LATERAL (
-                SELECT x.id, x.workspace_id, x.variant_id, x.customer_id, x.day, x.device,
-                       {", ".join(f"x.{f}" for f in RECIPIENT_FLAGS)}
-                FROM clickmap_recipientdayrollup x
-                WHERE x.variant_id = k.variant_id AND x.customer_id = k.customer_id
-                OFFSET 0) x),
-        r AS MATERIALIZED (
-            SELECT workspace_id, variant_id, customer_id, day, device,
-                   bool_or(ca) AS clicked_all, bool_or(cr) AS clicked_rel,
-                   bool_or(oa) AS opened_all, bool_or(orl) AS opened_rel
-            -- A click implies an open on its day and device (docs/metrics.md).
-            FROM (SELECT k.workspace_id, k.variant_id, k.customer_id, x.day, x.device,
-                         x.total_all > 0 AS ca, x.total_rel > 0 AS cr,
-                         x.total_all > 0 AS oa, x.total_rel > 0 AS orl
-                  FROM k CROSS JOIN LATERAL (
-                      SELECT x.day, x.device, x.total_all, x.total_rel
-                      FROM clickmap_pairdayrollup x
-                      WHERE x.customer_id = k.customer_id AND x.variant_id = k.variant_id
-                      OFFSET 0) x
-                  UNION ALL
-                  SELECT k.workspace_id, k.variant_id, k.customer_id,
-                         (o.at AT TIME ZONE 'UTC')::date, o.device, false, false, true,
-                         o.reliable
-                  FROM k CROSS JOIN LATERAL (
-                      SELECT o.at, o.device, o.reliable FROM tracking_openevent o
-                      WHERE o.delivery_id = k.delivery_id OFFSET 0) o) s
-            GROUP BY workspace_id, variant_id, customer_id, day, device),
-        j AS MATERIALIZED (
-            SELECT o.id, r.*, {", ".join(f"o.{f} AS o_{f}" for f in RECIPIENT_FLAGS)},
-                   o.variant_id AS o_variant_id, o.customer_id AS o_customer_id,
-                   o.day AS o_day
-            FROM r FULL JOIN old o
-              ON o.variant_id = r.variant_id AND o.customer_id = r.customer_id
-             AND o.day = r.day AND o.device = r.device),
-        -- Each recipient's first day whose row changes: the spans before it are the same
-        -- before and after, so only those from it on are computed (and subtracted).
-        changed_from AS MATERIALIZED (
-            SELECT coalesce(variant_id, o_variant_id) AS variant_id,
-                   coalesce(customer_id, o_customer_id) AS customer_id,
-                   min(coalesce(day, o_day)) AS from_day
-            FROM j WHERE {changed} GROUP BY 1, 2),
-        gone AS (
-            DELETE FROM clickmap_recipientdayrollup
-            WHERE id = ANY(ARRAY(SELECT id FROM j WHERE variant_id IS NULL))),
-        changed AS (
-            UPDATE clickmap_recipientdayrollup x
-            SET {", ".join(f"{f} = j.{f}" for f in RECIPIENT_FLAGS)}
-            FROM j WHERE x.id = j.id
-            AND x.id = ANY(ARRAY(SELECT id FROM j
-                                 WHERE id IS NOT NULL AND variant_id IS NOT NULL
-                                 AND ({changed})))),
-        added AS (
-            INSERT INTO clickmap_recipientdayrollup (workspace_id, variant_id, customer_id,
-                day, device, {", ".join(RECIPIENT_FLAGS)})
-            SELECT workspace_id, variant_id, customer_id, day, device, {", ".join(RECIPIENT_FLAGS)}
-            FROM j WHERE id IS NULL ORDER BY variant_id, customer_id, day, device)
-        SELECT -1, NULL::bigint, * FROM ({email_spans_sql("old", from_days="changed_from")}) s
-        UNION ALL
-        SELECT 1, NULL, * FROM ({email_spans_sql("r", from_days="changed_from")}) s
-        UNION ALL
-        -- The same per segment of the recipients (clickmap/segment_rollups.py).
-        SELECT -1, segment_id, {email_columns} FROM ({segment_spans("old")}) s
-        UNION ALL
-        SELECT 1, segment_id, {email_columns} FROM ({segment_spans("r")}) s""",
+    flags = ", ".join(RECIPIENT_FLAGS)
+    # batch_recipient: the recipients; batch_recipient_member: their customers' segments.
+    temp_table(
+        cursor,
+        "batch_recipient",
+        """SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+               AS t(workspace_id, variant_id, customer_id, delivery_id)""",
         [
             [recipients[k][0] for k in keys],
             [k[0] for k in keys],
@@ -184,12 +152,137 @@ def recipient_days_sql(cursor, recipients: dict) -> tuple[Counter, Counter]:
             [recipients[k][1] for k in keys],
         ],
     )
-    email_deltas, segment_deltas = Counter(), Counter()
-    for sign, segment, workspace, *key, n in cursor.fetchall():
-        if segment is None:
-            email_deltas[(workspace, *key)] += sign * n
-        else:
-            segment_deltas[(workspace, segment, *key)] += sign * n
+    temp_table(
+        cursor,
+        "batch_recipient_member",
+        f"WITH {MEMBERS_SQL.format(source='batch_recipient')} SELECT * FROM member",
+    )
+    # batch_recipient_old_day: their stored day rows.
+    temp_table(
+        cursor,
+        "batch_recipient_old_day",
+        f"""
+        SELECT x.* FROM batch_recipient k CROSS JOIN LATERAL (
+            SELECT x.id, x.workspace_id, x.variant_id, x.customer_id, x.day, x.device,
+                   {", ".join(f"x.{f}" for f in RECIPIENT_FLAGS)}
+            FROM clickmap_recipientdayrollup x
+            WHERE x.variant_id = k.variant_id AND x.customer_id = k.customer_id
+            OFFSET 0) x""",  # noqa: S608
+    )
+    # batch_recipient_day: their day rows anew, from their pairs' day rows (just written)
+    # and their open events.
+    temp_table(
+        cursor,
+        "batch_recipient_day",
+        """
+        SELECT workspace_id, variant_id, customer_id, day, device,
+               bool_or(ca) AS clicked_all, bool_or(cr) AS clicked_rel,
+               bool_or(oa) AS opened_all, bool_or(orl) AS opened_rel
+        -- A click implies an open on its day and device (docs/metrics.md).
+        FROM (SELECT k.workspace_id, k.variant_id, k.customer_id, x.day, x.device,
+                     x.total_all > 0 AS ca, x.total_rel > 0 AS cr,
+                     x.total_all > 0 AS oa, x.total_rel > 0 AS orl
+              FROM batch_recipient k CROSS JOIN LATERAL (
+                  SELECT x.day, x.device, x.total_all, x.total_rel
+                  FROM clickmap_pairdayrollup x
+                  WHERE x.customer_id = k.customer_id AND x.variant_id = k.variant_id
+                  OFFSET 0) x
+              UNION ALL
+              SELECT k.workspace_id, k.variant_id, k.customer_id,
+                     (o.at AT TIME ZONE 'UTC')::date, o.device, false, false, true,
+                     o.reliable
+              FROM batch_recipient k CROSS JOIN LATERAL (
+                  SELECT o.at, o.device, o.reliable FROM tracking_openevent o
+                  WHERE o.delivery_id = k.delivery_id OFFSET 0) o) s
+        GROUP BY workspace_id, variant_id, customer_id, day, device""",
+    )
+    # batch_recipient_day_change: new rows against stored ones (a side NULL where there
+    # is none).
+    temp_table(
+        cursor,
+        "batch_recipient_day_change",
+        f"""
+        SELECT o.id, r.*, {", ".join(f"o.{f} AS o_{f}" for f in RECIPIENT_FLAGS)},
+               o.variant_id AS o_variant_id, o.customer_id AS o_customer_id,
+               o.day AS o_day
+        FROM batch_recipient_day r FULL JOIN batch_recipient_old_day o
+          ON o.variant_id = r.variant_id AND o.customer_id = r.customer_id
+         AND o.day = r.day AND o.device = r.device""",  # noqa: S608
+    )
+    # batch_recipient_from: each recipient's first day whose row changes: the spans
+    # before it are the same before and after, so only those from it on are computed
+    # (and subtracted).
+    changed = " OR ".join(f"j.{f} IS DISTINCT FROM j.o_{f}" for f in RECIPIENT_FLAGS)
+    temp_table(
+        cursor,
+        "batch_recipient_from",
+        f"""
+        SELECT coalesce(variant_id, o_variant_id) AS variant_id,
+               coalesce(customer_id, o_customer_id) AS customer_id,
+               min(coalesce(day, o_day)) AS from_day
+        FROM batch_recipient_day_change j WHERE {changed} GROUP BY 1, 2""",  # noqa: S608
+    )
+    # The writes: the day rows gone, changed and new.
+    cursor.execute(
+        """DELETE FROM clickmap_recipientdayrollup
+           WHERE id = ANY(ARRAY(SELECT id FROM batch_recipient_day_change
+                                WHERE variant_id IS NULL))"""
+    )
+    cursor.execute(
+        f"""
+        UPDATE clickmap_recipientdayrollup x
+        SET {", ".join(f"{f} = j.{f}" for f in RECIPIENT_FLAGS)}
+        FROM batch_recipient_day_change j WHERE x.id = j.id
+        AND x.id = ANY(ARRAY(SELECT id FROM batch_recipient_day_change j
+                             WHERE id IS NOT NULL AND variant_id IS NOT NULL
+                             AND ({changed})))"""  # noqa: S608
+    )
+    cursor.execute(
+        f"""
+        INSERT INTO clickmap_recipientdayrollup (workspace_id, variant_id, customer_id,
+            day, device, {flags})
+        SELECT workspace_id, variant_id, customer_id, day, device, {flags}
+        FROM batch_recipient_day_change WHERE id IS NULL
+        ORDER BY variant_id, customer_id, day, device"""  # noqa: S608
+    )
+
+    # The differences: the new rows' spans minus the old rows'.
+    def signed(spans_of) -> str:
+        return f"""
+            SELECT -1 AS sign, s.* FROM ({spans_of("batch_recipient_old_day")}) s
+            UNION ALL
+            SELECT 1, s.* FROM ({spans_of("batch_recipient_day")}) s"""
+
+    def email_spans(rows: str) -> str:
+        return email_spans_sql(rows, from_days="batch_recipient_from")
+
+    def segment_spans(rows: str) -> str:
+        return email_spans_sql(
+            f"(SELECT x.*, m.segment_id FROM {rows} x "
+            "JOIN batch_recipient_member m ON m.customer_id = x.customer_id) AS x",
+            by_segment=True,
+            from_days="batch_recipient_from",
+        )
+
+    span = "kind, device, reliable, day, since"
+    email_deltas = Counter()
+    for row in fetch_typed(
+        cursor,
+        EmailSpanDelta,
+        f"""SELECT workspace_id, variant_id, {span}, sum(sign * n)::bigint AS n
+            FROM ({signed(email_spans)}) s GROUP BY workspace_id, variant_id, {span}""",  # noqa: S608
+    ):
+        email_deltas[row[:-1]] += row.n
+    segment_deltas = Counter()
+    for row in fetch_typed(
+        cursor,
+        SegmentEmailSpanDelta,
+        f"""SELECT workspace_id, segment_id, variant_id, {span}, sum(sign * n)::bigint AS n
+            FROM ({signed(segment_spans)}) s
+            GROUP BY workspace_id, segment_id, variant_id, {span}""",  # noqa: S608
+    ):
+        segment_deltas[row[:-1]] += row.n
+    cursor.execute(f"DROP TABLE {', '.join(RECIPIENT_TEMP_TABLES)}")
     return email_deltas, segment_deltas
 
 
