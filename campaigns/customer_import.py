@@ -702,9 +702,46 @@ def _upsert(cursor, workspace_id: int, key: str) -> tuple[int, int]:
         DELETE FROM customer_import_checked c USING customer_import_report r
         WHERE c.line = r.line"""
     )
+    # A first import into a workspace without customers matches nothing: no lookups.
+    cursor.execute(
+        "SELECT NOT EXISTS (SELECT FROM campaigns_customer WHERE workspace_id = %s)",
+        [workspace_id],
+    )
+    if cursor.fetchone()[0]:
+        return _insert_into_empty(cursor, workspace_id, key), 0
     if key == "external_id":
         return _upsert_by_external_id(cursor, workspace_id)
     return _upsert_by_email(cursor, workspace_id)
+
+
+def _insert_into_empty(cursor, workspace_id: int, key: str) -> int:
+    """_upsert's creations, when the workspace has no customer yet; returns how many.
+    By email, a new customer's external id (the file's, else the address) must not be
+    on a later row too."""
+    if key == "email":
+        cursor.execute(
+            """
+            INSERT INTO customer_import_report (line, reason, skipped)
+            SELECT line, format('the external id “%s” is also on line %s', ext, last), false
+            FROM (SELECT line, coalesce(ext, email) AS ext,
+                         max(line) OVER (PARTITION BY coalesce(ext, email)) AS last
+                  FROM customer_import_checked) AS new
+            WHERE line <> last"""
+        )
+        if cursor.rowcount:
+            cursor.execute(
+                """
+                DELETE FROM customer_import_checked c USING customer_import_report r
+                WHERE c.line = r.line AND NOT r.skipped"""
+            )
+    cursor.execute(
+        """
+        INSERT INTO campaigns_customer (workspace_id, external_id, email, attributes, created_at)
+        SELECT %s, coalesce(ext, email, ''), coalesce(email, ''), attrs, now()
+        FROM customer_import_checked ORDER BY line""",
+        [workspace_id],
+    )
+    return cursor.rowcount
 
 
 _CHANGES = """(c.email IS DISTINCT FROM coalesce(r.email, c.email)
