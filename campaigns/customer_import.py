@@ -680,6 +680,8 @@ def _upsert(cursor, workspace_id: int, key: str) -> tuple[int, int]:
     """Report the rows that are not imported, then update and create customers from the
     rest. Returns (created, updated)."""
     # The last good row of each key wins; earlier good rows with that key are skipped.
+    # (The keys on several rows are found by hashing, not sorting, the keys: usually
+    # there is none, and then the rows are not read again.)
     cursor.execute(
         """
         CREATE TEMP TABLE customer_import_report AS
@@ -688,14 +690,15 @@ def _upsert(cursor, workspace_id: int, key: str) -> tuple[int, int]:
     )
     cursor.execute(
         """
-        WITH ranked AS (
-            SELECT line, k, max(line) OVER (PARTITION BY k) AS last
-            FROM customer_import_checked WHERE reason IS NULL
+        WITH repeated AS (
+            SELECT k, max(line) AS last FROM customer_import_checked
+            WHERE reason IS NULL GROUP BY k HAVING count(*) > 1
         )
         INSERT INTO customer_import_report (line, reason, skipped)
-        SELECT line, format('the same key is on line %s, which is imported instead', last),
-               true
-        FROM ranked WHERE line <> last"""
+        SELECT c.line,
+               format('the same key is on line %s, which is imported instead', r.last), true
+        FROM customer_import_checked c JOIN repeated r ON r.k = c.k
+        WHERE c.reason IS NULL AND c.line <> r.last"""
     )
     cursor.execute(
         """
@@ -721,12 +724,15 @@ def _insert_into_empty(cursor, workspace_id: int, key: str) -> int:
     if key == "email":
         cursor.execute(
             """
+            WITH repeated AS (
+                SELECT coalesce(ext, email) AS ext, max(line) AS last
+                FROM customer_import_checked GROUP BY 1 HAVING count(*) > 1
+            )
             INSERT INTO customer_import_report (line, reason, skipped)
-            SELECT line, format('the external id “%s” is also on line %s', ext, last), false
-            FROM (SELECT line, coalesce(ext, email) AS ext,
-                         max(line) OVER (PARTITION BY coalesce(ext, email)) AS last
-                  FROM customer_import_checked) AS new
-            WHERE line <> last"""
+            SELECT c.line, format('the external id “%s” is also on line %s', r.ext, r.last),
+                   false
+            FROM customer_import_checked c JOIN repeated r ON r.ext = coalesce(c.ext, c.email)
+            WHERE c.line <> r.last"""
         )
         if cursor.rowcount:
             cursor.execute(
