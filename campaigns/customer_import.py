@@ -477,12 +477,11 @@ def _stage_plain(cursor, path: str, shape: FileShape, size: int, progress) -> in
         f" (FORMAT csv, DELIMITER {delimiter}, ENCODING 'UTF8', HEADER %s)"
     )
     cursor.execute("CREATE TEMP SEQUENCE customer_import_line START 2")
+    cursor.execute(
+        "ALTER TABLE customer_import_rows ALTER line SET DEFAULT nextval('customer_import_line')"
+    )
     try:
-        with transaction.atomic(), open(path, "rb") as f:
-            cursor.execute(
-                "ALTER TABLE customer_import_rows"
-                " ALTER line SET DEFAULT nextval('customer_import_line')"
-            )
+        with open(path, "rb") as f:
             first, rest, count = True, b"", 0
             while True:
                 block = f.read(PLAIN_CHUNK)
@@ -499,17 +498,23 @@ def _stage_plain(cursor, path: str, shape: FileShape, size: int, progress) -> in
                     if first and not _names_columns(data, shape.delimiter):
                         raise _NotPlain  # blank lines before the header
                     count += data.count(b"\n")
-                    with cursor.copy(copy_sql % ("true" if first else "false")) as copy:
+                    # Each COPY its own transaction (a savepoint inside one): a refused
+                    # one takes back only itself, and the progress between them is seen.
+                    with (
+                        transaction.atomic(),
+                        cursor.copy(copy_sql % ("true" if first else "false")) as copy,
+                    ):
                         copy.write(data)
                     first = False
                 if not block:
                     break
                 if progress:
                     progress(min(90, int(90 * f.tell() / size)), max(count - 1, 0))
-            cursor.execute("ALTER TABLE customer_import_rows ALTER line DROP DEFAULT")
     except (_NotPlain, DataError, psycopg.DataError):
+        cursor.execute("TRUNCATE customer_import_rows")
         return None
     finally:
+        cursor.execute("ALTER TABLE customer_import_rows ALTER line DROP DEFAULT")
         cursor.execute("DROP SEQUENCE IF EXISTS customer_import_line")
     return count  # lines, blank ones included: _check leaves those out
 

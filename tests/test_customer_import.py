@@ -19,6 +19,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from django.db import connection
 from django_scopes import scope, scopes_disabled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -298,6 +299,29 @@ def test_a_plain_file_is_read_by_copy_with_the_same_outcome(
     with scopes_disabled():
         customer = Customer.objects.get(workspace=workspace)
     assert (customer.email, customer.attributes) == ("a@example.com", {"name": "Ann B", "age": 31})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_progress_of_a_plain_file_is_reported_between_committed_copies(workspace, tmp_path):
+    # A plain file of ~3.3 MB: two COPY statements of PLAIN_CHUNK (2 MB) bytes at most.
+    path = tmp_path / "many.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write("email,external_id,n\n")
+        for i in range(100_000):
+            f.write(f"c{i}@example.com,ext-{i},{i}\n")
+    reports = []
+
+    def progress(percent, rows):
+        # Outside any transaction: the page polling the import's row sees it.
+        reports.append((percent, rows, connection.in_atomic_block))
+
+    with scope(workspace=workspace):
+        summary = import_customers(workspace, str(path), progress=progress)
+    assert (summary.rows, summary.created) == (100_000, 100_000)
+    copying = [r for r in reports if r[0] < 90]
+    assert copying, reports
+    assert all(not in_transaction for _, _, in_transaction in reports)
+    assert all(0 < rows < 100_000 for _, rows, _ in copying)
 
 
 def test_import_by_email_keeps_external_ids_and_refuses_a_taken_one(workspace, tmp_path):
