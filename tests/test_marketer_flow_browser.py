@@ -444,8 +444,16 @@ def run_the_flow(page, base, smtp, good, source, zipped, shots, tmp_path):
         ):
             cell = page.locator(f'table.variants td[data-figure="{figure}"]').nth(i)
             assert cell.inner_text().strip() == str(value), (v, figure)
-    top = page.locator("table.toplinks tbody tr").first.inner_text()
-    assert "Shop the sale" in top
+
+    # Top links: each clicked link once, A's and B's unique clickers side by side.
+    def unique_of(variant, text):
+        return len({to for to, x in clicks if x == text and variant_of[to] == variant})
+
+    top = [texts(tr.locator("td")) for tr in page.locator("table.toplinks tbody tr").all()]
+    assert [(row[0], row[1], row[3]) for row in top] == [
+        (text, str(unique_of("A", text)), str(unique_of("B", text)))
+        for text in ("Shop the sale", "Read the guide")  # by unique clicks, most first
+    ]
     page.screenshot(path=shots / "campaign-page.png", full_page=True)
 
     page.click("a.button >> text=Click map")
@@ -470,7 +478,12 @@ def run_the_flow(page, base, smtp, good, source, zipped, shots, tmp_path):
         cells = texts(tr.locator("td"))
         map_rows[tr.locator(".linktext").inner_text().strip()] = (int(cells[3]), int(cells[4]))
     assert map_rows == truth
-    page.wait_for_selector("#clickmap .num-badge.placed", timeout=120_000)  # the rendering
+    # The map's badges (the rendered email, numbers are click rates) say the same.
+    page.wait_for_selector("#clickmap .num-badge.placed", timeout=120_000)
+    for row in table:
+        badge = page.locator(f'#clickmap .num-badge[data-link="{row.link.pk}"]')
+        want = f"{100 * per_link_unique[row.link.text] / delivered:.1f} %"
+        assert badge.inner_text().strip() == want, row.link.text
     page.screenshot(path=shots / "clickmap.png", full_page=True)
 
     # 10a. The click map's exports.
@@ -506,7 +519,22 @@ def run_the_flow(page, base, smtp, good, source, zipped, shots, tmp_path):
             metrics.Scope(workspace, template_id=template.pk, version_id=version.pk)
         )
     assert (by_template.clickers, by_template.total_clicks) == (len(clickers), len(clicks))
-    assert page.locator("a >> text=Spring sale launch").count() >= 1  # the campaigns list
+    everything = [delivered, delivered, len(openers), len(clickers), len(clicks)]
+    assert texts(page.locator("#version-totals tbody tr td")) == [
+        "1",
+        *map(str, everything),
+        f"{100 * len(clickers) / delivered:.2f}",
+        f"{100 * len(clickers) / len(openers):.2f}",
+        "0",
+    ]
+    (use,) = page.locator("#campaign-uses tbody tr").all()  # the campaigns that sent it
+    assert texts(use.locator("td.num")) == [
+        str(delivered),
+        str(len(clickers)),
+        str(len(clicks)),
+        f"{100 * len(clickers) / delivered:.2f}",
+    ]
+    assert texts(use.locator("td").nth(3)) == ["A, B"]
     page.screenshot(path=shots / "template-report.png", full_page=True)
     with page.expect_download() as download:
         page.click("a.button >> text=CSV")
