@@ -35,6 +35,7 @@ from PIL import Image
 from campaigns.models import Campaign, Customer, Delivery, Segment, Template, Workspace
 from clickmap import metrics
 from tests.conftest import PASSWORD, database_url
+from tests.test_csp_browser import Watcher
 from tests.test_scheduled_sends import celery_beat
 from tests.test_send_and_click import DESKTOP_CHROME
 from tests.test_send_queues import celery_worker
@@ -191,8 +192,14 @@ def test_a_marketer_runs_a_campaign_from_start_to_finish_in_the_browser(
         )
         stack.callback(context.close)
         context.set_default_timeout(60_000)
+        watcher = Watcher(context)  # the strict CSP holds on every page of the flow
         page = context.new_page()
+        watcher.watch(page)
+        server_errors = []
+        page.on("response", lambda r: server_errors.append(r.url) if r.status >= 500 else None)
         run_the_flow(page, live_server.url, smtp_server, good, source, zipped, shots, tmp_path)
+        assert watcher.take() == []
+        assert server_errors == []
 
 
 def run_the_flow(page, base, smtp, good, source, zipped, shots, tmp_path):
