@@ -335,8 +335,8 @@ def run_the_flow(page, base, smtp, good, source, zipped, shots, tmp_path):
         assert Campaign.objects.get(pk=campaign.pk).status == "draft"
 
     # 7. Schedule the real send to the segment for the next whole minute (the form's
-    # precision) at least 20 s away, entered in the workspace's time zone.
-    at = (timezone.now() + timedelta(seconds=80)).replace(second=0, microsecond=0)
+    # precision) at least 30 s away, entered in the workspace's time zone.
+    at = (timezone.now() + timedelta(seconds=90)).replace(second=0, microsecond=0)
     local = at.astimezone(zoneinfo.ZoneInfo(ZONE))
     page.select_option("#id_segment", str(segment.pk))
     page.select_option("#id_when", "later")
