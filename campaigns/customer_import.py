@@ -883,6 +883,26 @@ def _write_errors(cursor, header: list[str], errors_path: str) -> None:
     os.replace(tmp, errors_path)
 
 
+SHOWN_ERRORS = 20
+
+
+def first_errors(errors_path: str, limit: int = SHOWN_ERRORS) -> tuple[list[tuple[int, str]], int]:
+    """(line, reason) of the report's first `limit` rows, for the import's page, and how
+    many rows the report holds in all: the page shows a few, the CSV has every one."""
+    shown, count = [], 0
+    try:
+        with open(errors_path, encoding="utf-8", newline="") as report:
+            rows = csv.reader(report)
+            next(rows, None)  # the header
+            for row in rows:
+                count += 1
+                if len(shown) < limit:
+                    shown.append((int(row[0]), row[1]))
+    except FileNotFoundError:
+        pass
+    return shown, count
+
+
 def safe_cell(value) -> str:
     """A cell a spreadsheet will not run: text starting with = + - @ tab or CR gets a
     leading apostrophe (OWASP CSV injection, as clickmap/exports.py)."""

@@ -28,6 +28,7 @@ from campaigns import customer_import
 from campaigns.customer_import import (
     Column,
     ImportFileError,
+    first_errors,
     guess_type,
     import_customers,
     inspect_file,
@@ -322,6 +323,24 @@ def test_progress_of_a_plain_file_is_reported_between_committed_copies(workspace
     assert copying, reports
     assert all(not in_transaction for _, _, in_transaction in reports)
     assert all(0 < rows < 100_000 for _, rows, _ in copying)
+
+
+def test_the_page_shows_the_first_bad_rows_and_counts_them_all(workspace, tmp_path):
+    """The import's page lists the first bad rows (line and reason); the count says how
+    many the downloadable report holds."""
+    path = tmp_path / "many-bad.csv"
+    lines = ["email,orders"] + [
+        f"p{i}@example.test,{'x' if i % 2 else i}" for i in range(50)
+    ]  # odd rows are bad: lines 3, 5, … 51
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    columns = [Column("email"), Column("attribute", "orders", "number")]
+    summary = _import(workspace, path, key="email", columns=columns)
+    assert (summary.created, summary.failed) == (25, 25)
+    shown, count = first_errors(f"{path}.errors.csv", limit=20)
+    assert count == 25
+    assert [line for line, _ in shown] == list(range(3, 3 + 2 * 20, 2))
+    assert all(reason == "orders: “x” is not a number" for _, reason in shown)
+    assert first_errors(str(tmp_path / "none.csv")) == ([], 0)
 
 
 def test_import_by_email_keeps_external_ids_and_refuses_a_taken_one(workspace, tmp_path):
