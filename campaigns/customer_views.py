@@ -26,6 +26,7 @@ from campaigns.customer_forms import (
 )
 from campaigns.customer_import import (
     ImportFileError,
+    first_errors,
     import_preview,
     start_import,
     upload_import,
@@ -191,8 +192,13 @@ def _import_context(customer_import):
         }
         for i, header in enumerate(customer_import.columns)
     ]
+    errors, error_count = ([], 0)
+    if customer_import.status == "done":
+        errors, error_count = first_errors(customer_import.errors_path)
     return {
         "imp": customer_import,
+        "errors": errors,
+        "error_count": error_count,
         "columns": columns,
         "preview": [(row + [""] * width)[:width] for row in preview],
         "field_choices": FIELD_CHOICES,

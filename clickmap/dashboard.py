@@ -60,10 +60,29 @@ LINK_COLUMNS = (
 )
 
 
+@dataclass(kw_only=True)
 class Filters:
-    """The selectors a click map and a template report share, parsed one way: metric,
-    preview device, period, reliable only, segment, device, palette, display, sort.
-    Mixed into a dataclass with those fields and ``problems``."""
+    """The selectors a click map and a template report share, declared and parsed one
+    way: metric, preview device, period, reliable only, segment, device, palette,
+    display, sort, the sample customer, and what the page says about them."""
+
+    metric: str = "rate"
+    format: str = "html"
+    preview_device: str = "desktop"
+    date_from: date | None = None
+    date_to: date | None = None
+    reliable_only: bool = False
+    segment_id: int | None = None
+    device: str | None = None
+    sample_for: str = ""
+    palette: str = "classic"
+    display: str = "numbers"
+    sort: str = "rank"
+    customer: Customer | None = None  # Preview for: that customer's own email and clicks
+    sample: Customer | None = None  # whose data personalises the shared preview
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)  # the workspace's, by name
 
     def read_filters(self, query) -> None:
         self.metric = query.get("metric") if query.get("metric") in METRICS else "rate"
@@ -95,30 +114,12 @@ class Filters:
 @dataclass
 class Selection(Filters):
     campaign: Campaign
-    metric: str = "rate"
     node_id: int | None = None
     variant_id: int | None = None  # None: every variant of the format (they share a version)
     compare_id: int | None = None  # the compare view: this variant beside variant_id's
-    format: str = "html"
-    preview_device: str = "desktop"
-    date_from: date | None = None
-    date_to: date | None = None
-    reliable_only: bool = False
-    segment_id: int | None = None
-    device: str | None = None
     preview_for: str = ""
-    sample_for: str = ""
-    palette: str = "classic"
-    display: str = "numbers"
-    sort: str = "rank"
-    customer: Customer | None = None  # Preview for: that customer's own email and clicks
-    sample: Customer | None = None  # whose data personalises the shared preview
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    # The choices, read once: the node's variants by name (with their versions) and the
-    # workspace's segments by name.
+    # The choices, read once: the node's variants by name (with their versions).
     variants: list[Variant] = field(default_factory=list)
-    segments: list[Segment] = field(default_factory=list)
 
     @classmethod
     def from_query(cls, campaign: Campaign, query) -> "Selection":

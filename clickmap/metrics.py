@@ -730,8 +730,10 @@ def compare(scope_a: Scope, scope_b: Scope, metric: str = "rate") -> Comparison:
     (totals_a, table_a), (totals_b, table_b) = sides
     rows_a = {row.link.pk: row for row in table_a}
     rows_b = {row.link.pk: row for row in table_b}
+    # Each link once: variants sending one version list the same links on both sides.
     in_order = sorted(
-        (*table_a, *table_b), key=lambda r: (r.link.version_id, r.link.format, r.link.ordinal)
+        {row.link.pk: row for row in (*table_a, *table_b)}.values(),
+        key=lambda r: (r.link.version_id, r.link.format, r.link.ordinal),
     )
     old = [r.link for r in in_order if r.link.pk in rows_a]
     new = [r.link for r in in_order if r.link.pk in rows_b]

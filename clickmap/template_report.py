@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 from django.utils import timezone
 
-from campaigns.models import Customer, Segment, Template, TemplateVersion, Variant
+from campaigns.models import Template, TemplateVersion, Variant
 from clickmap import metrics
 from clickmap.bands import band_labels
 from clickmap.dashboard import (
@@ -46,27 +46,13 @@ from clickmap.previews import sample_customer
 
 @dataclass
 class ReportSelection(Filters):
+    """A template report's selection; ``customer`` stays None: the report's previews are
+    shared ones (no Preview for)."""
+
     template: Template
     version_id: int | None = None  # the version whose map is shown
-    format: str = "html"
-    metric: str = "rate"
-    preview_device: str = "desktop"
-    date_from: date | None = None
-    date_to: date | None = None
-    reliable_only: bool = False
-    segment_id: int | None = None
-    device: str | None = None
-    sample_for: str = ""
-    palette: str = "classic"
-    display: str = "numbers"
-    sort: str = "rank"
-    customer: Customer | None = None  # the map's previews are shared ones (no Preview for)
-    sample: Customer | None = None  # whose data personalises the preview
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
     versions: list[TemplateVersion] = field(default_factory=list)  # newest first
     sent_versions: set[int] = field(default_factory=set)  # versions some email sent
-    segments: list[Segment] = field(default_factory=list)
 
     @classmethod
     def from_query(cls, template: Template, query) -> "ReportSelection":

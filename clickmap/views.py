@@ -248,9 +248,7 @@ def report_clickers(request, template_id, link_id):
         "selection": selection,
     }
     template = (
-        "clickmap/partials/_report_clickers.html"
-        if request.htmx
-        else "clickmap/report_clickers.html"
+        "clickmap/partials/_clickers.html" if request.htmx else "clickmap/report_clickers.html"
     )
     return render(request, template, context)
 

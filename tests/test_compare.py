@@ -116,3 +116,29 @@ def test_comparing_a_variant_with_itself_is_no_comparison(demo, client):
         page_url(workspace, campaign), {"variant": a.pk, "compare": a.pk}
     ).content.decode()
     assert 'table class="data compare"' not in html
+
+
+@pytest.mark.django_db
+def test_two_variants_of_one_template_version_pair_each_link_once(make_workspace):
+    """An A/B test of subjects only (both variants send one version): each link is one
+    pair, itself against itself, in the email's order — not listed once per side."""
+    from campaigns.models import Campaign, EmailNode, Variant
+    from campaigns.services import template_create
+
+    workspace = make_workspace("Subjects only")
+    html = "".join(f"<p><a href='https://shop.example/{n}'>Link {n}</a></p>" for n in range(3))
+    with scope(workspace=workspace):
+        version = template_create(workspace=workspace, name="One", html=html)
+        campaign = Campaign.objects.create(workspace=workspace, name="Subjects")
+        node = EmailNode.objects.create(campaign=campaign, name="Email", position=1)
+        a, b = (
+            Variant.objects.create(node=node, name=name, subject=name, template_version=version)
+            for name in ("A", "B")
+        )
+        sides = [
+            metrics.Scope(workspace, campaign_id=campaign.pk, node_id=node.pk, variant_id=v.pk)
+            for v in (a, b)
+        ]
+        pairs = metrics.compare(*sides).links
+        links = list(TemplateLink.objects.filter(version=version).order_by("ordinal"))
+    assert [(p.a.link, p.b.link, p.change) for p in pairs] == [(x, x, "same") for x in links]

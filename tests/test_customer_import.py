@@ -19,13 +19,16 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from django.db import connection
 from django_scopes import scope, scopes_disabled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from campaigns import customer_import
 from campaigns.customer_import import (
     Column,
     ImportFileError,
+    first_errors,
     guess_type,
     import_customers,
     inspect_file,
@@ -250,6 +253,94 @@ def test_import_by_external_id_merges_attributes_and_counts_updates(workspace, t
     }
     again = _import(workspace, path, key="external_id", columns=columns)
     assert (again.created, again.updated, again.skipped, again.failed) == (0, 0, 2, 2)
+
+
+PLAIN_LINES = [
+    "email\tname\tage",
+    "a@example.com\tAnn\t30",
+    "\xa0\t \t\u3000",  # spaces only (as str.isspace): a blank line, not a row
+    "b@example.com\tBob\tx",
+    "A@example.com\t Ann B \t31",
+]
+
+
+@pytest.mark.parametrize(
+    "variant, read_by_python",
+    [
+        ("plain", False),  # PostgreSQL's COPY parses it
+        ("quoted", True),  # a quote: Python's csv reads it
+        ("short row", True),  # COPY refuses a row of the wrong width: Python reports it
+    ],
+)
+def test_a_plain_file_is_read_by_copy_with_the_same_outcome(
+    workspace, tmp_path, monkeypatch, variant, read_by_python
+):
+    lines = list(PLAIN_LINES)
+    expected_report = {
+        2: "the same key is on line 5, which is imported instead",
+        4: "age: “x” is not a number",
+    }
+    if variant == "quoted":
+        lines[1] = 'a@example.com\t"Ann"\t30'
+    if variant == "short row":
+        lines.append("d@example.com\tDee")
+        expected_report[6] = "the row has 2 cells, the header 3"
+    path = tmp_path / "plain.tsv"
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    python_reads = []
+    stage = customer_import._stage
+    monkeypatch.setattr(customer_import, "_stage", lambda *a: python_reads.append(1) or stage(*a))
+    columns = [Column("email"), Column("attribute", "name"), Column("attribute", "age", "number")]
+    summary = _import(workspace, path, columns=columns)
+    assert bool(python_reads) is read_by_python
+    assert summary.rows == len(lines) - 2  # neither the header nor the blank line
+    failed = len(expected_report) - 1
+    assert (summary.created, summary.updated, summary.skipped, summary.failed) == (1, 0, 1, failed)
+    assert read_report(f"{path}.errors.csv") == expected_report
+    with scopes_disabled():
+        customer = Customer.objects.get(workspace=workspace)
+    assert (customer.email, customer.attributes) == ("a@example.com", {"name": "Ann B", "age": 31})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_progress_of_a_plain_file_is_reported_between_committed_copies(workspace, tmp_path):
+    # A plain file of ~3.3 MB: two COPY statements of PLAIN_CHUNK (2 MB) bytes at most.
+    path = tmp_path / "many.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write("email,external_id,n\n")
+        for i in range(100_000):
+            f.write(f"c{i}@example.com,ext-{i},{i}\n")
+    reports = []
+
+    def progress(percent, rows):
+        # Outside any transaction: the page polling the import's row sees it.
+        reports.append((percent, rows, connection.in_atomic_block))
+
+    with scope(workspace=workspace):
+        summary = import_customers(workspace, str(path), progress=progress)
+    assert (summary.rows, summary.created) == (100_000, 100_000)
+    copying = [r for r in reports if r[0] < 90]
+    assert copying, reports
+    assert all(not in_transaction for _, _, in_transaction in reports)
+    assert all(0 < rows < 100_000 for _, rows, _ in copying)
+
+
+def test_the_page_shows_the_first_bad_rows_and_counts_them_all(workspace, tmp_path):
+    """The import's page lists the first bad rows (line and reason); the count says how
+    many the downloadable report holds."""
+    path = tmp_path / "many-bad.csv"
+    lines = ["email,orders"] + [
+        f"p{i}@example.test,{'x' if i % 2 else i}" for i in range(50)
+    ]  # odd rows are bad: lines 3, 5, … 51
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    columns = [Column("email"), Column("attribute", "orders", "number")]
+    summary = _import(workspace, path, key="email", columns=columns)
+    assert (summary.created, summary.failed) == (25, 25)
+    shown, count = first_errors(f"{path}.errors.csv", limit=20)
+    assert count == 25
+    assert [line for line, _ in shown] == list(range(3, 3 + 2 * 20, 2))
+    assert all(reason == "orders: “x” is not a number" for _, reason in shown)
+    assert first_errors(str(tmp_path / "none.csv")) == ([], 0)
 
 
 def test_import_by_email_keeps_external_ids_and_refuses_a_taken_one(workspace, tmp_path):

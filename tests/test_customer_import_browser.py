@@ -65,6 +65,11 @@ def test_a_marketer_imports_a_csv_and_sees_the_bad_rows_reported(
             for name in ("created", "updated", "skipped", "failed")
         }
         assert summary == {"created": "2", "updated": "0", "skipped": "0", "failed": "3"}
+        # The bad rows are on the page too, with their line numbers and reasons.
+        assert page.locator("#import-errors td.line").all_inner_texts() == ["3", "4", "6"]
+        assert page.locator("#import-errors td.reason").nth(0).inner_text() == (
+            "orders: “many” is not a number"
+        )
         with page.expect_download() as download:
             page.click("text=Download the rows not imported (CSV)")
         with open(download.value.path(), encoding="utf-8", newline="") as f:

@@ -205,15 +205,15 @@ def test_the_membership_log_is_applied_by_one_run_under_no_shard(world, settings
         check_exact(world)
 
 
-def _aggregator_state():
-    # The aggregator may hold several connections (a run per shard, in threads, beside
-    # its main one): it is mid-batch when any of them is in a transaction.
+def _aggregator_waiting_in_a_transaction() -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT string_agg(state, ','), bool_or(xact_start IS NOT NULL) "
-            "FROM pg_stat_activity WHERE application_name = 'crashme' HAVING count(*) > 0"
+            # `aggregate` runs a connection per shard: any of them waiting will do.
+            "SELECT bool_or(xact_start IS NOT NULL AND wait_event_type = 'Lock') "
+            "FROM pg_stat_activity WHERE application_name = 'crashme'"
         )
-        return cursor.fetchone()
+        row = cursor.fetchone()
+    return bool(row and row[0])
 
 
 @pytest.mark.django_db(transaction=True)
@@ -230,14 +230,22 @@ def test_a_worker_killed_mid_batch_leaves_nothing_half_applied(world, spool_dir)
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    # Once a batch has committed, hold the change log so that the next batch waits inside
+    # its transaction (a batch claims its rows and applies them in one), then kill it
+    # there: deterministic however fast a batch is.
+    holder = psycopg.connect(_database_url("holder"))
     killed_in_transaction = False
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and process.poll() is None:
-            state = _aggregator_state()
             with scopes_disabled():
                 progressed = EventChange.objects.count() < before
-            if state and state[1] and progressed:
+            if progressed:
+                holder.execute("LOCK TABLE tracking_eventchange IN EXCLUSIVE MODE")
+                break
+            time.sleep(0.005)
+        while time.monotonic() < deadline and process.poll() is None:
+            if _aggregator_waiting_in_a_transaction():
                 process.send_signal(signal.SIGKILL)
                 killed_in_transaction = True
                 break
@@ -246,6 +254,8 @@ def test_a_worker_killed_mid_batch_leaves_nothing_half_applied(world, spool_dir)
         if process.poll() is None:
             process.kill()
         process.wait()
+        holder.rollback()
+        holder.close()
     assert killed_in_transaction, "the aggregator finished before it could be killed"
     with scopes_disabled():
         left = EventChange.objects.count()
