@@ -101,6 +101,31 @@ class Filters:
         sort = query.get("sort") or "rank"
         self.sort = sort if sort.lstrip("-") in SORTS else "rank"
 
+    def read_sample(self, query, workspace_id: int) -> None:
+        """The customer whose data personalises the shared preview: ?sample=, else the
+        workspace's first customer."""
+        self.sample_for = (query.get("sample") or "").strip()[:254]
+        if self.sample_for:
+            self.sample = _customer(self.sample_for)
+            if self.sample is None:
+                self.problems.append(
+                    f"No customer with the email address or cookie id “{self.sample_for}” "
+                    "to personalise the preview for."
+                )
+        if self.sample is None:
+            self.sample = sample_customer(workspace_id)
+
+    def scope_filters(self) -> dict:
+        """The metrics.Scope fields the selectors set, whatever the map shows."""
+        return {
+            "format": self.format,
+            "date_from": self.date_from,
+            "date_to": self.date_to,
+            "reliable_only": self.reliable_only,
+            "segment": self.segment,
+            "device": self.device,
+        }
+
     @property
     def segment(self) -> Segment | None:
         return next((g for g in self.segments if g.pk == self.segment_id), None)
@@ -145,16 +170,7 @@ class Selection(Filters):
                     f"{s.customer} did not receive this email: showing everyone's clicks."
                 )
                 s.customer = None
-        s.sample_for = (query.get("sample") or "").strip()[:254]
-        if s.sample_for:
-            s.sample = _customer(s.sample_for)
-            if s.sample is None:
-                s.problems.append(
-                    f"No customer with the email address or cookie id “{s.sample_for}” "
-                    "to personalise the preview for."
-                )
-        if s.sample is None:
-            s.sample = sample_customer(campaign.workspace_id)
+        s.read_sample(query, campaign.workspace_id)
         return s
 
     def _choose_variants(self, query) -> None:
@@ -214,13 +230,8 @@ class Selection(Filters):
             campaign_id=self.campaign.pk,
             node_id=self.node_id,
             variant_id=self.variant_id,
-            format=self.format,
-            date_from=self.date_from,
-            date_to=self.date_to,
-            reliable_only=self.reliable_only,
-            segment=self.segment,
+            **self.scope_filters(),
             customer_id=self.customer.pk if self.customer else None,
-            device=self.device,
         )
         return replace(base, **changes)
 

@@ -19,7 +19,7 @@ from django.core.cache import cache
 from django.db import connection
 
 from clickmap import heartbeats
-from tracking.spool import write_problem
+from tracking.spool import file_times, write_problem
 
 
 @dataclass
@@ -97,12 +97,7 @@ def spool_state(directory: Path, now: float) -> tuple[int, float | None]:
     """(complete files waiting, seconds since the oldest was created). A file's name
     starts with its creation time in milliseconds (tracking/spool.py), and its first
     event followed at once."""
-    created = []
-    for path in Path(directory).glob("*.jsonl"):
-        try:
-            created.append(int(path.name.split("-", 1)[0]) / 1000)
-        except ValueError:
-            continue  # not a spool file
+    created = file_times(directory, open_files=False)
     if not created:
         return 0, None
     return len(created), max(0.0, now - min(created))

@@ -32,7 +32,6 @@ from clickmap.dashboard import (
     SORTS,
     Filters,
     MapSide,
-    _customer,
     _int,
     day_chart,
     link_chart,
@@ -41,7 +40,6 @@ from clickmap.dashboard import (
     map_preview,
     sorted_rows,
 )
-from clickmap.previews import sample_customer
 
 
 @dataclass
@@ -78,16 +76,7 @@ class ReportSelection(Filters):
         s.version_id = chosen.pk if chosen is not None else None
         s.format = "amp" if query.get("format") == "amp" and "amp" in s.formats else "html"
         s.read_filters(query)
-        s.sample_for = (query.get("sample") or "").strip()[:254]
-        if s.sample_for:
-            s.sample = _customer(s.sample_for)
-            if s.sample is None:
-                s.problems.append(
-                    f"No customer with the email address or cookie id “{s.sample_for}” "
-                    "to personalise the preview for."
-                )
-        if s.sample is None:
-            s.sample = sample_customer(template.workspace_id)
+        s.read_sample(query, template.workspace_id)
         return s
 
     @property
@@ -106,12 +95,7 @@ class ReportSelection(Filters):
             workspace=self.template.workspace,
             template_id=self.template.pk,
             version_id=self.version_id,
-            format=self.format,
-            date_from=self.date_from,
-            date_to=self.date_to,
-            reliable_only=self.reliable_only,
-            segment=self.segment,
-            device=self.device,
+            **self.scope_filters(),
         )
         return replace(base, **changes)
 

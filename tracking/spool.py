@@ -214,15 +214,23 @@ def claim_files(directory: Path):
         yield path, fd
 
 
-def oldest_file_time(directory: Path) -> float | None:
-    """When the oldest spool file in `directory` was opened (Unix time, from its name),
-    or None when there is none. Its events were all spooled at or after that time."""
+def file_times(directory: Path, *, open_files: bool = True) -> list[float]:
+    """When each spool file in `directory` was opened (Unix time, from its name): the
+    complete files, and with `open_files` those a writer still holds. Every event of a
+    file was spooled at or after its time."""
+    suffixes = (".jsonl", ".tmp") if open_files else (".jsonl",)
     times = []
     for path in Path(directory).glob("*[0-9]-*"):
-        if path.suffix in (".jsonl", ".tmp"):
-            with contextlib.suppress(ValueError):
+        if path.suffix in suffixes:
+            with contextlib.suppress(ValueError):  # not a spool file
                 times.append(int(path.name.split("-", 1)[0]) / 1000)
-    return min(times, default=None)
+    return times
+
+
+def oldest_file_time(directory: Path) -> float | None:
+    """When the oldest spool file in `directory`, open or complete, was opened, or None
+    when there is none."""
+    return min(file_times(directory), default=None)
 
 
 @dataclass
