@@ -18,7 +18,7 @@ from django_scopes import scope, scopes_disabled
 
 from campaigns.models import Delivery
 from campaigns.sending import plan_deliveries
-from clickmap import metrics, pipeline
+from clickmap import freshness, metrics, pipeline
 from clickmap.freshness import ago
 from clickmap.metrics import Scope
 from clickmap.rollups import SHARD_LOCK
@@ -203,3 +203,39 @@ def test_a_bounded_turn_of_ingestion_marks_the_spool_at_the_oldest_file_it_left(
     with scopes_disabled():
         assert SpoolMark.objects.get().at.timestamp() >= time.time() - 5
         assert ClickEvent.objects.count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_the_embedded_default_an_idle_map_is_up_to_date_and_a_waiting_file_is_not(
+    shop, spool_dir, client_for, settings
+):
+    """Inline ingestion (make run): no beat moves the marks while nobody clicks, yet
+    with nothing spooled and nothing in the change log every click counts. A spool file
+    still held by a writer holds the line back to its opening."""
+    from django.test import Client
+
+    from tracking.hotpath import ingest_inline
+    from tracking.tokens import ClickToken, sign_token
+
+    workspace, campaign, delivery, link = shop
+    settings.TRACKING_INGEST_INLINE = True
+    client = client_for(owner_of(workspace))
+    writer = WriterFile(spool_dir, 30, delivery, link)
+    token = sign_token(ClickToken(delivery.pk, link.pk, SHOP))
+    assert Client().get(f"/c/{token}", HTTP_USER_AGENT=CHROME).status_code == 302
+    # This click is stored and counted at once; the held file's is not, and says so.
+    assert counted_clicks(workspace, campaign, link) == 1
+    expect_lag(client, workspace, campaign, writer.opened)
+
+    writer.close()
+    ingest_inline()
+    assert counted_clicks(workspace, campaign, link) == 2
+    assert freshness_line(client, workspace, campaign)[:2] == ("Up to date", 0)
+    # A minute later with no click since: still up to date, not "as of 1 min ago".
+    later = freshness.of_numbers(now=timezone.now() + timedelta(minutes=1))
+    assert (later.text, later.lag_seconds) == ("Up to date", 0)
+    # The same idle state on a worker-driven install says how old its marks are.
+    settings.TRACKING_INGEST_INLINE = False
+    assert freshness.of_numbers(now=timezone.now() + timedelta(minutes=1)).text == (
+        "Numbers as of 1 min ago"
+    )
