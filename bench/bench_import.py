@@ -14,9 +14,17 @@ indexes and triggers. Timed: the whole command, from process start to exit, into
 workspace without customers (1M created), then again (1M unchanged rows: skipped).
 Peak memory is the command's maximum resident set size (os.wait4's rusage).
 
+Table floor: the same customers as the import stores them (typed, attributes as JSON),
+written by this script in COPY's text format and copied straight into campaigns_customer
+under the import's own session settings, in a transaction rolled back after it: what
+PostgreSQL takes to store the finished rows with the table's indexes and triggers, with
+no reading, checking or matching at all. It bounds from below what any import into this
+schema can reach, and says how much of the import's time is the table's.
+
   bench: import_1m_customers value=<s> baseline=<s of the COPY> ratio=… goal=ratio<=3
   bench: import_1m_customers_peak_rss_mb value=<MB> goal=<300
   bench: import_1m_customers_again value=<s> baseline=<s of the COPY> ratio=… goal=info
+  bench: import_1m_customers_table_floor value=<s> baseline=<s of the COPY> ratio=… goal=info
 
 The import's result is checked (1M customers, the counts printed); the script exits
 non-zero when it is wrong. A missed speed goal is only printed.
@@ -24,6 +32,7 @@ Usage: bench/bench_import.py [--rows N]
 """
 
 import argparse
+import json
 import os
 import random
 import subprocess
@@ -58,19 +67,68 @@ def server() -> tuple[str, str]:
     return f"postgresql://postgres@/postgres{query}", f"postgresql://postgres@/{DB_NAME}{query}"
 
 
-def write_csv(path: Path, rows: int) -> None:
+def write_csv(path: Path, typed_path: Path, rows: int, workspace_id: int) -> None:
+    """The CSV to import, and the same customers as campaigns_customer rows in COPY's
+    text format (workspace, external id, email, attributes, created_at)."""
     rng = random.Random(7)
     start = date(2015, 1, 1)
-    with open(path, "w", encoding="utf-8", newline="") as f:
+    with (
+        open(path, "w", encoding="utf-8", newline="") as f,
+        open(typed_path, "w", encoding="utf-8", newline="") as typed,
+    ):
         f.write("email,external_id,first_name,last_name,country,city,age,score,signed_up,vip\n")
         for i in range(rows):
-            first = FIRST[i % 10]
-            f.write(
-                f"{first.lower()}.{i}@example.com,cust-{i},{first},{rng.choice(LAST)},"
-                f"{rng.choice(COUNTRIES)},{rng.choice(CITIES)},{rng.randint(18, 90)},"
-                f"{rng.randint(0, 10000) / 100},{start + timedelta(days=i % 3650)},"
-                f"{'yes' if i % 7 == 0 else 'no'}\n"
+            first, last = FIRST[i % 10], rng.choice(LAST)
+            country, city, age = rng.choice(COUNTRIES), rng.choice(CITIES), rng.randint(18, 90)
+            score, signed_up, vip = (
+                rng.randint(0, 10000) / 100,
+                start + timedelta(days=i % 3650),
+                i % 7 == 0,
             )
+            email = f"{first.lower()}.{i}@example.com"
+            f.write(
+                f"{email},cust-{i},{first},{last},{country},{city},{age},{score},{signed_up},"
+                f"{'yes' if vip else 'no'}\n"
+            )
+            attributes = {
+                "first_name": first,
+                "last_name": last,
+                "country": country,
+                "city": city,
+                "age": age,
+                "score": score,
+                "signed_up": str(signed_up),
+                "vip": vip,
+            }
+            typed.write(
+                f"{workspace_id}\tcust-{i}\t{email}\t"
+                f"{json.dumps(attributes, ensure_ascii=False)}\t2026-01-01 00:00:00+00\n"
+            )
+
+
+def table_floor(url: str, typed_path: Path) -> float:
+    """Seconds to COPY the finished rows into campaigns_customer (rolled back)."""
+    with psycopg.connect(url) as db:
+        db.execute("SET synchronous_commit = off")
+        # The import's own way round per-row foreign-key checks (it is a superuser here).
+        db.execute("SET session_replication_role = replica")
+        started = time.perf_counter()
+        with (
+            db.cursor() as cursor,
+            cursor.copy(
+                "COPY campaigns_customer (workspace_id, external_id, email, attributes,"
+                " created_at) FROM STDIN"
+            ) as copy,
+            open(typed_path, "rb") as f,
+        ):
+            while chunk := f.read(1 << 20):
+                copy.write(chunk)
+        elapsed = time.perf_counter() - started
+        db.rollback()
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("VACUUM campaigns_customer")  # the import finds the table as it was
+        db.execute("VACUUM clickmap_membershipchange")
+    return elapsed
 
 
 def copy_floor(url: str, path: Path) -> tuple[float, int]:
@@ -126,12 +184,18 @@ def main() -> int:
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    with psycopg.connect(url) as db:
+        workspace_id = db.execute(
+            "SELECT id FROM campaigns_workspace WHERE slug = %s", [SLUG]
+        ).fetchone()[0]
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "customers.csv"
-        write_csv(path, rows)
+        path, typed_path = Path(folder) / "customers.csv", Path(folder) / "customers.typed"
+        write_csv(path, typed_path, rows, workspace_id)
         print(f"# {rows} rows, {path.stat().st_size / 1e6:.0f} MB of CSV", flush=True)
         floor, copied = copy_floor(url, path)
         assert copied == rows, copied
+        table = table_floor(url, typed_path)
+        print(f"# the finished rows straight into campaigns_customer: {table:.2f}s", flush=True)
         seconds, rss, out = measured_import(env, path)
         print(f"# first import: {out.strip()}", flush=True)
         if f"created: {rows}, updated: 0, skipped: 0, failed: 0" not in out:
@@ -150,6 +214,10 @@ def main() -> int:
     print(
         f"bench: import_1m_customers_again value={again:.2f}s baseline={floor:.2f}s "
         f"ratio={again / floor:.2f} goal=info"
+    )
+    print(
+        f"bench: import_1m_customers_table_floor value={table:.2f}s baseline={floor:.2f}s "
+        f"ratio={table / floor:.2f} goal=info"
     )
     with psycopg.connect(admin, autocommit=True) as db:
         db.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
