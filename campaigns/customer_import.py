@@ -624,7 +624,7 @@ def _check(cursor, columns: list[Column], key: str) -> int:
         elif column.field == "external_id":
             ext = v
             reasons.append(
-                f"CASE WHEN length({v}) > 200 THEN 'the external id is over 200 characters' END"
+                f"CASE WHEN length({v}) > 254 THEN 'the external id is over 254 characters' END"
             )
         elif column.field == "attribute":
             name = column.name

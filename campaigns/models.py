@@ -332,7 +332,9 @@ class Customer(models.Model):
     """A recipient. `external_id` is the workspace's own id (or cookie id) for them."""
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="customers")
-    external_id = models.CharField(max_length=200)
+    # As long as the longest address: a customer imported by email without an external
+    # id gets their address as one.
+    external_id = models.CharField(max_length=254)
     email = models.EmailField(max_length=254, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)

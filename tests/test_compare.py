@@ -27,6 +27,17 @@ def test_a_known_difference_has_the_textbook_p_value():
     assert two_proportion_test(11, 10, 1, 10) is None  # window-mode counts over n
 
 
+def test_groups_of_different_sizes_pool_each_size_in_the_standard_error():
+    # 30 of 200 against 45 of 150: pooled 75/350 = 0.21429, standard error
+    # sqrt(0.21429 · 0.78571 · (1/200 + 1/150)) = sqrt(0.16837 · 0.011667) = 0.044320,
+    # z = (0.30 − 0.15) / 0.044320 = 3.3845, two-sided p = 0.00071 (normal tables: z 3.38
+    # gives 0.00072, 3.39 gives 0.00070). Equal groups cannot tell 1/n_a from 1/n_b.
+    test = two_proportion_test(30, 200, 45, 150)
+    assert test.z == pytest.approx(3.3845, abs=1e-4)
+    assert test.p_value == pytest.approx(0.000713, abs=2e-6)
+    assert two_proportion_test(45, 150, 30, 200).z == pytest.approx(-3.3845, abs=1e-4)
+
+
 def test_every_link_and_the_email_match_the_formula_over_a_recount(demo, client):
     workspace, campaign, _ = demo
     a, b = variant_named(campaign, "A"), variant_named(campaign, "B")

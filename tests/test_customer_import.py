@@ -75,9 +75,16 @@ NUMBERS = st.one_of(
     st.integers(0, 9).map(lambda n: (f"{n}e3", Decimal(n * 1000))),
 )
 DATES = st.dates(date(1900, 1, 1), date(2100, 12, 31)).map(lambda d: (d.isoformat(), d))
-BOOLEANS = st.sampled_from(
-    [("yes", True), ("No", False), ("TRUE", True), ("false", False), ("1", True), ("0", False)]
-)
+# Every yes/no word the README lists (true/false, yes/no, y/n, 1/0, on/off, t/f), written
+# here rather than imported, in any case.
+BOOLEANS = st.tuples(
+    st.sampled_from(
+        [("true", True), ("yes", True), ("y", True), ("1", True), ("on", True), ("t", True)]
+        + [("false", False), ("no", False), ("n", False), ("0", False), ("off", False)]
+        + [("f", False)]
+    ),
+    st.sampled_from([str.lower, str.upper, str.title]),
+).map(lambda pair: (pair[1](pair[0][0]), pair[0][1]))
 
 
 @st.composite
@@ -92,7 +99,8 @@ def customer_rows(draw):
         elif kind == "empty":
             email = ("", None, False)
         else:
-            email = (draw(st.sampled_from(["not-an-email", "a@b", "x y@z.com"])), None, False)
+            bad = ["not-an-email", "a@b", "x y@z.com", "a@b@c.com", "@example.com", "ann@example"]
+            email = (draw(st.sampled_from(bad)), None, False)
         name = draw(TEXT)
         rows.append(
             {
@@ -102,7 +110,7 @@ def customer_rows(draw):
                 "name": (name, name.strip() or None, True),
                 "age": draw(cell(NUMBERS, ["abc", "1.2.3", "12a", "NaN", "1,5"])),
                 "joined": draw(cell(DATES, ["2024-02-30", "31/12/2024", "soon"])),
-                "vip": draw(cell(BOOLEANS, ["maybe", "ja"])),
+                "vip": draw(cell(BOOLEANS, ["maybe", "ja", "2", "yess", "nope"])),
             }
         )
     return rows
@@ -395,6 +403,43 @@ def test_xlsx_rows_import_with_their_sheet_row_numbers(workspace, tmp_path):
         rows = list(csv.reader(f))
     assert [r[0] for r in rows[1:]] == ["3", "4"]
     assert rows[2][2] == "'+1 555 0100"  # what a spreadsheet would run is written as text
+
+
+# What an address must be (README: one @ with something before it, a dot after it, no
+# space, at most 254 characters), written out by hand.
+ADDRESSES = {
+    "ann@example.com": True,
+    "Ann.Lee+news@mail.example.co.uk": True,
+    "a@b.io": True,
+    "not-an-email": False,
+    "a@b": False,
+    "a@b@c.com": False,
+    "@example.com": False,
+    "ann@": False,
+    "ann@example": False,
+    "ann lee@example.com": False,
+    "ann@exa\tmple.com": False,
+    "x" * 248 + "@e.com": True,  # 254 characters, the most
+    "x" * 249 + "@e.com": False,  # 255
+}
+
+
+def test_each_address_is_imported_or_reported_by_the_rule(workspace, tmp_path):
+    path = tmp_path / "addresses.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["email", "n"])
+        writer.writerows([address, i] for i, address in enumerate(ADDRESSES))
+    summary = _import(workspace, path)
+    good = [a for a, ok in ADDRESSES.items() if ok]
+    assert (summary.created, summary.failed) == (len(good), len(ADDRESSES) - len(good))
+    with scopes_disabled():
+        stored = set(Customer.objects.filter(workspace=workspace).values_list("email", flat=True))
+    assert stored == {a.lower() for a in good}
+    report = read_report(f"{path}.errors.csv")
+    bad_lines = {i + 2 for i, (a, ok) in enumerate(ADDRESSES.items()) if not ok}
+    assert set(report) == bad_lines
+    assert all(reason.endswith("is not an email address") for reason in report.values())
 
 
 def test_a_file_that_is_not_a_table_is_refused(workspace, tmp_path):

@@ -129,6 +129,37 @@ def test_one_click_unsubscribe_is_recorded_once(delivery):
         assert Customer.objects.get().unsubscribed_at == record.at
 
 
+def test_unsubscribing_again_from_another_campaign_keeps_the_first_time(delivery, spool_dir):
+    """The customer unsubscribed from this campaign an hour ago; a later unsubscribe from
+    an older campaign's email is recorded for that campaign but keeps the customer's
+    unsubscribed_at: when they first left."""
+    with scopes_disabled():
+        workspace = delivery.workspace
+    earlier = sendable_campaign(workspace, HTML, subject="Older")
+    with scope(workspace=workspace):
+        plan_deliveries(earlier.nodes.get())  # the customer is still subscribed here
+        other = Delivery.objects.exclude(pk=delivery.pk).get()
+    tracker = SignedTracker("http://testserver")
+    client = Client(enforce_csrf_checks=True)
+    first = client.post(
+        tracker.unsubscribe_url(delivery.pk).removeprefix("http://testserver"),
+        {"List-Unsubscribe": "One-Click"},
+    )
+    assert first.status_code == 200
+    with scopes_disabled():
+        left_at = Customer.objects.get().unsubscribed_at
+        assert left_at == Unsubscribe.objects.get(delivery=delivery).at
+    second = client.post(
+        tracker.unsubscribe_url(other.pk).removeprefix("http://testserver"),
+        {"List-Unsubscribe": "One-Click"},
+    )
+    assert second.status_code == 200
+    with scopes_disabled():
+        assert Unsubscribe.objects.count() == 2
+        assert Unsubscribe.objects.get(delivery=other).at > left_at
+        assert Customer.objects.get().unsubscribed_at == left_at
+
+
 def test_unsubscribe_page_confirms_before_unsubscribing(delivery):
     path = (
         SignedTracker("http://testserver")
