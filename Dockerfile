@@ -30,4 +30,4 @@ RUN SECRET_KEY=build-only DATABASE_URL=postgres://build@localhost/unused python 
 
 EXPOSE 8000
 CMD ["gunicorn", "clickmap.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", \
-     "--control-socket", "/tmp/gunicorn-web.ctl"]
+     "--logger-class", "clickmap.gunicorn_logging.Logger", "--control-socket", "/tmp/gunicorn-web.ctl"]

@@ -1,5 +1,6 @@
 """Campaign page: add variants, send from the browser page, watch the progress."""
 
+import lxml.html
 import pytest
 from django_scopes import scope, scopes_disabled
 
@@ -80,6 +81,10 @@ def test_analyst_adds_variants_pinned_to_the_latest_version(setup, client_for):
         assert {v.template_version_id for v in variants} == {version.pk}
     page = client.get(campaign.get_absolute_url()).content.decode()
     assert "Promo v1" in page and "Send now" in page
+    # The one email's section is headed once: "Email", not "Email" and its node's name.
+    section = lxml.html.fromstring(page).cssselect("section[aria-labelledby=emails-h]")[0]
+    headings = [h.text_content().strip() for h in section.cssselect("h2, h3")]
+    assert headings == ["Email"]
 
 
 def test_send_button_sends_and_the_page_shows_progress(

@@ -136,6 +136,15 @@ def test_each_gunicorn_has_its_own_control_socket():
     assert len(set(named)) == len(named)
 
 
+def test_each_gunicorn_logs_in_the_house_format_with_an_access_log():
+    """gunicorn's own lines and one access record per request, as tests/test_logs.py
+    shows them written by this logger class."""
+    for name in ("web", "tracker"):
+        argv = gunicorn_argv(name)
+        assert argv[argv.index("--logger-class") + 1] == "clickmap.gunicorn_logging.Logger"
+        assert argv[argv.index("--access-logfile") + 1] == "-", name
+
+
 def test_two_gunicorns_on_one_host_each_answer_on_their_own_control_socket(tmp_path):
     """Both services' gunicorn command lines, run side by side on this host with one
     HOME (ports and socket directory moved to the test's): each socket reaches its own

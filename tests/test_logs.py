@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -297,3 +298,53 @@ def test_a_backlog_over_its_threshold_is_a_warning_once_not_one_a_run(
         for _ in range(10):
             after_run(AGGREGATE_TASK, {"changes": 0}, 0.1)
     assert [line["level"] for line in run_lines(caplog)].count("WARNING") == 1
+
+
+# A line of clickmap/log_format.py's text format: time, level, logger, message, fields.
+TEXT_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: "
+)
+TEXT_LINE_PARTS = re.compile(r"^(\S+) (\w+) ([\w.]+): (.*)$")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_gunicorns_own_lines_and_its_access_log_are_in_the_one_format(output, tmp_path, spool_dir):
+    """A real gunicorn as compose runs the web and tracker (the logger class and an
+    access log on stdout): every line it writes, its master's and workers' as well as
+    the app's, parses in the house format, and each request is one record with its
+    numbers as fields."""
+    from tests.tracker_server import Tracker
+
+    tracker = Tracker(
+        tmp_path,
+        spool_dir,
+        {"LOG_FORMAT": output},
+        args=("--logger-class", "clickmap.gunicorn_logging.Logger", "--access-logfile", "-"),
+    )
+    try:
+        assert tracker.request("GET", "/healthz?probe=1")[0] == 200
+        assert tracker.request("GET", "/c/not-a-token")[0] == 404
+    finally:
+        tracker.stop()
+    lines = [line for line in tracker.log().splitlines() if line.strip()]
+    if output == "json":
+        records = [json.loads(line) for line in lines]  # every line is one JSON object
+    else:
+        assert all(TEXT_LINE.match(line) for line in lines), lines
+        records = []
+        for line in lines:
+            _, level, logger, message = TEXT_LINE_PARTS.match(line).groups()
+            fields = dict(re.findall(r" (\w+)=(\S+)", message))
+            records.append({**fields, "level": level, "logger": logger, "message": message})
+    # gunicorn's master and workers say they started, in the format.
+    booted = [r for r in records if r["logger"] == "gunicorn.error"]
+    assert any(r["message"].startswith("Booting worker") for r in booted), lines
+    access = [r for r in records if r["logger"] == "gunicorn.access"]
+    assert all(r["message"].split(" ", 1)[0] == "request" for r in access)
+    # Before them the readiness probe's requests: the last two are this test's.
+    mine = [(r["method"], r["path"], int(r["status"])) for r in access[-2:]]
+    assert mine == [("GET", "/healthz", 200), ("GET", "/c/not-a-token", 404)]
+    assert all(float(r["ms"]) >= 0 and int(r["bytes"]) > 0 for r in access[-2:])
+    assert all(r["remote"] == "127.0.0.1" for r in access[-2:])
+    assert not any("probe=1" in line for line in lines)  # no query string is logged

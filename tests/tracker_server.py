@@ -26,10 +26,13 @@ def database_url_of_this_run() -> str:
 
 
 class Tracker:
-    """gunicorn on a free port with `env` on top of this process's environment; its
-    stderr (gunicorn's and the app's log) goes to `log_path`."""
+    """gunicorn on a free port with `env` on top of this process's environment and
+    `args` on its command line; its output (gunicorn's and the app's log) goes to
+    `log_path`."""
 
-    def __init__(self, tmp_path: Path, spool_dir: Path, env: dict, workers: int = 2):
+    def __init__(
+        self, tmp_path: Path, spool_dir: Path, env: dict, workers: int = 2, args: tuple = ()
+    ):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"gunicorn-{self.port}.log"
@@ -45,6 +48,7 @@ class Tracker:
                 f"127.0.0.1:{self.port}",
                 "--error-logfile",
                 "-",
+                *args,
                 "clickmap.wsgi:application",
             ],
             cwd=ROOT,
