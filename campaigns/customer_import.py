@@ -37,6 +37,7 @@ from django.conf import settings
 from django.db import DatabaseError, DataError, connection, transaction
 from django.utils import timezone
 
+from campaigns.csv_cells import formula_safe
 from campaigns.models import CustomerImport, Workspace
 
 TYPES = ("text", "number", "date", "boolean")
@@ -904,10 +905,8 @@ def first_errors(errors_path: str, limit: int = SHOWN_ERRORS) -> tuple[list[tupl
 
 
 def safe_cell(value) -> str:
-    """A cell a spreadsheet will not run: text starting with = + - @ tab or CR gets a
-    leading apostrophe (OWASP CSV injection, as clickmap/exports.py)."""
-    text = "" if value is None else str(value)
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    """A cell of the report as text a spreadsheet will not run (None: empty)."""
+    return formula_safe("" if value is None else str(value))
 
 
 # --- Imports from the web page (a CustomerImport row per upload) ----------------------

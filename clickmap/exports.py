@@ -31,6 +31,7 @@ from django.http import FileResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from django_scopes import scope as tenant_scope
 
+from campaigns.csv_cells import formula_safe
 from campaigns.models import (
     Campaign,
     Customer,
@@ -95,8 +96,6 @@ PERCENT_HEADERS = frozenset(
 )
 # The compare table's first row: the email as a whole (its clickers and CTR).
 WHOLE_EMAIL = "Whole email (clickers, CTR)"
-# OWASP "CSV Injection": cells starting with these are formulas in spreadsheet apps.
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 CSV_CHUNK_CHARS = 16 * 1024
 CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
 XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -441,7 +440,7 @@ def _csv_cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+        return formula_safe(value)
     if isinstance(value, _PValue):
         return f"{value:.6f}"
     if isinstance(value, float):

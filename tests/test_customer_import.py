@@ -405,6 +405,24 @@ def test_xlsx_rows_import_with_their_sheet_row_numbers(workspace, tmp_path):
     assert rows[2][2] == "'+1 555 0100"  # what a spreadsheet would run is written as text
 
 
+def test_the_report_writes_every_formula_start_as_text(workspace, tmp_path):
+    """OWASP's list of what a spreadsheet runs: = + - @, and a tab or carriage return
+    before one. Each bad row's cells come back with an apostrophe in front."""
+    starts = ["=1+1", "+1 555", "-2", "@SUM(A1)", "\t=1", "\r=1"]
+    path = tmp_path / "formulas.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["email", "note"])
+        writer.writerows([cell, cell] for cell in starts)  # not addresses: each row fails
+    summary = _import(workspace, path)
+    assert (summary.created, summary.failed) == (0, len(starts))
+    with open(f"{path}.errors.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    # line, reason, then the cells as read (the note untrimmed, the address as written)
+    assert [row[3] for row in rows] == [f"'{cell}" for cell in starts]
+    assert all(row[1].endswith("is not an email address") for row in rows)
+
+
 # What an address must be (README: one @ with something before it, a dot after it, no
 # space, at most 254 characters), written out by hand.
 ADDRESSES = {
