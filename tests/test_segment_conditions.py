@@ -120,9 +120,14 @@ def holds(person: Person, c: dict) -> bool:
         value = person.attributes.get(c["attribute"])
         result = {
             "eq": lambda: value == c["value"],
+            "ne": lambda: value != c["value"],
             "gt": lambda: value is not None and value > c["value"],
+            "gte": lambda: value is not None and value >= c["value"],
+            "lt": lambda: value is not None and value < c["value"],
             "lte": lambda: value is not None and value <= c["value"],
             "in": lambda: value in c["value"],
+            # "contains" ignores case, as a marketer typing "de" expects to find "DE".
+            "contains": lambda: value is not None and c["value"].lower() in str(value).lower(),
         }[c["op"]]()
     elif kind == "received":
         result = c["campaign"] in person.received
@@ -149,8 +154,13 @@ def conditions(spring, autumn):
     s, a = spring.pk, autumn.pk
     return [
         {"attribute": "country", "op": "eq", "value": "DE"},
+        # Ages are 20, 23, 26 … 53: each bound is someone's age, so > and ≥ differ.
         {"kind": "attribute", "attribute": "age", "op": "gt", "value": 35},
+        {"kind": "attribute", "attribute": "age", "op": "gte", "value": 35},
+        {"kind": "attribute", "attribute": "age", "op": "lt", "value": 26},
         {"kind": "attribute", "attribute": "age", "op": "lte", "value": 26},
+        {"kind": "attribute", "attribute": "country", "op": "ne", "value": "DE"},
+        {"kind": "attribute", "attribute": "country", "op": "contains", "value": "d"},
         {"kind": "attribute", "attribute": "country", "op": "in", "value": ["FR", "IT"]},
         {"kind": "received", "campaign": s},
         {"kind": "received", "campaign": a, "negate": True},

@@ -390,6 +390,21 @@ def test_two_beats_at_once_start_each_due_send_once(make_workspace, monkeypatch)
         assert set(Campaign.objects.values_list("status", flat=True)) == {"sending"}
 
 
+def test_a_send_is_due_at_its_scheduled_instant_not_a_microsecond_before(
+    make_workspace, monkeypatch
+):
+    workspace = make_workspace("On the dot")
+    campaign = sendable_campaign(workspace, "<p><a href='https://shop.example/'>S</a></p>")
+    queued = []
+    monkeypatch.setattr(scheduling, "_queue_send", queued.append)
+    at = timezone.now() + timedelta(hours=1)
+    with scope(workspace=workspace):
+        scheduling.send_schedule(campaign, at)
+        assert start_due_sends(now=at - timedelta(microseconds=1)) == []
+        assert start_due_sends(now=at) == [campaign.pk] == queued
+        assert Campaign.objects.get(pk=campaign.pk).status == "sending"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_start_due_sends_command_starts_what_is_due_and_nothing_else(
     make_workspace, smtp_server, spool_dir, eager_tasks

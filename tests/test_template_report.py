@@ -360,6 +360,36 @@ def test_each_campaign_email_is_listed_with_a_link_to_its_own_map(world, client_
     assert "Misc" not in html and "Secret" not in html
 
 
+def test_an_email_whose_other_variant_sends_another_template_links_to_its_own_variant(
+    world, client_for
+):
+    """Two variants send Autumn v1 and a third sends another template: that email's map
+    cannot sum "All variants", so its link names one of the template's variants, and
+    the map it opens shows that variant, not the other template's."""
+    with tenant_scope(workspace=world.workspace):
+        mixed = EmailNode.objects.create(
+            campaign=Campaign.objects.create(workspace=world.workspace, name="Mixed"),
+            name="Mixed email",
+        )
+        ours = [
+            Variant.objects.create(node=mixed, name=n, subject="s", template_version=world.v1)
+            for n in ("A", "B")
+        ]
+        other = template_create(workspace=world.workspace, name="Winter", html=HTML_2)
+        Variant.objects.create(node=mixed, name="C", subject="s", template_version=other)
+        for variant, person in zip([*ours, ours[0]], world.people, strict=False):
+            _click(_deliver(world.workspace, mixed, variant, person), 1, 0)
+        aggregate()
+    client = client_for(world.owner)
+    uses = client.get(report_url(world), {"version": 1}).context["uses"]
+    use = next(u for u in uses if u.node == mixed)
+    assert [v.name for v in use.variants] == ["A", "B"]
+    assert f"variant={ours[0].pk}" in use.map_query
+    mapped = client.get(f"{mixed.campaign.get_absolute_url()}clickmap/?{use.map_query}")
+    assert mapped.status_code == 200
+    assert mapped.context["selection"].variant_id == ours[0].pk
+
+
 def test_the_export_agrees_with_the_page(world, client_for):
     client = client_for(world.owner)
     query = {"version": 1, "metric": "total", "from": DAY.date().isoformat()}
