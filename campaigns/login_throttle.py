@@ -12,6 +12,8 @@ from django.contrib.auth.signals import user_logged_in
 from django.dispatch import receiver
 from django.shortcuts import render
 
+from campaigns.client_address import proxied_client
+
 
 def client_ip(request) -> str:
     """The address failures are counted against.
@@ -21,8 +23,7 @@ def client_ip(request) -> str:
     Otherwise the socket's peer.
     """
     if settings.BEHIND_TLS_PROXY:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        last = forwarded.rsplit(",", 1)[-1].strip()
+        last = proxied_client(request.META.get("HTTP_X_FORWARDED_FOR", ""))
         if last:
             return last
     return request.META.get("REMOTE_ADDR", "")

@@ -65,12 +65,44 @@ def test_click_redirects_to_the_signed_destination_and_is_recorded(delivery):
     assert response.status_code == 302
     assert response["Location"] == "https://shop.example/a"
     assert "no-store" in response["Cache-Control"]
+    # The destination never learns the token (nor the tracker's address) as a Referer.
+    assert response["Referrer-Policy"] == "no-referrer"
     assert stored().clicks == 1
     with scopes_disabled():
         event = ClickEvent.objects.get()
     assert (event.delivery_id, event.link_id, event.url) == (delivery.pk, link.pk, link.href)
     assert event.reliable and event.reason == "" and event.device == "desktop"
     assert event.ip == "203.0.113.0"  # truncated, never the raw address
+
+
+def test_behind_a_proxy_the_client_is_the_address_the_proxy_appended(delivery, settings):
+    """X-Forwarded-For: whatever the client sent, then what the proxy saw. A bot writing
+    an Apple address in front must not be taken for Apple's mail proxy."""
+    settings.TRACKING_TRUST_X_FORWARDED_FOR = True
+    link = link_of(delivery, "https://shop.example/a")
+    url = SignedTracker("http://testserver").click_url(delivery.pk, link.pk, link.href)
+    response = Client().get(
+        url.removeprefix("http://testserver"),
+        HTTP_USER_AGENT=CHROME,
+        HTTP_X_FORWARDED_FOR="17.58.0.1, 198.51.100.23",
+        REMOTE_ADDR="10.0.0.2",
+    )
+    assert response.status_code == 302
+    assert stored().clicks == 1
+    with scopes_disabled():
+        assert ClickEvent.objects.get().ip == "198.51.100.0"
+
+
+@pytest.mark.parametrize("kind", ["open", "unsubscribe"])
+def test_another_kind_of_token_at_the_click_endpoint_is_a_neutral_404(delivery, kind):
+    """A valid open-pixel or unsubscribe token is not a click: 404, nothing recorded."""
+    from tracking.tokens import OpenToken, UnsubscribeToken
+
+    token = OpenToken(delivery.pk) if kind == "open" else UnsubscribeToken(delivery.pk)
+    response = Client().get(f"/c/{sign_token(token)}", HTTP_USER_AGENT=CHROME)
+    assert response.status_code == 404
+    assert "Location" not in response
+    assert stored().clicks == 0
 
 
 @pytest.mark.parametrize("mangle", ["forged", "truncated", "tampered", "swapped", "slashes"])

@@ -30,6 +30,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from campaigns.client_address import proxied_client
 from tracking.classify import MAX_USER_AGENT_LENGTH
 from tracking.failures import FailureLog
 from tracking.spool import Spool
@@ -128,9 +129,10 @@ def truncate_ip(address: str) -> str:
 
 def _client_ip(environ) -> str:
     if getattr(settings, "TRACKING_TRUST_X_FORWARDED_FOR", False):
-        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+        # The entry our proxy appended; the ones before it are the client's to forge.
+        forwarded = proxied_client(environ.get("HTTP_X_FORWARDED_FOR", ""))
         if forwarded:
-            return forwarded.split(",")[0]
+            return forwarded
     return environ.get("REMOTE_ADDR", "")
 
 
