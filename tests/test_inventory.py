@@ -113,6 +113,14 @@ def test_text_falls_back_to_image_alt_and_collapses_whitespace():
     assert [row.text for row in rows] == ["Two words", "Sale banner"]
 
 
+def test_a_link_of_several_images_reads_all_their_alts():
+    html = (
+        '<a href="/p"><img src="a.png" alt="Merino beanie"><img src="b.png" alt="">'
+        '<img src="c.png" alt="£25"></a>'
+    )
+    assert [row.text for row in inventory_links(html)] == ["Merino beanie £25"]
+
+
 def test_links_inside_svg_and_odd_names_use_local_name_steps():
     html = '<p><svg><a href="https://e.x/s">s</a></svg><o:p><a href="https://e.x/o">o</a></o:p>'
     rows = inventory_links(html)

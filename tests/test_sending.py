@@ -236,3 +236,19 @@ def test_unreachable_smtp_keeps_deliveries_queued_for_the_next_run(ws, smtp_serv
     settings.EMAIL_PORT = real_port
     assert send(ws, campaign).sent == 1
     assert len(smtp_server.envelopes) == 1
+
+
+def test_a_template_sees_the_customers_address_external_id_and_attributes():
+    """README "Sending and tracking": attributes by name or under `customer`, and
+    `customer.email` and `customer.id` (the workspace's own id for them, never ours)."""
+    from campaigns.models import Customer
+    from campaigns.personalise import customer_context, render
+
+    ann = Customer(external_id="crm-42", email="ann@example.com", attributes={"first_name": "Ann"})
+    source = (
+        "{{ customer.id }}|{{ customer.external_id }}|{{ customer.email }}|"
+        "{{ first_name }}|{{ customer.first_name }}"
+    )
+    assert render(source, customer_context(ann), html_mode=False) == (
+        "crm-42|crm-42|ann@example.com|Ann|Ann"
+    )
