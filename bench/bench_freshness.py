@@ -57,6 +57,7 @@ from bench.bench_redirect import (  # noqa: E402
     free_port,
     house_line,
     log,
+    service_env,
     wait_for,
 )
 
@@ -441,21 +442,7 @@ def main() -> int:
     started = time.perf_counter()
     redis = Redis(None)
     work = Path(tempfile.mkdtemp(prefix="clickmap-bench-freshness-"))
-    env = os.environ | {
-        "DJANGO_SETTINGS_MODULE": "clickmap.settings",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-        "REDIS_URL": redis.url,
-        "SECRET_KEY": "bench-freshness-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
-        "DEBUG": "0",
-        "HTTPS_ONLY": "0",
-        "STATIC_MANIFEST": "0",
-        "TRACKING_INGEST_INLINE": "0",
-        "TRACKING_TRUST_X_FORWARDED_FOR": "1",
-        "TRACKING_SPOOL_DIR": str(work / "spool"),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONWARNINGS": "ignore:No directory at",
-    }
+    env = service_env("freshness", DB_NAME, redis.url, work)
     os.environ.update(env)
     ok = True
     try:

@@ -551,16 +551,15 @@ def house_line(name: str, value: float, baseline: float, goal: str, digits: int 
     )
 
 
-def main() -> int:
-    started = time.perf_counter()
-    shared_port = os.environ.get("BENCH_REDIS_PORT")
-    redis = Redis(int(shared_port) if shared_port else None)
-    work = Path(tempfile.mkdtemp(prefix="clickmap-bench-redirect-"))
-    env = os.environ | {
+def service_env(bench: str, database: str, redis_url: str, work: Path) -> dict:
+    """The environment of a bench's services (gunicorns, workers) and of its own
+    process: production settings, its database and Redis, a spool under `work`, and
+    X-Forwarded-For trusted, so each request can come from an address of its own."""
+    return os.environ | {
         "DJANGO_SETTINGS_MODULE": "clickmap.settings",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-        "REDIS_URL": redis.url,
-        "SECRET_KEY": "bench-redirect-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{database}",
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": f"bench-{bench}-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
         "DEBUG": "0",
         "HTTPS_ONLY": "0",
         "STATIC_MANIFEST": "0",
@@ -572,6 +571,14 @@ def main() -> int:
         # WhiteNoise warns in every worker that STATIC_ROOT was never collected.
         "PYTHONWARNINGS": "ignore:No directory at",
     }
+
+
+def main() -> int:
+    started = time.perf_counter()
+    shared_port = os.environ.get("BENCH_REDIS_PORT")
+    redis = Redis(int(shared_port) if shared_port else None)
+    work = Path(tempfile.mkdtemp(prefix="clickmap-bench-redirect-"))
+    env = service_env("redirect", DB_NAME, redis.url, work)
     os.environ.update(env)
     exact_ok = True
     try:

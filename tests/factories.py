@@ -1,8 +1,12 @@
 """Builders for campaigns ready to send (used by the sending and tracking tests)."""
 
+from datetime import timedelta
+
+from django.utils import timezone
 from django_scopes import scope
 
-from campaigns.models import Campaign, Customer, EmailNode, Variant
+from campaigns.models import Campaign, Customer, Delivery, EmailNode, Variant
+from campaigns.sending import plan_deliveries
 from campaigns.services import template_create
 
 
@@ -46,3 +50,18 @@ def sendable_campaign(
                 format=fmt,
             )
     return campaign
+
+
+def sent_deliveries(workspace, html, rows, subject="S"):
+    """A one-email campaign of `html` sent an hour ago to new customers from `rows`
+    (as customers()): its deliveries, in order, their template versions loaded."""
+    customers(workspace, rows)
+    campaign = sendable_campaign(workspace, html, subject=subject)
+    with scope(workspace=workspace):
+        plan_deliveries(campaign.nodes.get())
+        deliveries = list(Delivery.objects.select_related("template_version").order_by("pk"))
+        for delivery in deliveries:
+            delivery.status = Delivery.Status.SENT
+            delivery.sent_at = timezone.now() - timedelta(hours=1)
+            delivery.save()
+    return deliveries

@@ -3,16 +3,12 @@ address at most once a second, and user agents cut to a sane length. A client
 hammering a link, or sending it every method, cannot multiply the spool's writes."""
 
 import time
-from datetime import timedelta
 
 import pytest
 from django.test import Client
-from django.utils import timezone
-from django_scopes import scope, scopes_disabled
+from django_scopes import scopes_disabled
 
-from campaigns.models import Delivery
-from campaigns.sending import plan_deliveries
-from tests.factories import customers, sendable_campaign
+from tests.factories import sent_deliveries
 from tracking.hotpath import DEDUP_SECONDS, spool
 from tracking.ingest import ingest_spool
 from tracking.models import ClickEvent
@@ -29,14 +25,9 @@ CHROME = (
 @pytest.fixture
 def delivery(make_workspace, spool_dir):
     workspace = make_workspace("Shop")
-    customers(workspace, [("c1", "ann@example.test", {})])
-    campaign = sendable_campaign(workspace, f'<p><a href="{SHOP}">A</a></p>', subject="S")
-    with scope(workspace=workspace):
-        plan_deliveries(campaign.nodes.get())
-        delivery = Delivery.objects.select_related("template_version").get()
-        delivery.status = Delivery.Status.SENT
-        delivery.sent_at = timezone.now() - timedelta(hours=1)
-        delivery.save()
+    (delivery,) = sent_deliveries(
+        workspace, f'<p><a href="{SHOP}">A</a></p>', [("c1", "ann@example.test", {})]
+    )
     return delivery
 
 

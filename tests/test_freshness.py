@@ -16,15 +16,13 @@ import pytest
 from django.utils import timezone
 from django_scopes import scope, scopes_disabled
 
-from campaigns.models import Delivery
-from campaigns.sending import plan_deliveries
 from clickmap import freshness, metrics, pipeline
 from clickmap.freshness import ago
 from clickmap.metrics import Scope
 from clickmap.rollups import SHARD_LOCK
 from tests.conftest import database_url
 from tests.demo_world import page_url
-from tests.factories import customers, sendable_campaign
+from tests.factories import sent_deliveries
 from tracking.models import ClickEvent
 
 SHOP = "https://shop.example/a"
@@ -37,14 +35,10 @@ def shop(make_workspace, settings, spool_dir):
     settings.PIPELINE_INGEST = True
     settings.AGGREGATE_SHARDS = 2
     workspace = make_workspace("Shop")
-    customers(workspace, [("c1", "ann@example.test", {})])
-    campaign = sendable_campaign(workspace, f'<p><a href="{SHOP}">A</a></p>', subject="S")
-    with scope(workspace=workspace):
-        plan_deliveries(campaign.nodes.get())
-        delivery = Delivery.objects.select_related("template_version").get()
-        delivery.status = Delivery.Status.SENT
-        delivery.sent_at = timezone.now() - timedelta(hours=1)
-        delivery.save()
+    html = f'<p><a href="{SHOP}">A</a></p>'
+    (delivery,) = sent_deliveries(workspace, html, [("c1", "ann@example.test", {})])
+    with scopes_disabled():
+        campaign = delivery.node.campaign
         link = delivery.template_version.links.get()
     return workspace, campaign, delivery, link
 

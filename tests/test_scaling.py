@@ -10,17 +10,13 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.utils import timezone
-from django_scopes import scope, scopes_disabled
+from django_scopes import scopes_disabled
 
-from campaigns.models import Delivery
-from campaigns.sending import plan_deliveries
 from tests.conftest import database_url
-from tests.factories import customers, sendable_campaign
+from tests.factories import sent_deliveries
 from tests.tracker_server import Tracker
 from tracking.models import ClickEvent, EventChange
 from tracking.tokens import ClickToken, sign_token
@@ -37,16 +33,8 @@ CLICKS_PER_HOST = 300
 @pytest.fixture
 def deliveries(make_workspace):
     workspace = make_workspace("Shop")
-    customers(workspace, [(f"c{n}", f"c{n}@example.test", {}) for n in range(4)])
-    campaign = sendable_campaign(workspace, f'<p><a href="{SHOP}">A</a></p>', subject="S")
-    with scope(workspace=workspace):
-        plan_deliveries(campaign.nodes.get())
-        rows = list(Delivery.objects.select_related("template_version").order_by("pk"))
-        for delivery in rows:
-            delivery.status = Delivery.Status.SENT
-            delivery.sent_at = timezone.now() - timedelta(hours=1)
-            delivery.save()
-    return rows
+    rows = [(f"c{n}", f"c{n}@example.test", {}) for n in range(4)]
+    return sent_deliveries(workspace, f'<p><a href="{SHOP}">A</a></p>', rows)
 
 
 class Ingester:

@@ -7,17 +7,13 @@ skips what is not a whole event up to the next newline and says exactly what."""
 import errno
 import io
 import os
-from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.test import Client
-from django.utils import timezone
-from django_scopes import scope, scopes_disabled
+from django_scopes import scopes_disabled
 
-from campaigns.models import Delivery
-from campaigns.sending import plan_deliveries
-from tests.factories import customers, sendable_campaign
+from tests.factories import sent_deliveries
 from tests.tracker_server import Tracker, bind_mount, remount, spool_losses, tmpfs
 from tracking.ingest import ingest_spool
 from tracking.models import ClickEvent, OpenEvent
@@ -34,14 +30,9 @@ SHOP = "https://shop.example/a"
 @pytest.fixture
 def delivery(make_workspace):
     workspace = make_workspace("Shop")
-    customers(workspace, [("c1", "ann@example.test", {})])
-    campaign = sendable_campaign(workspace, f'<p><a href="{SHOP}">A</a></p>', subject="S")
-    with scope(workspace=workspace):
-        plan_deliveries(campaign.nodes.get())
-        delivery = Delivery.objects.select_related("template_version").get()
-        delivery.status = Delivery.Status.SENT
-        delivery.sent_at = timezone.now() - timedelta(hours=1)
-        delivery.save()
+    (delivery,) = sent_deliveries(
+        workspace, f'<p><a href="{SHOP}">A</a></p>', [("c1", "ann@example.test", {})]
+    )
     return delivery
 
 

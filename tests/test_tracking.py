@@ -6,7 +6,6 @@ import ipaddress
 import json
 import os
 import threading
-from datetime import timedelta
 
 import pytest
 from django.test import Client
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 
 from campaigns.models import Customer, Delivery
 from campaigns.sending import plan_deliveries
-from tests.factories import customers, sendable_campaign
+from tests.factories import sendable_campaign, sent_deliveries
 from tracking.hotpath import spool, tracking_wsgi, truncate_ip
 from tracking.ingest import ingest_spool
 from tracking.links import SignedTracker
@@ -35,14 +34,7 @@ CHROME = (
 @pytest.fixture
 def delivery(make_workspace, spool_dir):
     workspace = make_workspace("Shop")
-    customers(workspace, [("c1", "ann@example.test", {})])
-    campaign = sendable_campaign(workspace, HTML, subject="S")
-    with scope(workspace=workspace):
-        plan_deliveries(campaign.nodes.get())
-        delivery = Delivery.objects.select_related("template_version").get()
-        delivery.status = Delivery.Status.SENT
-        delivery.sent_at = timezone.now() - timedelta(hours=1)
-        delivery.save()
+    (delivery,) = sent_deliveries(workspace, HTML, [("c1", "ann@example.test", {})])
     return delivery
 
 
